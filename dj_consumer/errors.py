@@ -1,0 +1,41 @@
+"""Every exception dj_consumer raises. The docstring of each class is its default message."""
+
+from __future__ import annotations
+
+
+class DJConsumerError(Exception):
+    """dj_consumer error."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class FailJob(DJConsumerError):
+    """The job asked to fail for good; it will not be retried."""
+
+
+class ConfigError(DJConsumerError):
+    """The configuration is invalid."""
+
+
+class HandlerParseError(DJConsumerError):
+    """The handler YAML could not be understood."""
+
+
+class RegistryError(DJConsumerError):
+    """A handler is registered twice, or a hook names no job."""
+
+
+class JobTimeout(DJConsumerError):
+    """execution expired"""
+
+    @classmethod
+    def after(cls, seconds: float) -> JobTimeout:
+        # Same words as Ruby's Delayed::WorkerTimeout#message, so last_error reads alike.
+        whole = int(seconds)
+        plural = "" if whole == 1 else "s"
+        return cls(f"execution expired (Delayed::Worker.max_run_time is only {whole} second{plural})")
+
+
+class ProcessTimeout(JobTimeout):
+    """The job's process outlived max_run_time and was killed."""
