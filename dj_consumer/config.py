@@ -1,0 +1,226 @@
+"""Configuration: a frozen dataclass built from a mapping or DJ_* environment variables.
+
+Every mistake is reported as one ConfigError line that names the key and what would be right.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy.engine import URL, make_url
+
+from dj_consumer.errors import ConfigError
+
+_MISSING = object()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    worker_id: str = "py"
+    database_url: str | None = None
+    db_config: Mapping[str, Any] | None = None
+    table_name: str = "delayed_jobs"
+    queues: tuple[str | None, ...] | None = None
+    min_priority: int | None = None
+    max_priority: int | None = None
+    max_attempts: int = 25
+    max_run_time: float = 14400.0
+    sleep_delay: float = 5.0
+    read_ahead: int = 5
+    exit_on_complete: bool = False
+    destroy_failed_jobs: bool = False
+    concurrency: int = 1
+    sql_log: bool = False
+    log_format: str = "console"
+    # Beyond delayed_job (README "Lease renewal"): refresh locked_at while a job runs, so a
+    # crashed Python worker's rows come back after lock_timeout instead of max_run_time.
+    heartbeat_interval: float = 60.0
+    lock_timeout: float = 300.0
+    shutdown_timeout: float | None = None
+    hostname: str = field(default_factory=socket.gethostname)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _check_type(f.name, getattr(self, f.name), f.type)
+        if self.database_url is None and self.db_config is None:
+            raise ConfigError(
+                "database_url is required (e.g. mysql+pymysql://root@127.0.0.1/app, "
+                "postgresql+psycopg://localhost/app, sqlite:///jobs.db), or give db_config"
+            )
+        if self.database_url is not None and self.db_config is not None:
+            raise ConfigError("give database_url or db_config, not both")
+        _positive("max_attempts", self.max_attempts)
+        _positive("max_run_time", self.max_run_time)
+        _positive("read_ahead", self.read_ahead)
+        _positive("concurrency", self.concurrency)
+        _positive("heartbeat_interval", self.heartbeat_interval)
+        _positive("lock_timeout", self.lock_timeout)
+        if self.sleep_delay < 0:
+            raise ConfigError(f"sleep_delay must be >= 0 seconds, got {self.sleep_delay!r}")
+        if self.shutdown_timeout is not None and self.shutdown_timeout < 0:
+            raise ConfigError(f"shutdown_timeout must be >= 0 seconds, got {self.shutdown_timeout!r}")
+        if self.heartbeat_interval >= self.lock_timeout:
+            raise ConfigError(
+                f"heartbeat_interval ({self.heartbeat_interval}s) must be shorter than "
+                f"lock_timeout ({self.lock_timeout}s), or live jobs would look abandoned"
+            )
+        if self.log_format not in ("console", "json"):
+            raise ConfigError(f"log_format must be 'console' or 'json', got {self.log_format!r}")
+        if (
+            self.min_priority is not None
+            and self.max_priority is not None
+            and self.min_priority > self.max_priority
+        ):
+            raise ConfigError(
+                f"min_priority ({self.min_priority}) is above max_priority ({self.max_priority})"
+            )
+        if not self.worker_id or any(c.isspace() for c in self.worker_id):
+            raise ConfigError(f"worker_id must be a non-empty word without spaces, got {self.worker_id!r}")
+        if not self.table_name:
+            raise ConfigError("table_name must not be empty")
+        self.url  # validates database_url / db_config
+
+    @property
+    def url(self) -> URL:
+        """The SQLAlchemy URL, from database_url or the dj-consumer style db_config."""
+        if self.database_url is not None:
+            try:
+                return make_url(self.database_url)
+            except Exception as exc:
+                raise ConfigError(
+                    f"database_url {self.database_url!r} is not a database URL ({exc}); "
+                    "expected e.g. mysql+pymysql://user:pass@host:3306/db"
+                ) from None
+        assert self.db_config is not None
+        cfg = dict(self.db_config)
+        unknown = set(cfg) - {"user", "password", "host", "port", "db_name"}
+        if unknown or "db_name" not in cfg:
+            raise ConfigError(
+                "db_config takes user, password, host, port and db_name (db_name required); "
+                f"got {sorted(cfg)}"
+            )
+        user = quote(str(cfg.get("user", "root")), safe="")
+        password = cfg.get("password")
+        auth = user + (":" + quote(str(password), safe="") if password else "")
+        host = cfg.get("host", "127.0.0.1")
+        port = f":{int(cfg['port'])}" if cfg.get("port") else ""
+        return make_url(f"mysql+pymysql://{auth}@{host}{port}/{cfg['db_name']}")
+
+    def worker_name(self, slot: int | None = None) -> str:
+        """locked_by for one slot: "{worker_id}[:{slot}] host:{hostname} pid:{pid}"."""
+        ident = self.worker_id if slot is None else f"{self.worker_id}:{slot}"
+        return f"{ident} host:{self.hostname} pid:{os.getpid()}"
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any] | Config) -> Config:
+        if isinstance(mapping, Config):
+            return mapping
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(mapping) - known)
+        if unknown:
+            hint = _closest(unknown[0], known)
+            raise ConfigError(
+                f"unknown config key {unknown[0]!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+            )
+        values = dict(mapping)
+        if "queues" in values and values["queues"] is not None:
+            q = values["queues"]
+            if isinstance(q, str):
+                q = [s.strip() for s in q.split(",") if s.strip()]
+            if not isinstance(q, list | tuple | set | frozenset):
+                raise ConfigError(f"queues must be a list of queue names, got {type(q).__name__}")
+            values["queues"] = tuple(q) or None
+        for key in ("max_run_time", "sleep_delay", "heartbeat_interval", "lock_timeout",
+                    "shutdown_timeout"):
+            if isinstance(values.get(key), int) and not isinstance(values.get(key), bool):
+                values[key] = float(values[key])
+        return cls(**values)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """DJ_DATABASE_URL, DJ_QUEUES=a,b, DJ_CONCURRENCY=4 … mirror the keys; overrides win."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get("DJ_" + f.name.upper())
+            if raw is not None and f.name != "db_config":
+                values[f.name] = _from_text(f.name, raw, f.type)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_mapping(values)
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+def _positive(key: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{key} must be > 0, got {value!r}")
+
+
+def _base_types(annotation: Any) -> tuple[str, bool]:
+    text = str(annotation).replace(" ", "")
+    optional = text.endswith("|None")
+    return text.removesuffix("|None"), optional
+
+
+def _check_type(key: str, value: Any, annotation: Any) -> None:
+    base, optional = _base_types(annotation)
+    if value is None:
+        if optional:
+            return
+        raise ConfigError(f"{key} must not be empty")
+    ok = {
+        "str": isinstance(value, str),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, int | float) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+        "Mapping[str,Any]": isinstance(value, Mapping),
+        "tuple[str|None,...]": isinstance(value, tuple)
+        and all(v is None or isinstance(v, str) for v in value),
+    }.get(base, True)
+    if not ok:
+        want = {
+            "str": "a string",
+            "int": "an integer",
+            "float": "a number of seconds",
+            "bool": "true or false",
+            "Mapping[str,Any]": "a mapping",
+            "tuple[str|None,...]": "a list of queue names",
+        }
+        raise ConfigError(
+            f"{key} must be {want.get(base, base)}, got {type(value).__name__} {value!r}"
+        )
+
+
+def _from_text(key: str, raw: str, annotation: Any) -> Any:
+    base, optional = _base_types(annotation)
+    if optional and raw == "":
+        return None
+    try:
+        if base == "bool":
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if base == "int":
+            return int(raw)
+        if base == "float":
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"DJ_{key.upper()} must be {base}, got {raw!r}") from None
+    return raw
+
+
+def _closest(word: str, candidates: set[str]) -> str | None:
+    import difflib
+
+    match = difflib.get_close_matches(word, sorted(candidates), n=1)
+    return match[0] if match else None

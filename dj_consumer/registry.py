@@ -1,0 +1,156 @@
+"""The handlers: `job.run("Name")` and its hooks, held in a Registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, TypeVar
+
+from dj_consumer.errors import RegistryError
+from dj_consumer.models import Job
+
+Hook = Callable[..., Any]
+F = TypeVar("F", bound=Hook)
+
+HOOK_KINDS = ("before", "after", "success", "error", "failure")
+TIMEOUT_MODES = ("cooperative", "process")
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """Everything registered for one dispatch name."""
+
+    name: str
+    run: Hook | None = None
+    hooks: dict[str, Hook] = field(default_factory=dict)
+    max_attempts: int | None = None
+    max_run_time: float | None = None
+    reschedule_at: Callable[[datetime, int], datetime] | None = None
+    destroy_failed_jobs: bool | None = None
+    queue: str | None = None
+    timeout: str = "cooperative"
+
+    def hook(self, kind: str) -> Hook | None:
+        return self.hooks.get(kind)
+
+
+class Registry:
+    """Holds the Python handlers by Ruby name. The module-level `dj_consumer.job` is the default one."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, JobSpec] = {}
+
+    def run(
+        self,
+        name: str,
+        *,
+        max_attempts: int | None = None,
+        max_run_time: float | None = None,
+        reschedule_at: Callable[[datetime, int], datetime] | None = None,
+        destroy_failed_jobs: bool | None = None,
+        queue: str | None = None,
+        timeout: str = "cooperative",
+    ) -> Callable[[F], F]:
+        """Register the work for `name` ("NewsletterJob", "User#send_welcome", "UserMailer.welcome")."""
+        _check_name(name)
+        if max_attempts is not None and max_attempts < 1:
+            raise RegistryError(f"{name}: max_attempts must be >= 1, got {max_attempts}")
+        if max_run_time is not None and max_run_time <= 0:
+            raise RegistryError(f"{name}: max_run_time must be > 0, got {max_run_time}")
+        if timeout not in TIMEOUT_MODES:
+            raise RegistryError(f"{name}: timeout must be one of {TIMEOUT_MODES}, got {timeout!r}")
+
+        def decorate(fn: F) -> F:
+            spec = self._specs.get(name, JobSpec(name))
+            if spec.run is not None:
+                raise RegistryError(
+                    f"{name} already has a run handler ({_where(spec.run)}); "
+                    f"a second one at {_where(fn)} is ambiguous"
+                )
+            self._specs[name] = replace(
+                spec,
+                run=fn,
+                max_attempts=max_attempts,
+                max_run_time=max_run_time,
+                reschedule_at=reschedule_at,
+                destroy_failed_jobs=destroy_failed_jobs,
+                queue=queue,
+                timeout=timeout,
+            )
+            return fn
+
+        return decorate
+
+    def before(self, name: str) -> Callable[[F], F]:
+        """(job) before run."""
+        return self._hook("before", name)
+
+    def after(self, name: str) -> Callable[[F], F]:
+        """(job) always, last."""
+        return self._hook("after", name)
+
+    def success(self, name: str) -> Callable[[F], F]:
+        """(job) after run returned."""
+        return self._hook("success", name)
+
+    def error(self, name: str) -> Callable[[F], F]:
+        """(job, exc) on every failed attempt, timeouts included."""
+        return self._hook("error", name)
+
+    def failure(self, name: str) -> Callable[[F], F]:
+        """(job, exc) once, when the job fails for good."""
+        return self._hook("failure", name)
+
+    def _hook(self, kind: str, name: str) -> Callable[[F], F]:
+        _check_name(name)
+
+        def decorate(fn: F) -> F:
+            spec = self._specs.get(name, JobSpec(name))
+            if kind in spec.hooks:
+                raise RegistryError(
+                    f"{name} already has a {kind} hook ({_where(spec.hooks[kind])}); "
+                    f"a second one at {_where(fn)} is ambiguous"
+                )
+            self._specs[name] = replace(spec, hooks={**spec.hooks, kind: fn})
+            return fn
+
+        return decorate
+
+    def spec(self, name: str) -> JobSpec | None:
+        """The spec for `name`, only if it has a run handler (hooks alone run nothing)."""
+        spec = self._specs.get(name)
+        return spec if spec is not None and spec.run is not None else None
+
+    def names(self) -> list[str]:
+        """Names that can run: the ready query is narrowed to these."""
+        return sorted(n for n, s in self._specs.items() if s.run is not None)
+
+    def orphan_hooks(self) -> list[str]:
+        """Names with hooks but no run handler: almost always a typo."""
+        return sorted(n for n, s in self._specs.items() if s.run is None)
+
+    def clear(self) -> None:
+        self._specs.clear()
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.spec(name) is not None
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+
+def _check_name(name: object) -> None:
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        raise RegistryError(f"a job name must be a non-empty Ruby name like 'NewsletterJob', got {name!r}")
+
+
+def _where(fn: Hook) -> str:
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return repr(fn)
+    return f"{getattr(fn, '__qualname__', fn)} in {code.co_filename}:{code.co_firstlineno}"
+
+
+def describe(job: Job) -> str:
+    return f"{job.name} (id {job.id})"

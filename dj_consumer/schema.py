@@ -1,0 +1,67 @@
+"""The delayed_jobs table exactly as Rails' delayed_job_active_record migration creates it.
+
+Used by the demo, the tests and `dj-consumer schema`; production tables come from Rails.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.engine import Connection, Engine
+
+REQUIRED_COLUMNS = (
+    "id",
+    "priority",
+    "attempts",
+    "handler",
+    "last_error",
+    "run_at",
+    "locked_at",
+    "failed_at",
+    "locked_by",
+    "queue",
+    "created_at",
+    "updated_at",
+)
+
+
+def delayed_jobs_table(name: str = "delayed_jobs", metadata: MetaData | None = None) -> Table:
+    """create_table :delayed_jobs + add_index [:priority, :run_at], name: "delayed_jobs_priority"."""
+    md = metadata or MetaData()
+    table = Table(
+        name,
+        md,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+        Column("priority", Integer, nullable=False, server_default=text("0")),
+        Column("attempts", Integer, nullable=False, server_default=text("0")),
+        Column("handler", Text, nullable=False),
+        Column("last_error", Text),
+        Column("run_at", DateTime),
+        Column("locked_at", DateTime),
+        Column("failed_at", DateTime),
+        Column("locked_by", String(255)),
+        Column("queue", String(255)),
+        Column("created_at", DateTime),
+        Column("updated_at", DateTime),
+    )
+    Index(f"{name}_priority" if name != "delayed_jobs" else "delayed_jobs_priority",
+          table.c.priority, table.c.run_at)
+    return table
+
+
+def create(bind: Engine | Connection, name: str = "delayed_jobs", *, drop: bool = False) -> Table:
+    table = delayed_jobs_table(name)
+    if drop:
+        table.drop(bind, checkfirst=True)
+    table.create(bind, checkfirst=True)
+    return table

@@ -1,0 +1,483 @@
+"""Rows in and out of delayed_jobs. Every SQL statement lives here; nothing here runs a job.
+
+The statements follow delayed_job_active_record 4.1 (see the README, "Row protocol"); each
+outcome write is fenced by `locked_by = me`, so a worker that lost its lock never writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import structlog
+from sqlalchemy import bindparam, create_engine, event, inspect, text
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import DBAPIError, NoSuchTableError, SQLAlchemyError
+from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.types import DateTime, Integer, String, Text
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from dj_consumer.config import Config
+from dj_consumer.errors import ConfigError
+from dj_consumer.models import JobRow
+from dj_consumer.schema import REQUIRED_COLUMNS
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+ROW_COLUMNS = "id, priority, attempts, handler, run_at, queue, locked_at, locked_by, failed_at"
+
+# MySQL error codes worth retrying: lock wait timeout, deadlock, connection gone or refused,
+# server shutting down, connection killed.
+_MYSQL_TRANSIENT = {1205, 1213, 2003, 2006, 2013, 2055, 1053, 1927, 4031, 1040}
+# PostgreSQL SQLSTATEs: serialization failure, deadlock, lock not available, shutdown, and
+# the whole 08 class (connection exceptions).
+_PG_TRANSIENT = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03"}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors that a retry of the whole unit of work can cure."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _MYSQL_TRANSIENT:
+        return True
+    sqlstate = getattr(orig, "sqlstate", None)
+    if isinstance(sqlstate, str) and (sqlstate in _PG_TRANSIENT or sqlstate.startswith("08")):
+        return True
+    message = str(orig).lower()
+    return "database is locked" in message or "connection" in message and "closed" in message
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    dialect: str
+    version: str
+    skip_locked: bool
+
+
+class Store:
+    """delayed_jobs access for one worker process."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        name_filters: Sequence[Sequence[str]] = (),
+        retry_window: float = 60.0,
+    ) -> None:
+        self.config = config
+        self.retry_window = retry_window
+        url = config.url
+        self.dialect = url.get_backend_name()
+        if self.dialect == "mariadb":
+            self.dialect = "mysql"
+        if self.dialect not in ("mysql", "postgresql", "sqlite"):
+            raise ConfigError(
+                f"database_url uses {url.drivername!r}; dj_consumer supports mysql+pymysql, "
+                "postgresql+psycopg and sqlite"
+            )
+        self.engine = _engine(url, config, autocommit=True)
+        # Transactions (SKIP LOCKED reservation) use their own pool, so no connection ever
+        # switches isolation level back and forth.
+        self.tx_engine = _engine(url, config, autocommit=False) if self.dialect != "sqlite" else self.engine
+        self.table = self.engine.dialect.identifier_preparer.quote(config.table_name)
+        self.server: ServerInfo | None = None
+        self.last_error_limit = 1 << 20
+        self._name_filters = [tuple(p) for p in name_filters]
+        self._build_statements()
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def check(self) -> ServerInfo:
+        """Fail fast, with one clear line, on an unreachable database or a table Rails did not make."""
+        try:
+            with self.engine.connect() as conn:
+                insp = inspect(conn)
+                try:
+                    columns = {c["name"]: c for c in insp.get_columns(self.config.table_name)}
+                except NoSuchTableError:
+                    raise ConfigError(
+                        f"table {self.config.table_name!r} does not exist in {_safe(self.config.url)}; "
+                        "run Rails' delayed_job migration, or `dj-consumer schema --create` for a new one"
+                    ) from None
+                missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+                if missing:
+                    raise ConfigError(
+                        f"table {self.config.table_name!r} has no column {missing[0]!r}"
+                        + (f" (also missing: {', '.join(missing[1:])})" if missing[1:] else "")
+                        + "; it is not a delayed_job table, or its migration is incomplete"
+                    )
+                self.last_error_limit = _text_limit(self.dialect, columns["last_error"]["type"])
+                self.server = self._server_info(conn)
+        except ConfigError:
+            raise
+        except SQLAlchemyError as exc:
+            raise ConfigError(
+                f"cannot reach the database at {_safe(self.config.url)}: {_short(exc)}"
+            ) from None
+        self._build_statements()
+        return self.server
+
+    def _server_info(self, conn: Connection) -> ServerInfo:
+        if self.dialect == "sqlite":
+            version = conn.execute(text("select sqlite_version()")).scalar_one()
+            return ServerInfo("sqlite", str(version), skip_locked=False)
+        if self.dialect == "postgresql":
+            version = conn.execute(text("show server_version")).scalar_one()
+            return ServerInfo("postgresql", str(version), skip_locked=True)
+        version = str(conn.execute(text("select version()")).scalar_one())
+        return ServerInfo("mysql", version, skip_locked=mysql_has_skip_locked(version))
+
+    def close(self) -> None:
+        self.engine.dispose()
+        if self.tx_engine is not self.engine:
+            self.tx_engine.dispose()
+
+    # -- statements ------------------------------------------------------------------------
+
+    def _build_statements(self) -> None:
+        t = self.table
+        cfg = self.config
+        ready = [
+            "((run_at <= :now AND (locked_at IS NULL OR locked_at < :stale)) OR locked_by = :me)",
+            "failed_at IS NULL",
+        ]
+        if cfg.queues:
+            named = [q for q in cfg.queues if q is not None]
+            parts = ["queue IN :queues"] if named else []
+            if None in cfg.queues:
+                parts.append("queue IS NULL")
+            ready.append("(" + " OR ".join(parts) + ")")
+        if cfg.min_priority is not None:
+            ready.append("priority >= :min_priority")
+        if cfg.max_priority is not None:
+            ready.append("priority <= :max_priority")
+        names = []
+        for i, patterns in enumerate(self._name_filters):
+            names.append(
+                "(" + " AND ".join(f"handler LIKE :n{i}_{j} ESCAPE '!'" for j in range(len(patterns))) + ")"
+            )
+        ready.append("(" + (" OR ".join(names) or "1 = 0") + ")")
+        where = " AND ".join(ready)
+        order = "ORDER BY priority ASC, run_at ASC"
+        lock = " FOR UPDATE SKIP LOCKED" if self.server and self.server.skip_locked else ""
+
+        self._candidates = self._typed(
+            f"SELECT {ROW_COLUMNS} FROM {t} WHERE {where} {order} LIMIT :limit{lock}", rows=True
+        )
+        # Rails' default_sql reservation: lock one candidate only if it is still ready; the
+        # attempts fence also rejects a row another worker ran and rescheduled meanwhile.
+        self._claim_if_ready = self._typed(
+            f"UPDATE {t} SET locked_at = :now, locked_by = :me "
+            f"WHERE id = :id AND attempts = :attempts AND {where}"
+        )
+        self._claim_locked = self._typed(f"UPDATE {t} SET locked_at = :now, locked_by = :me WHERE id = :id")
+        mine = "id = :id AND locked_by = :me"
+        self._delete = self._typed(f"DELETE FROM {t} WHERE {mine}")
+        self._reschedule = self._typed(
+            f"UPDATE {t} SET attempts = :attempts, run_at = :run_at, last_error = :last_error, "
+            f"locked_at = NULL, locked_by = NULL, updated_at = :now WHERE {mine}"
+        )
+        self._fail = self._typed(
+            f"UPDATE {t} SET attempts = :attempts, failed_at = :now, last_error = :last_error, "
+            f"locked_at = NULL, locked_by = NULL, updated_at = :now WHERE {mine}"
+        )
+        self._interrupt = self._typed(
+            f"UPDATE {t} SET last_error = :last_error, locked_at = NULL, locked_by = NULL, "
+            f"updated_at = :now WHERE {mine}"
+        )
+        self._renew = self._typed(f"UPDATE {t} SET locked_at = :now WHERE {mine}")
+        self._release_all = self._typed(
+            f"UPDATE {t} SET locked_at = NULL, locked_by = NULL WHERE locked_by = :me"
+        )
+        self._owner = self._typed(f"SELECT locked_by FROM {t} WHERE id = :id")
+        self._get = self._typed(f"SELECT {ROW_COLUMNS} FROM {t} WHERE id = :id", rows=True)
+        returning = " RETURNING id" if self.dialect == "postgresql" else ""
+        self._insert = self._typed(
+            f"INSERT INTO {t} (priority, attempts, handler, run_at, queue, created_at, updated_at) "
+            f"VALUES (:priority, 0, :handler, :run_at, :queue, :now, :now){returning}"
+        )
+
+    def _typed(self, sql: str, *, rows: bool = False) -> TextClause:
+        stmt = text(sql)
+        binds = []
+        for name in ("now", "stale", "run_at"):
+            if f":{name}" in sql:
+                binds.append(bindparam(name, type_=DateTime()))
+        if ":queues" in sql:
+            binds.append(bindparam("queues", expanding=True, type_=String()))
+        for key in ("handler", "last_error"):
+            if f":{key}" in sql:
+                binds.append(bindparam(key, type_=Text()))
+        if binds:
+            stmt = stmt.bindparams(*binds)
+        if rows:
+            return stmt.columns(  # type: ignore[return-value]
+                id=Integer(),
+                priority=Integer(),
+                attempts=Integer(),
+                handler=Text(),
+                run_at=DateTime(),
+                queue=String(),
+                locked_at=DateTime(),
+                locked_by=String(),
+                failed_at=DateTime(),
+            )
+        return stmt
+
+    def _ready_params(self, me: str, now: datetime) -> dict[str, Any]:
+        cfg = self.config
+        params: dict[str, Any] = {
+            "now": self.ts(now),
+            "stale": self.ts(now - timedelta(seconds=cfg.max_run_time)),
+            "me": me,
+        }
+        if cfg.queues:
+            named = [q for q in cfg.queues if q is not None]
+            if named:
+                params["queues"] = named
+        if cfg.min_priority is not None:
+            params["min_priority"] = cfg.min_priority
+        if cfg.max_priority is not None:
+            params["max_priority"] = cfg.max_priority
+        for i, patterns in enumerate(self._name_filters):
+            for j, pattern in enumerate(patterns):
+                params[f"n{i}_{j}"] = pattern
+        return params
+
+    def ts(self, value: datetime) -> datetime:
+        """MySQL `datetime` keeps no fractions; drop them as ActiveRecord does before writing."""
+        return value.replace(microsecond=0) if self.dialect == "mysql" else value
+
+    # -- the protocol ----------------------------------------------------------------------
+
+    def reserve(self, me: str, now: datetime, accept: Callable[[JobRow], bool]) -> JobRow | None:
+        """Lock the first ready row that `accept` says we can run; None when there is none."""
+        return self._retrying("reserve", lambda: self._reserve_once(me, now, accept))
+
+    def _reserve_once(self, me: str, now: datetime, accept: Callable[[JobRow], bool]) -> JobRow | None:
+        params = self._ready_params(me, now)
+        params["limit"] = self.config.read_ahead
+        locked_at = self.ts(now)
+        if self.server is not None and self.server.skip_locked:
+            with self.tx_engine.connect() as conn, conn.begin():
+                for row in conn.execute(self._candidates, params).all():
+                    job = _row(row)
+                    if accept(job):
+                        conn.execute(self._claim_locked, {"id": job.id, "now": locked_at, "me": me})
+                        return _locked(job, locked_at, me)
+            return None
+        with self.engine.connect() as conn:
+            for row in conn.execute(self._candidates, params).all():
+                job = _row(row)
+                if not accept(job):
+                    continue
+                claim = dict(params, id=job.id, attempts=job.attempts)
+                claim["now"] = locked_at
+                if conn.execute(self._claim_if_ready, claim).rowcount == 1:
+                    return _locked(job, locked_at, me)
+        return None
+
+    def delete(self, job_id: int, me: str) -> bool:
+        """Success: the row goes away (Delayed::Worker#run → job.destroy)."""
+        return self._write("delete", self._delete, {"id": job_id, "me": me})
+
+    def reschedule(self, job_id: int, me: str, *, attempts: int, run_at: datetime,
+                   last_error: str, now: datetime) -> bool:
+        return self._write("reschedule", self._reschedule, {
+            "id": job_id, "me": me, "attempts": attempts, "run_at": self.ts(run_at),
+            "last_error": self.clip(last_error), "now": self.ts(now),
+        })
+
+    def fail(self, job_id: int, me: str, *, attempts: int, last_error: str, now: datetime) -> bool:
+        return self._write("fail", self._fail, {
+            "id": job_id, "me": me, "attempts": attempts, "last_error": self.clip(last_error),
+            "now": self.ts(now),
+        })
+
+    def interrupt(self, job_id: int, me: str, *, last_error: str, now: datetime) -> bool:
+        """Unlock without spending an attempt (shutdown interrupted the job)."""
+        return self._write("interrupt", self._interrupt, {
+            "id": job_id, "me": me, "last_error": self.clip(last_error), "now": self.ts(now),
+        })
+
+    def renew(self, job_id: int, me: str, now: datetime) -> bool:
+        return self._write("renew", self._renew, {"id": job_id, "me": me, "now": self.ts(now)})
+
+    def release(self, me: str) -> int:
+        """Delayed::Job.clear_locks!: unlock every row this worker name holds."""
+        def run() -> int:
+            with self.engine.connect() as conn:
+                return int(conn.execute(self._release_all, {"me": me}).rowcount)
+        return self._retrying("release", run)
+
+    def owner(self, job_id: int) -> tuple[bool, str | None]:
+        """(row exists, its locked_by) — to say why a fenced write touched nothing."""
+        def run() -> tuple[bool, str | None]:
+            with self.engine.connect() as conn:
+                row = conn.execute(self._owner, {"id": job_id}).first()
+                return (False, None) if row is None else (True, row[0])
+        return self._retrying("owner", run)
+
+    def get(self, job_id: int) -> JobRow | None:
+        def run() -> JobRow | None:
+            with self.engine.connect() as conn:
+                row = conn.execute(self._get, {"id": job_id}).first()
+                return None if row is None else _row(row)
+        return self._retrying("get", run)
+
+    def insert(self, handler: str, *, now: datetime, run_at: datetime | None = None,
+               queue: str | None = None, priority: int = 0) -> int:
+        """Delayed::Job.enqueue: a new row (run_at defaults to now, like set_default_run_at)."""
+        params = {"handler": handler, "priority": priority, "queue": queue,
+                  "run_at": self.ts(run_at or now), "now": self.ts(now)}
+        def run() -> int:
+            with self.engine.connect() as conn:
+                result = conn.execute(self._insert, params)
+                if self.dialect == "postgresql":
+                    return int(result.scalar_one())
+                return int(result.lastrowid)
+        return self._retrying("insert", run)
+
+    def clip(self, value: str) -> str:
+        """last_error truncated to what the column holds (MySQL TEXT: 65,535 bytes)."""
+        data = value.encode("utf-8", "replace")
+        if len(data) <= self.last_error_limit:
+            return value
+        return data[: self.last_error_limit].decode("utf-8", "ignore")
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _write(self, op: str, stmt: TextClause, params: dict[str, Any]) -> bool:
+        def run() -> bool:
+            with self.engine.connect() as conn:
+                return bool(conn.execute(stmt, params).rowcount == 1)
+        return self._retrying(op, run)
+
+    def _retrying(self, op: str, fn: Callable[[], T]) -> T:
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning("db.retrying", op=op, attempt=state.attempt_number,
+                        error=_short(exc) if exc else None)
+
+        retrying = Retrying(
+            retry=retry_if_exception(is_transient),
+            stop=stop_after_delay(self.retry_window),
+            wait=wait_exponential(multiplier=0.05, max=5),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        return retrying(fn)
+
+
+def mysql_has_skip_locked(version: str) -> bool:
+    """SKIP LOCKED: MariaDB >= 10.6, MySQL >= 8.0.1."""
+    numbers = [int(p) for p in version.split("-")[0].split(".")[:3] if p.isdigit()]
+    while len(numbers) < 3:
+        numbers.append(0)
+    major, minor, patch = numbers
+    if "mariadb" in version.lower():
+        return (major, minor) >= (10, 6)
+    return (major, minor, patch) >= (8, 0, 1)
+
+
+def _engine(url: URL, config: Config, *, autocommit: bool) -> Engine:
+    kwargs: dict[str, Any] = {"echo": config.sql_log, "pool_pre_ping": True}
+    dialect = url.get_backend_name()
+    if dialect == "sqlite":
+        if url.database in (None, "", ":memory:"):
+            raise ConfigError("database_url for SQLite must name a file (sqlite:///jobs.db), "
+                              "an in-memory database cannot be shared with other workers")
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        kwargs["pool_pre_ping"] = False
+    else:
+        kwargs["pool_size"] = config.concurrency + 2
+        kwargs["max_overflow"] = config.concurrency + 2
+        kwargs["pool_recycle"] = 3600
+    if dialect in ("mysql", "mariadb"):
+        kwargs["connect_args"] = {"connect_timeout": 10}
+    if dialect == "postgresql":
+        kwargs["connect_args"] = {"connect_timeout": 10}
+    if autocommit:
+        kwargs["isolation_level"] = "AUTOCOMMIT"
+    elif dialect in ("mysql", "mariadb"):
+        # READ COMMITTED: a SKIP LOCKED scan keeps no locks on rows it did not take, so it
+        # never makes a Ruby worker's UPDATE … LIMIT 1 wait behind rows we skipped.
+        kwargs["isolation_level"] = "READ COMMITTED"
+    try:
+        engine = create_engine(url, **kwargs)
+    except (ImportError, ModuleNotFoundError) as exc:
+        hint = " (pip install 'dj_consumer[postgres]')" if dialect == "postgresql" else ""
+        raise ConfigError(f"the driver for {url.drivername} is not installed: {exc}{hint}") from None
+    except (SQLAlchemyError, ValueError, TypeError) as exc:
+        raise ConfigError(f"database_url {_safe(url)} is not usable: {exc}") from None
+    if dialect == "sqlite" and autocommit:
+        # SQLite: driver-level autocommit, so each statement is its own transaction.
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _: Any) -> None:
+            dbapi_conn.execute("PRAGMA busy_timeout = 30000")
+    return engine
+
+
+def _row(row: Any) -> JobRow:
+    handler = row.handler
+    if isinstance(handler, bytes | bytearray | memoryview):
+        handler = bytes(handler).decode("utf-8", "surrogateescape")
+    return JobRow(
+        id=int(row.id), priority=int(row.priority), attempts=int(row.attempts),
+        handler=handler, run_at=row.run_at, queue=row.queue, locked_at=row.locked_at,
+        locked_by=row.locked_by, failed_at=row.failed_at,
+    )
+
+
+def _locked(job: JobRow, locked_at: datetime, me: str) -> JobRow:
+    return JobRow(id=job.id, priority=job.priority, attempts=job.attempts, handler=job.handler,
+                  run_at=job.run_at, queue=job.queue, locked_at=locked_at, locked_by=me,
+                  failed_at=None)
+
+
+def _text_limit(dialect: str, column_type: Any) -> int:
+    if dialect != "mysql":
+        return 1 << 20
+    name = type(column_type).__name__.upper()
+    return {"TINYTEXT": 255, "TEXT": 65535, "MEDIUMTEXT": 16777215}.get(name, 1 << 20)
+
+
+def _safe(url: URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
+def _short(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    text_ = str(orig if orig is not None else exc).strip().splitlines()
+    return text_[0] if text_ else type(exc).__name__
+
+
+def escape_like(patterns: Iterable[str]) -> tuple[str, ...]:
+    """ruby_yaml.like_patterns escape with a backslash; we send ESCAPE '!' (same on all dialects)."""
+    out = []
+    for pattern in patterns:
+        converted, i = [], 0
+        while i < len(pattern):
+            ch = pattern[i]
+            if ch == "\\" and i + 1 < len(pattern):
+                nxt = pattern[i + 1]
+                converted.append("!" + nxt if nxt in "%_" else ("!!" if nxt == "!" else nxt))
+                i += 2
+                continue
+            converted.append("!!" if ch == "!" else ch)
+            i += 1
+        out.append("".join(converted))
+    return tuple(out)

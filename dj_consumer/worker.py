@@ -1,0 +1,340 @@
+"""The worker: poll → reserve → parse → execute → record, in one or more slots; signals; shutdown."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from types import FrameType
+from typing import Any
+
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
+
+from dj_consumer import ruby_yaml
+from dj_consumer.clock import Clock, SystemClock
+from dj_consumer.config import Config
+from dj_consumer.errors import ConfigError, HandlerParseError
+from dj_consumer.executor import Executor, Watchdog, format_error
+from dj_consumer.models import (
+    Failed,
+    Interrupted,
+    Job,
+    JobRow,
+    Outcome,
+    ParsedHandler,
+    Rescheduled,
+    Succeeded,
+)
+from dj_consumer.registry import JobSpec, Registry
+from dj_consumer.store import Store, escape_like
+
+log = structlog.get_logger(__name__)
+
+#: What _run_one reports: True succeeded, False failed attempt, None nothing was ready.
+RunResult = bool | None
+
+
+class Worker:
+    """Runs the jobs whose names have a Python handler in `registry`."""
+
+    def __init__(
+        self,
+        config: Config,
+        registry: Registry,
+        *,
+        clock: Clock | None = None,
+        store: Store | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.clock = clock or SystemClock()
+        names = registry.names()
+        filters = [escape_like(p) for name in names for p in ruby_yaml.like_patterns(name)]
+        self.store = store or Store(config, name_filters=filters)
+        self.watchdog = Watchdog(self.clock.monotonic)
+        self.executor = Executor(
+            clock=self.clock,
+            watchdog=self.watchdog,
+            max_run_time=config.max_run_time,
+            destroy_failed_jobs=config.destroy_failed_jobs,
+        )
+        self._stopping = threading.Event()
+        self._checked = False
+        self._in_flight: dict[str, Job] = {}
+        self._lock = threading.Lock()
+
+    # -- public API ------------------------------------------------------------------------
+
+    @property
+    def names(self) -> list[str]:
+        """locked_by of every slot."""
+        if self.config.concurrency == 1:
+            return [self.config.worker_name()]
+        return [self.config.worker_name(slot) for slot in range(self.config.concurrency)]
+
+    def start(self) -> None:
+        """Work until stop(), SIGTERM/SIGINT, or (exit_on_complete) nothing is left to run."""
+        self._setup()
+        self._stopping.clear()
+        restore = self._install_signal_handlers()
+        log.info(
+            "worker.started",
+            worker=self.names[0] if len(self.names) == 1 else self.names,
+            jobs=self.registry.names(),
+            queues=list(self.config.queues) if self.config.queues else "all",
+            concurrency=self.config.concurrency,
+            database=self.store.config.url.render_as_string(hide_password=True),
+        )
+        try:
+            if self.config.concurrency == 1:
+                self._slot_loop(self.names[0])
+            else:
+                threads = [
+                    threading.Thread(target=self._slot_loop, args=(name,), name=f"dj-slot-{i}")
+                    for i, name in enumerate(self.names)
+                ]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    while thread.is_alive():
+                        thread.join(0.2)
+        finally:
+            restore()
+            self._shutdown()
+
+    def stop(self) -> None:
+        """Finish the job in hand, release our locks, and return from start()."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def work_off(self, num: int = 100) -> tuple[int, int]:
+        """Run up to `num` ready jobs now, in this thread; (succeeded, failed), as Ruby's work_off."""
+        self._setup()
+        succeeded = failed = 0
+        me = self.names[0]
+        for _ in range(num):
+            if self._stopping.is_set():
+                break
+            result = self._run_one(me)
+            if result is None:
+                break
+            if result:
+                succeeded += 1
+            else:
+                failed += 1
+        return succeeded, failed
+
+    def close(self) -> None:
+        self.watchdog.stop()
+        self.store.close()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        if self._checked:
+            return
+        if not self.registry.names():
+            raise ConfigError(
+                "no job handlers are registered; decorate a function with @job.run('SomeJob') "
+                "in a module and pass it with --import MODULE"
+            )
+        for name in self.registry.orphan_hooks():
+            log.warning("worker.hook_without_run", name=name,
+                        hint="hooks registered for a name with no @job.run never fire")
+        self.store.check()
+        self._checked = True
+
+    def _slot_loop(self, me: str) -> None:
+        while not self._stopping.is_set():
+            result = self._run_one(me)
+            if result is not None:
+                continue
+            if self.config.exit_on_complete:
+                return
+            self.clock.sleep(self.config.sleep_delay, self._stopping)
+
+    def _run_one(self, me: str) -> RunResult:
+        parsed: dict[int, ParsedHandler | HandlerParseError] = {}
+
+        def accept(row: JobRow) -> bool:
+            result = _parse(row.handler)
+            name = result.name if isinstance(result, ParsedHandler) else ruby_yaml.fallback_name(row.handler)
+            if name is None or self.registry.spec(name) is None:
+                return False
+            parsed[row.id] = result
+            return True
+
+        try:
+            row = self.store.reserve(me, self.clock.now(), accept)
+        except SQLAlchemyError as exc:
+            log.error("db.unavailable", op="reserve", error=_first_line(exc),
+                      hint="retrying after sleep_delay")
+            return None
+        if row is None:
+            return None
+        result = parsed[row.id]
+        if isinstance(result, HandlerParseError):
+            return self._fail_unparseable(row, result, me)
+        spec = self.registry.spec(result.name)
+        assert spec is not None
+        job = self._job(row, result, spec, me)
+        job.log.info("job.started", display_name=job.display_name)
+        started = time.perf_counter()
+        with self._lock:
+            self._in_flight[me] = job
+        try:
+            outcome = self.executor.execute(job, spec)
+        finally:
+            with self._lock:
+                self._in_flight.pop(me, None)
+        duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        self._record(job, outcome, me, duration_ms)
+        return isinstance(outcome, Succeeded)
+
+    def _job(self, row: JobRow, parsed: ParsedHandler, spec: JobSpec | None, me: str) -> Job:
+        max_attempts = self.config.max_attempts
+        if spec is not None and spec.max_attempts is not None:
+            max_attempts = spec.max_attempts
+        return Job(
+            id=row.id,
+            name=parsed.name,
+            display_name=parsed.display_name,
+            payload=parsed.payload,
+            attempts=row.attempts,
+            max_attempts=max_attempts,
+            queue=row.queue,
+            priority=row.priority,
+            run_at=row.run_at,
+            locked_by=me,
+            handler=row.handler,
+            log=log.bind(job_id=row.id, name=parsed.name, queue=row.queue, attempt=row.attempts + 1),
+        )
+
+    def _fail_unparseable(self, row: JobRow, error: HandlerParseError, me: str) -> bool:
+        """Ruby's DeserializationError: failed for good at once, attempts unchanged."""
+        name = ruby_yaml.fallback_name(row.handler) or "?"
+        spec = self.registry.spec(name)
+        job = self._job(row, ParsedHandler(name, name, None), spec, me)
+        handler = row.handler if len(row.handler) <= 500 else row.handler[:500] + "…"
+        message = f"Job failed to load: {error}. Handler: {handler!r}"
+        job.log.error("job.unparseable", error=str(error))
+        outcome = self.executor.fail(
+            job, spec, HandlerParseError(message), attempts=row.attempts,
+            last_error=format_error(HandlerParseError(message)),
+        )
+        self._record(job, outcome, me, 0.0)
+        return False
+
+    def _record(self, job: Job, outcome: Outcome, me: str, duration_ms: float) -> None:
+        """Write the outcome, fenced by locked_by; keep trying while the database is away."""
+        waited_since: float | None = None
+        while True:
+            try:
+                written = self._write(job, outcome, me)
+                break
+            except SQLAlchemyError as exc:
+                if waited_since is None:
+                    waited_since = self.clock.monotonic()
+                job.log.error("db.unavailable", op="record", error=_first_line(exc),
+                              outcome=type(outcome).__name__)
+                grace = self.config.shutdown_timeout or 30.0
+                if self._stopping.is_set() and self.clock.monotonic() - waited_since > grace:
+                    job.log.error("job.outcome_unwritten", outcome=type(outcome).__name__,
+                                  hint="the row stays locked; it runs again after the lock horizon")
+                    return
+                self.clock.sleep(max(self.config.sleep_delay, 0.5))
+        if not written:
+            exists, owner = self.store.owner(job.id)
+            job.log.warning("job.lock_lost", outcome=type(outcome).__name__,
+                            row_exists=exists, owner=owner,
+                            hint="another worker holds the row now (or Rails deleted it); left alone")
+            return
+        self._log_outcome(job, outcome, duration_ms)
+
+    def _write(self, job: Job, outcome: Outcome, me: str) -> bool:
+        now = self.clock.now()
+        store = self.store
+        if isinstance(outcome, Succeeded):
+            return store.delete(job.id, me)
+        if isinstance(outcome, Rescheduled):
+            return store.reschedule(job.id, me, attempts=outcome.attempts, run_at=outcome.run_at,
+                                    last_error=outcome.last_error, now=now)
+        if isinstance(outcome, Failed):
+            if outcome.destroy:
+                return store.delete(job.id, me)
+            return store.fail(job.id, me, attempts=outcome.attempts,
+                              last_error=outcome.last_error, now=now)
+        return store.interrupt(job.id, me, last_error=outcome.last_error, now=now)
+
+    def _log_outcome(self, job: Job, outcome: Outcome, duration_ms: float) -> None:
+        if isinstance(outcome, Succeeded):
+            job.log.info("job.succeeded", duration_ms=duration_ms)
+        elif isinstance(outcome, Rescheduled):
+            job.log.warning("job.rescheduled", duration_ms=duration_ms, attempts=outcome.attempts,
+                            run_at=outcome.run_at.isoformat(sep=" "),
+                            error=outcome.last_error.split("\n", 1)[0])
+        elif isinstance(outcome, Failed):
+            job.log.error("job.failed", duration_ms=duration_ms, attempts=outcome.attempts,
+                          destroyed=outcome.destroy, error=outcome.last_error.split("\n", 1)[0])
+        elif isinstance(outcome, Interrupted):
+            job.log.warning("job.interrupted", duration_ms=duration_ms)
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous: dict[int, Any] = {}
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            log.info("worker.stopping", signal=signal.Signals(signum).name,
+                     hint="finishing the job in hand; send again to interrupt it")
+            self.stop()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, handle)
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
+
+    def _shutdown(self) -> None:
+        released = 0
+        for name in self.names:
+            try:
+                released += self.store.release(name)
+            except SQLAlchemyError as exc:
+                log.error("worker.release_failed", worker=name, error=_first_line(exc))
+        log.info("worker.stopped", released=released)
+
+
+def make_worker(
+    config: Mapping[str, Any] | Config,
+    registry: Registry | None = None,
+    *,
+    clock: Clock | None = None,
+) -> Worker:
+    """Build a worker from a config mapping (SPEC §2) and a registry (default: `dj_consumer.job`)."""
+    from dj_consumer import job as default_registry
+
+    return Worker(Config.from_mapping(config), registry or default_registry, clock=clock)
+
+
+def _parse(handler: str) -> ParsedHandler | HandlerParseError:
+    try:
+        return ruby_yaml.load(handler)
+    except HandlerParseError as exc:
+        return exc
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    lines = str(orig if orig is not None else exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
