@@ -1,0 +1,82 @@
+"""Config: defaults from SPEC §2, and one clear message per mistake."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from dj_consumer.config import Config
+from dj_consumer.errors import ConfigError
+
+URL = "sqlite:///jobs.db"
+
+
+def test_defaults_match_the_spec_and_ruby() -> None:
+    c = Config.from_mapping({"database_url": URL})
+    assert c.worker_id == "py"
+    assert c.table_name == "delayed_jobs"
+    assert c.queues is None
+    assert (c.min_priority, c.max_priority) == (None, None)
+    assert c.max_attempts == 25
+    assert c.max_run_time == 14400
+    assert c.sleep_delay == 5
+    assert c.read_ahead == 5
+    assert c.exit_on_complete is False
+    assert c.destroy_failed_jobs is False
+    assert c.concurrency == 1
+    assert c.sql_log is False
+    assert c.log_format == "console"
+
+
+def test_locked_by_format() -> None:
+    c = Config.from_mapping({"database_url": URL, "worker_id": "py-1", "hostname": "box"})
+    assert c.worker_name() == f"py-1 host:box pid:{os.getpid()}"
+    assert c.worker_name(3) == f"py-1:3 host:box pid:{os.getpid()}"
+
+
+def test_db_config_builds_a_mysql_url() -> None:
+    c = Config.from_mapping({"db_config": {"user": "app", "password": "p@ss", "host": "db",
+                                           "port": 3307, "db_name": "prod"}})
+    assert c.url.render_as_string(hide_password=False) == "mysql+pymysql://app:p%40ss@db:3307/prod"
+
+
+def test_queues_accepts_a_comma_string_and_nil_queue() -> None:
+    assert Config.from_mapping({"database_url": URL, "queues": "a, b"}).queues == ("a", "b")
+    assert Config.from_mapping({"database_url": URL, "queues": ["a", None]}).queues == ("a", None)
+
+
+@pytest.mark.parametrize(
+    ("mapping", "message"),
+    [
+        ({"database_url": URL, "concurency": 2}, "unknown config key 'concurency' (did you mean 'concurrency'?)"),
+        ({"database_url": URL, "concurrency": "2"}, "concurrency must be an integer, got str '2'"),
+        ({"database_url": URL, "concurrency": 0}, "concurrency must be > 0"),
+        ({"database_url": URL, "exit_on_complete": "yes"}, "exit_on_complete must be true or false"),
+        ({"database_url": URL, "max_run_time": "4h"}, "max_run_time must be a number of seconds"),
+        ({"database_url": URL, "log_format": "xml"}, "log_format must be 'console' or 'json'"),
+        ({"database_url": URL, "min_priority": 5, "max_priority": 1}, "min_priority (5) is above max_priority (1)"),
+        ({}, "database_url is required"),
+        ({"database_url": "nope"}, "database_url 'nope' is not a database URL"),
+        ({"database_url": URL, "db_config": {"db_name": "x"}}, "not both"),
+        ({"db_config": {"host": "x"}}, "db_name required"),
+        ({"database_url": URL, "worker_id": "a b"}, "worker_id must be a non-empty word"),
+        ({"database_url": URL, "heartbeat_interval": 600}, "must be shorter than lock_timeout"),
+    ],
+)
+def test_mistakes_name_the_key(mapping: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.from_mapping(mapping)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_from_env_mirrors_the_keys() -> None:
+    env = {"DJ_DATABASE_URL": URL, "DJ_CONCURRENCY": "4", "DJ_EXIT_ON_COMPLETE": "true",
+           "DJ_MAX_RUN_TIME": "60", "DJ_QUEUES": "mail,default", "DJ_MIN_PRIORITY": ""}
+    c = Config.from_env(env)
+    assert (c.concurrency, c.exit_on_complete, c.max_run_time) == (4, True, 60.0)
+    assert c.queues == ("mail", "default")
+    assert Config.from_env(env, concurrency=2).concurrency == 2
+    with pytest.raises(ConfigError, match="DJ_CONCURRENCY must be int, got 'many'"):
+        Config.from_env({"DJ_DATABASE_URL": URL, "DJ_CONCURRENCY": "many"})

@@ -1,0 +1,141 @@
+"""One attempt, no database: hooks order, outcomes, Ruby's reschedule formula, FakeClock."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from dj_consumer import FailJob, Job, Registry
+from dj_consumer.clock import FakeClock
+from dj_consumer.executor import Executor, Watchdog, default_reschedule_at, format_error
+from dj_consumer.models import Failed, Rescheduled, Succeeded
+
+
+def make_job(attempts: int = 0, max_attempts: int = 25) -> Job:
+    return Job(id=1, name="J", display_name="J", payload={}, attempts=attempts,
+               max_attempts=max_attempts, queue=None, priority=0, run_at=None, locked_by="me",
+               handler="--- !ruby/object:J {}\n", log=structlog.get_logger())
+
+
+def executor(clock: FakeClock, **kw: Any) -> Executor:
+    return Executor(clock=clock, watchdog=Watchdog(__import__("time").monotonic),
+                    max_run_time=kw.get("max_run_time", 100.0),
+                    destroy_failed_jobs=kw.get("destroy_failed_jobs", False))
+
+
+def test_rubys_reschedule_formula() -> None:
+    now = datetime(2026, 1, 1)
+    assert [default_reschedule_at(now, n) - now for n in (1, 2, 3, 5)] == [
+        timedelta(seconds=s) for s in (6, 21, 86, 630)
+    ]
+
+
+def test_success_hook_order() -> None:
+    reg, calls = Registry(), []
+    for kind in ("before", "success", "after"):
+        getattr(reg, kind)("J")(lambda j, k=kind: calls.append(k))
+    reg.run("J")(lambda j: calls.append("run"))
+    spec = reg.spec("J")
+    assert spec is not None
+    assert executor(FakeClock()).execute(make_job(), spec) == Succeeded()
+    assert calls == ["before", "run", "success", "after"]
+
+
+def test_error_path_and_reschedule_uses_the_clock() -> None:
+    reg, calls = Registry(), []
+    reg.run("J")(lambda j: 1 / 0)
+    reg.error("J")(lambda j, e: calls.append(("error", type(e).__name__)))
+    reg.success("J")(lambda j: calls.append("success"))
+    reg.after("J")(lambda j: calls.append("after"))
+    clock = FakeClock(datetime(2026, 3, 1, 10, 0, 0))
+    spec = reg.spec("J")
+    assert spec is not None
+    out = executor(clock).execute(make_job(attempts=2), spec)
+    assert isinstance(out, Rescheduled)
+    assert out.attempts == 3
+    assert out.run_at == datetime(2026, 3, 1, 10, 0, 0) + timedelta(seconds=3**4 + 5)
+    assert out.last_error.startswith("division by zero\nTraceback")
+    assert calls == [("error", "ZeroDivisionError"), "after"]
+
+
+def test_failjob_and_exhausted_attempts_fail_with_failure_hook() -> None:
+    reg, failures = Registry(), []
+
+    def refuse(j: Job) -> None:
+        raise FailJob("nope")
+
+    reg.run("J")(refuse)
+    reg.failure("J")(lambda j, e: failures.append(str(e)))
+    spec = reg.spec("J")
+    assert spec is not None
+    out = executor(FakeClock()).execute(make_job(), spec)
+    assert out == Failed(attempts=1, last_error=out.last_error, destroy=False)  # type: ignore[union-attr]
+    assert failures == ["nope"]
+
+
+def test_failure_hook_errors_are_logged_not_raised() -> None:
+    reg = Registry()
+    reg.run("J", destroy_failed_jobs=True)(lambda j: 1 / 0)
+    reg.failure("J")(lambda j, e: 1 / 0)
+    spec = reg.spec("J")
+    assert spec is not None
+    out = executor(FakeClock()).execute(make_job(attempts=24), spec)
+    assert isinstance(out, Failed) and out.destroy and out.attempts == 25
+
+
+def test_bad_reschedule_at_falls_back_to_rubys_formula() -> None:
+    reg = Registry()
+    reg.run("J", reschedule_at=lambda now, n: "tomorrow")(lambda j: 1 / 0)  # type: ignore[arg-type,return-value]
+    clock = FakeClock(datetime(2026, 3, 1))
+    spec = reg.spec("J")
+    assert spec is not None
+    out = executor(clock).execute(make_job(), spec)
+    assert isinstance(out, Rescheduled) and out.run_at == datetime(2026, 3, 1, 0, 0, 6)
+
+
+def test_job_max_run_time_is_capped_at_the_workers() -> None:
+    reg = Registry()
+    reg.run("J", max_run_time=10_000)(lambda j: None)
+    reg.run("K", max_run_time=5)(lambda j: None)
+    ex = executor(FakeClock(), max_run_time=60)
+    assert ex.run_time_for(reg.spec("J")) == 60  # type: ignore[arg-type]
+    assert ex.run_time_for(reg.spec("K")) == 5  # type: ignore[arg-type]
+
+
+def test_timed_out_is_set_at_the_deadline() -> None:
+    reg = Registry()
+    waited: list[bool] = []
+    reg.run("J", max_run_time=0.2)(lambda j: waited.append(j.timed_out.wait(5)))
+    spec = reg.spec("J")
+    assert spec is not None
+    out = executor(FakeClock()).execute(make_job(), spec)
+    assert waited == [True]
+    assert isinstance(out, Rescheduled)
+    assert out.last_error.startswith("execution expired (Delayed::Worker.max_run_time is only 0 seconds)")
+
+
+def test_watchdog_cancel() -> None:
+    import time
+
+    dog = Watchdog(time.monotonic)
+    fired = threading.Event()
+    handle = dog.schedule(0.05, fired.set)
+    dog.cancel(handle)
+    assert not fired.wait(0.2)
+    dog.schedule(0.01, fired.set)
+    assert fired.wait(1)
+    dog.stop()
+
+
+def test_format_error_is_message_then_backtrace() -> None:
+    try:
+        raise KeyError("missing")
+    except KeyError as exc:
+        text = format_error(exc)
+    first, rest = text.split("\n", 1)
+    assert first == "'missing'"
+    assert rest.startswith("Traceback (most recent call last):")
+    assert rest.endswith("KeyError: 'missing'")
