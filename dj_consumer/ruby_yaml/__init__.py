@@ -1,0 +1,79 @@
+"""Rails delayed_job handlers (YAML written by Ruby's Psych) ⇄ Python, per SPEC §3.
+
+- ``load(handler)`` → ``ParsedHandler(name, display_name, payload)``; raises only
+  ``HandlerParseError``, within bounded time and memory for any input.
+- ``fallback_name(handler)``: Ruby's ``ParseObjectFromYaml`` regex, for logs when load fails.
+- ``dump_handler(name, payload, shape=...)``: YAML that Ruby's ``YAML.load_dj`` reads back as
+  the same values (for enqueueing from Python).
+- ``like_patterns(name)``: SQL ``LIKE`` prefilters for the rows a dispatch name may own.
+
+Limits (each refusal is a HandlerParseError saying which limit): ``MAX_HANDLER_BYTES``
+(16 MiB, Rails' MySQL ``mediumtext``; 1 MiB without the libyaml binding, whose absence makes
+parsing ~30x slower), nesting depth ``MAX_DEPTH``, and ``MAX_NODES`` values after expanding
+aliases. Within them a handler loads in well under a second.
+"""
+
+from __future__ import annotations
+
+from dj_consumer.errors import HandlerParseError
+from dj_consumer.models import ParsedHandler
+from dj_consumer.ruby_yaml._build import FAST_PARSER, MAX_DEPTH, MAX_NODES, build
+from dj_consumer.ruby_yaml._dump import dump_handler
+from dj_consumer.ruby_yaml._interpret import JOB_WRAPPER, PERFORMABLE, interpret
+from dj_consumer.ruby_yaml._like import fallback_name, like_patterns
+
+__all__ = [
+    "FAST_PARSER",
+    "JOB_WRAPPER",
+    "MAX_DEPTH",
+    "MAX_HANDLER_BYTES",
+    "MAX_NODES",
+    "PERFORMABLE",
+    "dump_handler",
+    "fallback_name",
+    "like_patterns",
+    "load",
+]
+
+MAX_HANDLER_BYTES = 16 * 1024 * 1024 if FAST_PARSER else 1024 * 1024
+
+
+def load(handler: str | bytes) -> ParsedHandler:
+    """What a handler means to Ruby: dispatch name, Delayed::Job#name, and plain payload."""
+    try:
+        text = _text(handler)
+        built = build(text)
+        if built is None:
+            raise HandlerParseError("handler is empty (no YAML document)")
+        return interpret(built)
+    except HandlerParseError:
+        raise
+    except RecursionError:
+        raise HandlerParseError("handler nests too deeply") from None
+    except MemoryError:
+        raise HandlerParseError("handler needs too much memory") from None
+    except Exception as exc:  # a bug here must not stop the worker: report it as a parse error
+        raise HandlerParseError(f"handler could not be read: {type(exc).__name__}: {exc}") from exc
+
+
+def _text(handler: str | bytes) -> str:
+    if isinstance(handler, (bytes, bytearray, memoryview)):
+        size = len(handler)
+        _check_size(size)
+        try:
+            return bytes(handler).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise HandlerParseError(
+                f"handler is not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+            ) from None
+    if not isinstance(handler, str):
+        raise HandlerParseError(f"handler must be str or bytes, not {type(handler).__name__}")
+    # A str's UTF-8 size is at most 4 bytes per character; count exactly only near the cap.
+    if len(handler) * 4 > MAX_HANDLER_BYTES:
+        _check_size(len(handler.encode("utf-8", "surrogatepass")))
+    return handler
+
+
+def _check_size(size: int) -> None:
+    if size > MAX_HANDLER_BYTES:
+        raise HandlerParseError(f"handler is {size} bytes, over the {MAX_HANDLER_BYTES} byte limit")

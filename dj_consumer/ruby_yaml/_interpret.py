@@ -1,0 +1,150 @@
+"""The root value of a handler → (dispatch name, Ruby's Delayed::Job#name, payload), SPEC §3."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+from dj_consumer.errors import HandlerParseError
+from dj_consumer.models import ParsedHandler
+from dj_consumer.ruby_values import (
+    RubyClass,
+    RubyObject,
+    RubyRange,
+    RubyRecord,
+    RubyRegexp,
+    RubySet,
+)
+from dj_consumer.ruby_yaml._activejob import deserialize_arguments
+from dj_consumer.ruby_yaml._build import Built
+from dj_consumer.ruby_yaml._inspect import ruby_inspect
+
+__all__ = ["JOB_WRAPPER", "PERFORMABLE", "interpret", "ruby_class_name"]
+
+JOB_WRAPPER = "ActiveJob::QueueAdapters::DelayedJobAdapter::JobWrapper"
+PERFORMABLE = frozenset({"Delayed::PerformableMethod", "Delayed::PerformableMailer"})
+
+# The class a tagged root has in Ruby, when Python's value no longer says it.
+_ROOT_TAG_CLASS = re.compile(r"^!ruby/[\w-]+:(.+)$")
+_ROOT_TAG_NAMES = {
+    "!ruby/range": "Range",
+    "!ruby/regexp": "Regexp",
+    "!ruby/class": "Class",
+    "!ruby/module": "Module",
+    "!ruby/object": "Object",
+    "!ruby/struct": "Struct",
+    "!ruby/exception": "Exception",
+}
+# delayed_job 1.x/2.0 wrote receivers and args of its Struct PerformableMethod as strings.
+_OLD_AR = re.compile(r"^AR:([A-Z][\w:]*):(\d+)$")
+_OLD_CLASS = re.compile(r"^CLASS:([A-Z][\w:]*)$")
+
+
+def interpret(built: Built) -> ParsedHandler:
+    root = built.value
+    if isinstance(root, RubyObject) and not isinstance(root, RubyRecord):
+        if root.ruby_class in PERFORMABLE:
+            return _performable(root)
+        if root.ruby_class == JOB_WRAPPER:
+            return _job_wrapper(root)
+        return ParsedHandler(root.ruby_class, root.ruby_class, dict(root))
+    name = _root_class_name(built)
+    return ParsedHandler(name, name, root)
+
+
+def _root_class_name(built: Built) -> str:
+    if built.tag is not None:
+        match = _ROOT_TAG_CLASS.match(built.tag)
+        if match:
+            return match.group(1)
+        if built.tag in _ROOT_TAG_NAMES:
+            return _ROOT_TAG_NAMES[built.tag]
+    return ruby_class_name(built.value)
+
+
+def _performable(root: RubyObject) -> ParsedHandler:
+    receiver = _old_receiver(root.get("object"))
+    method = root.get("method_name", root.get("method"))
+    if not isinstance(method, str) or not method:
+        raise HandlerParseError(f"{root.ruby_class} without a method_name")
+    args = root.get("args")
+    args = [_old_receiver(arg) for arg in args] if isinstance(args, list) else []
+    if isinstance(receiver, RubyClass):
+        name = f"{receiver}.{method}"
+    else:
+        name = f"{ruby_class_name(receiver)}#{method}"
+    return ParsedHandler(name, name, {"object": receiver, "method_name": method, "args": args})
+
+
+def _old_receiver(value: Any) -> Any:
+    if isinstance(value, str) and not isinstance(value, RubyClass):
+        if match := _OLD_AR.match(value):
+            return RubyRecord(match.group(1), {"id": int(match.group(2))})
+        if match := _OLD_CLASS.match(value):
+            return RubyClass(match.group(1))
+    return value
+
+
+def _job_wrapper(root: RubyObject) -> ParsedHandler:
+    job_data = root.get("job_data")
+    if not isinstance(job_data, dict):
+        raise HandlerParseError("ActiveJob JobWrapper without job_data")
+    job_class = job_data.get("job_class")
+    if not isinstance(job_class, str) or not job_class:
+        raise HandlerParseError("ActiveJob job_data without a job_class")
+    payload = dict(job_data)
+    payload["arguments"] = deserialize_arguments(job_data.get("arguments", []))
+    # JobWrapper#display_name (Rails 5.2+); `#{array}` interpolates Array#inspect.
+    display = (
+        f"{job_class} [{_interpolate(job_data.get('job_id'))}] from "
+        f"DelayedJob({_interpolate(job_data.get('queue_name'))}) with arguments: "
+        f"{ruby_inspect(job_data.get('arguments'))}"
+    )
+    return ParsedHandler(job_class, display, payload)
+
+
+def _interpolate(value: Any) -> str:
+    """Ruby's "#{value}": to_s, which is "" for nil."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return ruby_inspect(value)
+
+
+_PY_TO_RUBY: tuple[tuple[type, str], ...] = (
+    (bool, "TrueClass"),  # before int: bool is an int in Python
+    (RubyClass, "Class"),
+    (str, "String"),
+    (int, "Integer"),
+    (float, "Float"),
+    (Decimal, "BigDecimal"),
+    (Fraction, "Rational"),
+    (complex, "Complex"),
+    (datetime, "Time"),
+    (date, "Date"),
+    (timedelta, "ActiveSupport::Duration"),
+    (bytes, "String"),
+    (list, "Array"),
+    (RubySet, "Set"),
+    (RubyRange, "Range"),
+    (RubyRegexp, "Regexp"),
+    (dict, "Hash"),
+)
+
+
+def ruby_class_name(value: Any) -> str:
+    """The Ruby class of a loaded value (what ``value.class.name`` said in Ruby)."""
+    if isinstance(value, RubyObject):
+        return value.ruby_class
+    if value is None:
+        return "NilClass"
+    if value is False:
+        return "FalseClass"
+    for python_type, ruby_name in _PY_TO_RUBY:
+        if isinstance(value, python_type):
+            return ruby_name
+    return "Object"

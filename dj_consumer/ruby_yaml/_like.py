@@ -1,0 +1,71 @@
+"""Cheap text tests on a handler: Ruby's fallback name regex, and SQL LIKE prefilters."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["BUILTIN_NAMES", "fallback_name", "like_patterns"]
+
+# Delayed::Backend::Base::ParseObjectFromYaml = %r{\!ruby/\w+\:([^\s]+)}; Ruby's \w and \s
+# are ASCII-only here.
+_PARSE_OBJECT_FROM_YAML = re.compile(r"!ruby/[A-Za-z0-9_]+:([^ \t\r\n\f\v]+)")
+
+# Names load() gives to roots that Psych writes without any class name in the text (a bare
+# hash, string, number …): no LIKE pattern can find those, so they get no prefilter.
+BUILTIN_NAMES = frozenset(
+    {
+        "Array", "BigDecimal", "Class", "Complex", "Date", "Exception", "FalseClass", "Float",
+        "Hash", "Integer", "Module", "NilClass", "Object", "Range", "Rational", "Regexp",
+        "Set", "String", "Struct", "Time", "TrueClass", "ActiveSupport::Duration",
+    }
+)  # fmt: skip
+
+
+def fallback_name(handler: str | bytes) -> str | None:
+    """The class name Ruby's Delayed::Job#name falls back to when the handler cannot load."""
+    text = handler.decode("utf-8", "replace") if isinstance(handler, bytes) else handler
+    match = _PARSE_OBJECT_FROM_YAML.search(text)
+    return match.group(1) if match else None
+
+
+def like_patterns(name: str) -> list[tuple[str, ...]]:
+    """SQL LIKE prefilters for rows whose handler may load() to dispatch name ``name``.
+
+    A row can be ``name``'s only if its handler matches every pattern of at least one tuple;
+    an empty tuple matches every row. Patterns escape ``%``, ``_`` and ``\\`` with a backslash:
+    the caller must write ``handler LIKE :p ESCAPE '\\'`` (SQLite has no default escape).
+    They over-approximate — re-check with load() — but never miss a form Psych writes.
+    """
+    receiver, separator, method = _split_method(name)
+    if separator:
+        # Delayed::PerformableMethod / PerformableMailer: `method_name: :m`, `!ruby/symbol m`,
+        # old `method: :m`; receiver `!ruby/object:C`, `!ruby/ActiveRecord:C`, `!ruby/class
+        # 'C'`, old "AR:C:1" / "CLASS:C" all spell C out — unless C is a core class.
+        patterns = [_contains("Delayed::Performable"), _contains(method)]
+        if receiver not in BUILTIN_NAMES:
+            patterns.append(_contains(receiver))
+        return [tuple(patterns)]
+    if name in BUILTIN_NAMES:
+        return [()]
+    return [
+        # !ruby/object:C, !ruby/struct:C, !ruby/ActiveRecord:C, !ruby/hash:C, …
+        (f"%!ruby/%:{_escape(name)}%",),
+        # ActiveJob: `job_class: C` inside the JobWrapper.
+        (_contains("JobWrapper"), _contains("job_class"), _contains(name)),
+    ]
+
+
+def _split_method(name: str) -> tuple[str, str, str]:
+    # Class names have no "#" or "."; method names (`save!`, `[]`, `==`) come after the first.
+    match = re.match(r"^([^#.]+)([#.])(.+)$", name)
+    if match is None:
+        return name, "", ""
+    return match.group(1), match.group(2), match.group(3)
+
+
+def _contains(text: str) -> str:
+    return f"%{_escape(text)}%"
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

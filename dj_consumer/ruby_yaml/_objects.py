@@ -1,0 +1,214 @@
+"""Collections by Psych tag (ToRuby#visit_Psych_Nodes_Mapping / _Sequence, plus delayed_job's
+``!ruby/ActiveRecord:`` extension), mapped onto the value types of ``dj_consumer.ruby_values``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta, tzinfo
+from fractions import Fraction
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dj_consumer.ruby_values import RubyObject, RubyRange, RubyRecord, RubySet, RubyStruct
+from dj_consumer.ruby_yaml._scalars import ScalarError
+
+__all__ = ["build_mapping", "build_sequence", "hashable_key"]
+
+_STRUCT = re.compile(r"^!ruby/struct:?(.*)$")
+_OBJECT = re.compile(r"^!ruby/object:?(.*)$")
+_RECORD = re.compile(r"^!ruby/(?:ActiveRecord|Mongoid|DataMapper):(.+)$")
+_STRING = re.compile(r"^!(?:str|ruby/string)(?::.*)?$")
+_EXCEPTION = re.compile(r"^!ruby/exception:?(.*)$")
+_MARSHALABLE = re.compile(r"^!ruby/marshalable:(.*)$")
+_HASH_WITH_IVARS = re.compile(r"^!ruby/hash-with-ivars(?::.*)?$")
+
+# Keys a Rails 3.x-4.1 record wrote beside `attributes` (a plain hash of raw column values).
+_BARE_RECORD_KEYS = frozenset({"attributes", "new_record", "active_record_yaml_version"})
+
+
+def hashable_key(key: Any) -> Any:
+    """A dict key for a Ruby hash key: Ruby allows arrays and hashes as keys, Python does not."""
+    if isinstance(key, list):
+        return tuple(hashable_key(item) for item in key)
+    if isinstance(key, dict):
+        return tuple((hashable_key(k), hashable_key(v)) for k, v in key.items())
+    if isinstance(key, RubySet):
+        return frozenset(hashable_key(item) for item in key)
+    return key
+
+
+def build_sequence(tag: str | None, items: list[Any]) -> Any:
+    """``!omap`` is a list of one-pair hashes; every other sequence (``!ruby/array:X``…) a list."""
+    if tag in ("!omap", "tag:yaml.org,2002:omap"):
+        result: dict[Any, Any] = {}
+        for pair in items:
+            if isinstance(pair, dict):
+                result.update(pair)
+        return result
+    return items
+
+
+def build_mapping(tag: str | None, mapping: dict[Any, Any], *, depth: int) -> Any:
+    """The value of one mapping node whose children are built; ``depth`` 0 is the root."""
+    if tag is None:
+        return mapping
+    if match := _OBJECT.match(tag):
+        return _object(match.group(1) or "Object", mapping, top_level=depth == 0)
+    if match := _STRUCT.match(tag):
+        return RubyStruct(match.group(1) or "Struct", _ivars(mapping))
+    if match := _RECORD.match(tag):
+        return RubyRecord(match.group(1), _record_columns(mapping) or {})
+    return _tagged_mapping(tag, mapping)
+
+
+def _tagged_mapping(tag: str, mapping: dict[Any, Any]) -> Any:
+    if _STRING.match(tag) or tag == "tag:yaml.org,2002:str":
+        return mapping.get("str")
+    if tag.startswith("!ruby/array:"):
+        internal = mapping.get("internal")
+        return internal if isinstance(internal, list) else []
+    if tag == "!ruby/range":
+        return RubyRange(mapping.get("begin"), mapping.get("end"), bool(mapping.get("excl")))
+    if match := _EXCEPTION.match(tag):
+        return RubyObject(match.group(1) or "Exception", _ivars(mapping))
+    if tag in ("!set", "tag:yaml.org,2002:set", "!ruby/set"):
+        return RubySet(mapping)
+    if _HASH_WITH_IVARS.match(tag):
+        elements = mapping.get("elements")
+        return elements if isinstance(elements, dict) else {}
+    if match := _MARSHALABLE.match(tag):
+        return RubyObject(match.group(1), _ivars(mapping))
+    # !ruby/hash:X, !map:X, !omap and unknown tags: Psych builds a Hash.
+    return mapping
+
+
+def _ivars(mapping: dict[Any, Any]) -> dict[str, Any]:
+    # Instance variable names come without "@" (Psych strips it when it reads them back).
+    return {str(key).removeprefix("@"): value for key, value in mapping.items()}
+
+
+def _object(class_name: str, mapping: dict[Any, Any], *, top_level: bool) -> Any:
+    special = _SPECIAL_OBJECTS.get(class_name)
+    if special is not None:
+        return special(mapping)
+    columns = _record_columns(mapping, allow_bare=not top_level)
+    if columns is not None:
+        return RubyRecord(class_name, columns)
+    return RubyObject(class_name, _ivars(mapping))
+
+
+def _record_columns(mapping: dict[Any, Any], *, allow_bare: bool = True) -> dict[str, Any] | None:
+    """The column values of an ActiveRecord record, in whichever form Rails wrote it; None
+    when ``mapping`` is not a record.
+
+    Rails 5.2+: ``concise_attributes`` (a list of ActiveModel::Attribute); Rails 4.2-5.1:
+    ``raw_attributes`` (plus an AttributeSet under ``attributes``); Rails 3.x-4.1 and
+    delayed_job's Syck-era ``!ruby/ActiveRecord:X``: ``attributes``, a plain hash. The bare
+    ``attributes`` form looks like any object with an @attributes hash, so it is not trusted
+    for the job object itself (``allow_bare`` false at the root).
+    """
+    concise = mapping.get("concise_attributes")
+    if isinstance(concise, list):
+        return _concise_columns(concise)
+    raw = mapping.get("raw_attributes")
+    if isinstance(raw, dict):
+        return {str(k): v for k, v in raw.items()}
+    attributes = mapping.get("attributes")
+    if isinstance(attributes, RubyObject) and attributes.ruby_class.endswith("AttributeSet"):
+        return _attribute_set_columns(attributes)
+    if allow_bare and type(attributes) is dict and set(mapping) <= _BARE_RECORD_KEYS:
+        return {str(k): v for k, v in attributes.items()}
+    return None
+
+
+def _concise_columns(attributes: list[Any]) -> dict[str, Any]:
+    columns: dict[str, Any] = {}
+    for attribute in attributes:
+        if isinstance(attribute, dict) and "name" in attribute:
+            columns[str(attribute["name"])] = _attribute_value(attribute)
+    return columns
+
+
+def _attribute_value(attribute: dict[str, Any]) -> Any:
+    # FromDatabase/FromUser carry value_before_type_cast; WithCastValue only `value`.
+    if "value_before_type_cast" in attribute:
+        return attribute["value_before_type_cast"]
+    return attribute.get("value")
+
+
+def _attribute_set_columns(attribute_set: RubyObject) -> dict[str, Any]:
+    """An AttributeSet's LazyAttributeHash (``values`` + materialized ``delegate_hash``)."""
+    lazy = attribute_set.get("attributes")
+    if not isinstance(lazy, dict):
+        return {}
+    values = lazy.get("values")
+    columns = {str(k): v for k, v in values.items()} if isinstance(values, dict) else {}
+    delegate = lazy.get("delegate_hash")
+    if isinstance(delegate, dict):
+        for name, attribute in delegate.items():
+            if isinstance(attribute, dict):
+                columns[str(name)] = _attribute_value(attribute)
+    if not columns and all(isinstance(v, dict) for v in lazy.values()):
+        # Rails 4.2 wrote the attributes hash itself: name → Attribute.
+        for name, attribute in lazy.items():
+            columns[str(name)] = _attribute_value(attribute)
+    return columns
+
+
+def _time_with_zone(mapping: dict[Any, Any]) -> datetime:
+    utc = mapping.get("utc")
+    if not isinstance(utc, datetime):
+        raise ScalarError("ActiveSupport::TimeWithZone without a `utc` time")
+    return utc.astimezone(_zone(mapping.get("zone")))
+
+
+def _zone(zone: Any) -> tzinfo:
+    name = zone.get("name") if isinstance(zone, dict) else None
+    if isinstance(name, str):
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass  # no tz database entry: keep the instant, in UTC
+    return UTC
+
+
+def _duration(mapping: dict[Any, Any]) -> timedelta:
+    value = mapping.get("value")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ScalarError("ActiveSupport::Duration without a numeric `value`")
+    return timedelta(seconds=value)
+
+
+def _rational(mapping: dict[Any, Any]) -> Fraction:
+    try:
+        return Fraction(mapping.get("numerator", 0), mapping.get("denominator", 1))
+    except (TypeError, ValueError, ZeroDivisionError):
+        raise ScalarError("invalid Rational") from None
+
+
+def _complex(mapping: dict[Any, Any]) -> complex:
+    try:
+        return complex(mapping.get("real", 0), mapping.get("image", 0))
+    except (TypeError, ValueError):
+        raise ScalarError("invalid Complex") from None
+
+
+def _set(mapping: dict[Any, Any]) -> RubySet:
+    # Ruby's Set (before it got its own YAML form) is dumped as its internal Hash of member → true.
+    members = mapping.get("hash")
+    return RubySet(members if isinstance(members, dict) else ())
+
+
+def _hash(mapping: dict[Any, Any]) -> dict[Any, Any]:
+    return mapping
+
+
+_SPECIAL_OBJECTS: dict[str, Any] = {
+    "ActiveSupport::TimeWithZone": _time_with_zone,
+    "ActiveSupport::Duration": _duration,
+    "Rational": _rational,
+    "Complex": _complex,
+    "Set": _set,
+    "Hash": _hash,
+}
