@@ -162,10 +162,9 @@ def _config(args: argparse.Namespace, **extra: Any) -> Config:
                     "concurrency", "sleep_delay", "read_ahead", "max_attempts", "max_run_time",
                     "destroy_failed_jobs")
     }
-    if flags.get("queues") is not None:
-        flags["queues"] = tuple(
-            None if q.strip() in ("", "nil") else q.strip() for q in flags["queues"].split(",")
-        )
+    queues = flags.get("queues")
+    if isinstance(queues, str):
+        flags["queues"] = tuple(None if q.strip() in ("", "nil") else q.strip() for q in queues.split(","))
     flags.update(extra)
     if os.environ.get("DJ_QUEUES") and flags.get("queues") is None:
         flags["queues"] = tuple(

@@ -43,6 +43,9 @@ class Config:
     heartbeat_interval: float = 60.0
     lock_timeout: float = 300.0
     shutdown_timeout: float | None = None
+    # Which locked_by values belong to lease-renewing (Python) workers: "{prefix}… host:… pid:…".
+    # Default: this worker's worker_id, so workers sharing a worker_id prefix recover each other.
+    lease_prefix: str | None = None
     hostname: str = field(default_factory=socket.gethostname)
 
     def __post_init__(self) -> None:
@@ -82,9 +85,11 @@ class Config:
             )
         if not self.worker_id or any(c.isspace() for c in self.worker_id):
             raise ConfigError(f"worker_id must be a non-empty word without spaces, got {self.worker_id!r}")
+        if self.lease_prefix is not None and (not self.lease_prefix or " " in self.lease_prefix):
+            raise ConfigError(f"lease_prefix must be a non-empty word, got {self.lease_prefix!r}")
         if not self.table_name:
             raise ConfigError("table_name must not be empty")
-        self.url  # validates database_url / db_config
+        _ = self.url  # validates database_url / db_config now, not at first use
 
     @property
     def url(self) -> URL:
@@ -111,6 +116,10 @@ class Config:
         host = cfg.get("host", "127.0.0.1")
         port = f":{int(cfg['port'])}" if cfg.get("port") else ""
         return make_url(f"mysql+pymysql://{auth}@{host}{port}/{cfg['db_name']}")
+
+    @property
+    def lease_owner_prefix(self) -> str:
+        return self.lease_prefix if self.lease_prefix is not None else self.worker_id
 
     def worker_name(self, slot: int | None = None) -> str:
         """locked_by for one slot: "{worker_id}[:{slot}] host:{hostname} pid:{pid}"."""

@@ -39,3 +39,11 @@ class JobTimeout(DJConsumerError):
 
 class ProcessTimeout(JobTimeout):
     """The job's process outlived max_run_time and was killed."""
+
+
+class ChildJobError(DJConsumerError):
+    """The job raised in its child process (timeout="process")."""
+
+    def __init__(self, message: str, child_traceback: str = "") -> None:
+        super().__init__(message)
+        self.child_traceback = child_traceback

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import multiprocessing
+import os
 import threading
 import traceback
+import warnings
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,7 +19,7 @@ from typing import Any
 import structlog
 
 from dj_consumer.clock import Clock
-from dj_consumer.errors import FailJob, JobTimeout
+from dj_consumer.errors import ChildJobError, FailJob, JobTimeout, ProcessTimeout
 from dj_consumer.models import Failed, Job, Outcome, Rescheduled, Succeeded
 from dj_consumer.registry import JobSpec
 
@@ -31,8 +34,60 @@ def default_reschedule_at(now: datetime, attempts: int) -> datetime:
 def format_error(exc: BaseException) -> str:
     """last_error as Delayed::Backend::Base#error= writes it: message, newline, backtrace."""
     message = str(exc) or type(exc).__name__
-    trace = "".join(traceback.format_exception(exc)).rstrip("\n")
-    return f"{message}\n{trace}"
+    trace = getattr(exc, "child_traceback", "") or "".join(traceback.format_exception(exc))
+    return f"{message}\n{trace.rstrip()}"
+
+
+def run_in_child(fn: Callable[[Job], Any], job: Job, run_time: float) -> None:
+    """timeout="process": run `fn(job)` in a forked child that is killed at run_time.
+
+    fork, not spawn: the child inherits the registry and the job as they are, without
+    pickling. It never touches the parent's database connections and leaves with os._exit.
+    """
+    ctx = multiprocessing.get_context("fork")
+    reader, writer = ctx.Pipe(duplex=False)
+
+    def child() -> None:
+        reader.close()
+        try:
+            fn(job)
+            writer.send(None)
+        except BaseException as exc:
+            writer.send((type(exc).__name__, str(exc), format_error(exc).split("\n", 1)[1]))
+        finally:
+            writer.close()
+            os._exit(0)
+
+    with warnings.catch_warnings():
+        # Python 3.12+ warns that fork() in a threaded process may deadlock; the child only
+        # runs the handler and never takes the parent's locks (no logging setup, no DB).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        proc = ctx.Process(target=child, name=f"dj-job-{job.id}", daemon=True)
+        proc.start()
+    writer.close()
+    try:
+        if not reader.poll(run_time):
+            proc.kill()
+            proc.join(5)
+            raise ProcessTimeout(
+                f"execution expired: the job's process (pid {proc.pid}) ran past "
+                f"max_run_time ({run_time:g}s) and was killed"
+            )
+        try:
+            result = reader.recv()
+        except EOFError:
+            result = ("ChildDied", "the job's process exited without a result", "")
+    finally:
+        reader.close()
+        proc.join(5)
+    if result is None:
+        return
+    kind, message, trace = result
+    if kind == "ChildDied" or proc.exitcode not in (0, None):
+        raise ChildJobError(f"the job's process died (exit code {proc.exitcode})")
+    if kind == "FailJob":
+        raise FailJob(message)
+    raise ChildJobError(message or kind, trace)
 
 
 class Watchdog:
@@ -81,7 +136,7 @@ class Watchdog:
                     self._cond.wait(min(wait, 0.5))
                 if self._stopping:
                     return
-                _, handle, action = heapq.heappop(self._heap)
+                _, _handle, action = heapq.heappop(self._heap)
             try:
                 action()
             except Exception:
@@ -117,7 +172,10 @@ class Executor:
         try:
             try:
                 _call(spec.hook("before"), job)
-                spec.run(job)
+                if spec.timeout == "process":
+                    run_in_child(spec.run, job, run_time)
+                else:
+                    spec.run(job)
                 if job.timed_out.is_set():
                     raise JobTimeout.after(run_time)
                 _call(spec.hook("success"), job)

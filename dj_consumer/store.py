@@ -57,7 +57,7 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(sqlstate, str) and (sqlstate in _PG_TRANSIENT or sqlstate.startswith("08")):
         return True
     message = str(orig).lower()
-    return "database is locked" in message or "connection" in message and "closed" in message
+    return "database is locked" in message or ("connection" in message and "closed" in message)
 
 
 @dataclass(frozen=True)
@@ -150,8 +150,15 @@ class Store:
     def _build_statements(self) -> None:
         t = self.table
         cfg = self.config
+        # A lock older than max_run_time is abandoned for everyone (Ruby's horizon). A lock
+        # held by a lease-renewing worker (ours: it refreshes locked_at every heartbeat) is
+        # abandoned sooner, after lock_timeout; Ruby's locks never renew, so they keep the
+        # full horizon and no live Ruby job is ever taken early.
+        stale = "locked_at < :stale"
+        if self.uses_leases:
+            stale += " OR (locked_at < :lease_stale AND locked_by LIKE :lease_owner ESCAPE '!')"
         ready = [
-            "((run_at <= :now AND (locked_at IS NULL OR locked_at < :stale)) OR locked_by = :me)",
+            f"((run_at <= :now AND (locked_at IS NULL OR {stale})) OR locked_by = :me)",
             "failed_at IS NULL",
         ]
         if cfg.queues:
@@ -175,7 +182,16 @@ class Store:
         lock = " FOR UPDATE SKIP LOCKED" if self.server and self.server.skip_locked else ""
 
         self._candidates = self._typed(
-            f"SELECT {ROW_COLUMNS} FROM {t} WHERE {where} {order} LIMIT :limit{lock}", rows=True
+            f"SELECT {ROW_COLUMNS} FROM {t} WHERE {where} {order} LIMIT :limit", rows=True
+        )
+        # SKIP LOCKED takes one row at a time: locking read_ahead rows would hide them from
+        # every other worker (who would then sleep, or exit_on_complete) while we look at one.
+        self._lock_next = self._typed(
+            f"SELECT {ROW_COLUMNS} FROM {t} WHERE {where} {order} LIMIT 1{lock}", rows=True
+        )
+        self._lock_next_excluding = self._typed(
+            f"SELECT {ROW_COLUMNS} FROM {t} WHERE {where} AND id NOT IN :excluded "
+            f"{order} LIMIT 1{lock}", rows=True
         )
         # Rails' default_sql reservation: lock one candidate only if it is still ready; the
         # attempts fence also rejects a row another worker ran and rescheduled meanwhile.
@@ -212,12 +228,14 @@ class Store:
 
     def _typed(self, sql: str, *, rows: bool = False) -> TextClause:
         stmt = text(sql)
-        binds = []
-        for name in ("now", "stale", "run_at"):
+        binds: list[Any] = []
+        for name in ("now", "stale", "lease_stale", "run_at"):
             if f":{name}" in sql:
                 binds.append(bindparam(name, type_=DateTime()))
         if ":queues" in sql:
             binds.append(bindparam("queues", expanding=True, type_=String()))
+        if ":excluded" in sql:
+            binds.append(bindparam("excluded", expanding=True, type_=Integer()))
         for key in ("handler", "last_error"):
             if f":{key}" in sql:
                 binds.append(bindparam(key, type_=Text()))
@@ -244,6 +262,9 @@ class Store:
             "stale": self.ts(now - timedelta(seconds=cfg.max_run_time)),
             "me": me,
         }
+        if self.uses_leases:
+            params["lease_stale"] = self.ts(now - timedelta(seconds=cfg.lock_timeout))
+            params["lease_owner"] = like_literal(cfg.lease_owner_prefix) + "% host:% pid:%"
         if cfg.queues:
             named = [q for q in cfg.queues if q is not None]
             if named:
@@ -256,6 +277,10 @@ class Store:
             for j, pattern in enumerate(patterns):
                 params[f"n{i}_{j}"] = pattern
         return params
+
+    @property
+    def uses_leases(self) -> bool:
+        return self.config.lock_timeout < self.config.max_run_time
 
     def ts(self, value: datetime) -> datetime:
         """MySQL `datetime` keeps no fractions; drop them as ActiveRecord does before writing."""
@@ -272,12 +297,21 @@ class Store:
         params["limit"] = self.config.read_ahead
         locked_at = self.ts(now)
         if self.server is not None and self.server.skip_locked:
+            excluded: list[int] = []
             with self.tx_engine.connect() as conn, conn.begin():
-                for row in conn.execute(self._candidates, params).all():
+                for _ in range(self.config.read_ahead):
+                    if excluded:
+                        found = conn.execute(self._lock_next_excluding, dict(params, excluded=excluded))
+                    else:
+                        found = conn.execute(self._lock_next, params)
+                    row = found.first()
+                    if row is None:
+                        return None
                     job = _row(row)
                     if accept(job):
                         conn.execute(self._claim_locked, {"id": job.id, "now": locked_at, "me": me})
                         return _locked(job, locked_at, me)
+                    excluded.append(job.id)
             return None
         with self.engine.connect() as conn:
             for row in conn.execute(self._candidates, params).all():
@@ -463,6 +497,11 @@ def _short(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None)
     text_ = str(orig if orig is not None else exc).strip().splitlines()
     return text_[0] if text_ else type(exc).__name__
+
+
+def like_literal(value: str) -> str:
+    """`value` matched literally by LIKE … ESCAPE '!'."""
+    return value.replace("!", "!!").replace("%", "!%").replace("_", "!_")
 
 
 def escape_like(patterns: Iterable[str]) -> tuple[str, ...]:

@@ -61,6 +61,11 @@ class Worker:
             destroy_failed_jobs=config.destroy_failed_jobs,
         )
         self._stopping = threading.Event()
+        self._interrupt = threading.Event()
+        self._interrupt_reason = "interrupted"
+        self._interrupted: set[int] = set()
+        self._heartbeat: threading.Thread | None = None
+        self._heartbeat_stop = threading.Event()
         self._checked = False
         self._in_flight: dict[str, Job] = {}
         self._lock = threading.Lock()
@@ -78,6 +83,7 @@ class Worker:
         """Work until stop(), SIGTERM/SIGINT, or (exit_on_complete) nothing is left to run."""
         self._setup()
         self._stopping.clear()
+        self._interrupt.clear()
         restore = self._install_signal_handlers()
         log.info(
             "worker.started",
@@ -87,19 +93,29 @@ class Worker:
             concurrency=self.config.concurrency,
             database=self.store.config.url.render_as_string(hide_password=True),
         )
+        # Slots always run in threads; this thread only watches signals and the drain timeout,
+        # so an interrupt never has to unwind a running job: it unlocks the row and leaves.
+        threads = [
+            threading.Thread(target=self._slot_loop, args=(name,), name=f"dj-slot-{i}", daemon=True)
+            for i, name in enumerate(self.names)
+        ]
+        for thread in threads:
+            thread.start()
+        stop_seen: float | None = None
         try:
-            if self.config.concurrency == 1:
-                self._slot_loop(self.names[0])
-            else:
-                threads = [
-                    threading.Thread(target=self._slot_loop, args=(name,), name=f"dj-slot-{i}")
-                    for i, name in enumerate(self.names)
-                ]
-                for thread in threads:
-                    thread.start()
-                for thread in threads:
-                    while thread.is_alive():
-                        thread.join(0.2)
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.1)
+                    if not self._stopping.is_set():
+                        continue
+                    stop_seen = stop_seen if stop_seen is not None else time.monotonic()
+                    timeout = self.config.shutdown_timeout
+                    if timeout is not None and time.monotonic() - stop_seen >= timeout:
+                        self._interrupt.set()
+                        self._interrupt_reason = f"shutdown_timeout ({timeout:g}s) ran out"
+                    if self._interrupt.is_set():
+                        self._interrupt_in_flight(self._interrupt_reason)
+                        return
         finally:
             restore()
             self._shutdown()
@@ -130,6 +146,7 @@ class Worker:
         return succeeded, failed
 
     def close(self) -> None:
+        self._heartbeat_stop.set()
         self.watchdog.stop()
         self.store.close()
 
@@ -146,8 +163,15 @@ class Worker:
         for name in self.registry.orphan_hooks():
             log.warning("worker.hook_without_run", name=name,
                         hint="hooks registered for a name with no @job.run never fire")
-        self.store.check()
+        server = self.store.check()
         self._checked = True
+        if server.dialect == "mysql" and not server.skip_locked:
+            log.info("worker.no_skip_locked", server=server.version,
+                     hint="reserving with Rails' default_sql strategy; MariaDB >= 10.6 or "
+                          "MySQL >= 8.0.1 add SKIP LOCKED and fewer collisions between workers")
+        self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="dj-heartbeat",
+                                           daemon=True)
+        self._heartbeat.start()
 
     def _slot_loop(self, me: str) -> None:
         while not self._stopping.is_set():
@@ -192,7 +216,13 @@ class Worker:
         finally:
             with self._lock:
                 self._in_flight.pop(me, None)
+                interrupted = job.id in self._interrupted
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        if interrupted:
+            job.log.warning("job.finished_after_interrupt", duration_ms=duration_ms,
+                            outcome=type(outcome).__name__,
+                            hint="the row was already unlocked with attempts unchanged")
+            return False
         self._record(job, outcome, me, duration_ms)
         return isinstance(outcome, Succeeded)
 
@@ -292,7 +322,14 @@ class Worker:
         previous: dict[int, Any] = {}
 
         def handle(signum: int, frame: FrameType | None) -> None:
-            log.info("worker.stopping", signal=signal.Signals(signum).name,
+            name = signal.Signals(signum).name
+            if self._stopping.is_set():
+                log.warning("worker.interrupting", signal=name,
+                            hint="unlocking the jobs in hand with attempts unchanged")
+                self._interrupt_reason = f"second {name}"
+                self._interrupt.set()
+                return
+            log.info("worker.stopping", signal=name,
                      hint="finishing the job in hand; send again to interrupt it")
             self.stop()
 
@@ -304,6 +341,41 @@ class Worker:
                 signal.signal(sig, handler)
 
         return restore
+
+    def _interrupt_in_flight(self, reason: str) -> None:
+        """Interruptions cost no attempt: unlock, attempts and run_at unchanged, say why."""
+        with self._lock:
+            in_flight = list(self._in_flight.items())
+            self._interrupted.update(job.id for _, job in in_flight)
+        for me, job in in_flight:
+            job.timed_out.set()
+            message = (f"Interrupted: worker {me} stopped ({reason}) while this job ran; "
+                       "attempts unchanged, it will run again")
+            try:
+                written = self.store.interrupt(job.id, me, last_error=message, now=self.clock.now())
+            except SQLAlchemyError as exc:
+                job.log.error("job.interrupt_unwritten", error=_first_line(exc),
+                              hint="the row stays locked; it runs again after the lock horizon")
+                continue
+            job.log.warning("job.interrupted", reason=reason, unlocked=written)
+
+    def _heartbeat_loop(self) -> None:
+        """Lease renewal: refresh locked_at of every job in hand, fenced by locked_by."""
+        while not self._heartbeat_stop.wait(self.config.heartbeat_interval):
+            with self._lock:
+                in_flight = [(me, j) for me, j in self._in_flight.items()
+                             if j.id not in self._interrupted]
+            for me, job in in_flight:
+                try:
+                    renewed = self.store.renew(job.id, me, self.clock.now())
+                except SQLAlchemyError as exc:
+                    job.log.error("db.unavailable", op="renew", error=_first_line(exc))
+                    continue
+                if not renewed:
+                    exists, owner = self.store.owner(job.id)
+                    job.log.warning("job.lock_lost", during="heartbeat", row_exists=exists,
+                                    owner=owner, hint="timed_out is set; the outcome will not be written")
+                    job.timed_out.set()
 
     def _shutdown(self) -> None:
         released = 0

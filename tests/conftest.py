@@ -60,10 +60,13 @@ class DB:
     url: str
     table: str
     engine: sa.Engine
+    _table: sa.Table | None = None
 
     @property
     def t(self) -> sa.Table:
-        return schema.delayed_jobs_table(self.table)
+        if self._table is None:
+            self._table = schema.delayed_jobs_table(self.table)
+        return self._table
 
     def config(self, **overrides: Any) -> dict[str, Any]:
         cfg: dict[str, Any] = {
