@@ -8,7 +8,8 @@ that nothing the handler said is lost and so that it dumps back to the same Ruby
   the instance variables / struct members that remembers the Ruby class name;
 - ``RubyRecord``: an ActiveRecord (or Mongoid/DataMapper) record, whichever way Rails wrote
   it: a dict of the column values (``id`` included when the YAML has it);
-- ``RubyClass``: a class or module reference (``!ruby/class 'UserMailer'``), a ``str``;
+- ``RubyClass`` / ``RubyModule``: a class or module reference (``!ruby/class 'UserMailer'``),
+  a ``str``;
 - ``RubyGlobalID``: an ActiveJob ``{"_aj_globalid": uri}`` argument, a ``str`` (the URI);
 - ``RubyRange``, ``RubyRegexp``: frozen dataclasses holding exactly what Ruby holds;
 - ``RubySet``: a read-only set that also holds unhashable members (Ruby sets can).
@@ -24,6 +25,7 @@ from typing import Any
 __all__ = [
     "RubyClass",
     "RubyGlobalID",
+    "RubyModule",
     "RubyObject",
     "RubyRange",
     "RubyRecord",
@@ -87,6 +89,15 @@ class RubyClass(str):
 
     def __repr__(self) -> str:
         return f"RubyClass({str.__repr__(self)})"
+
+
+class RubyModule(RubyClass):
+    """A reference to a Ruby module that is not a class (``!ruby/module 'Maintenance'``)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"RubyModule({str.__repr__(self)})"
 
 
 class RubyGlobalID(str):

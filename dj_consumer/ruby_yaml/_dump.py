@@ -20,6 +20,7 @@ from typing import Any
 
 from dj_consumer.ruby_values import (
     RubyClass,
+    RubyModule,
     RubyObject,
     RubyRange,
     RubyRecord,
@@ -181,6 +182,8 @@ def _scalar(value: Any) -> str | None:
         return ""
     if value is True or value is False:
         return "true" if value else "false"
+    if isinstance(value, RubyModule):
+        return f"!ruby/module {_quoted(str(value))}"
     if isinstance(value, RubyClass):
         return f"!ruby/class {_quoted(str(value))}"
     if isinstance(value, str):

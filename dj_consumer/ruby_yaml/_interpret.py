@@ -12,6 +12,7 @@ from dj_consumer.errors import HandlerParseError
 from dj_consumer.models import ParsedHandler
 from dj_consumer.ruby_values import (
     RubyClass,
+    RubyModule,
     RubyObject,
     RubyRange,
     RubyRecord,
@@ -72,7 +73,8 @@ def _performable(root: RubyObject) -> ParsedHandler:
         raise HandlerParseError(f"{root.ruby_class} without a method_name")
     args = root.get("args")
     args = [_old_receiver(arg) for arg in args] if isinstance(args, list) else []
-    if isinstance(receiver, RubyClass):
+    # PerformableMethod#display_name: "#{object}.#{m}" only when the receiver is_a?(Class).
+    if isinstance(receiver, RubyClass) and not isinstance(receiver, RubyModule):
         name = f"{receiver}.{method}"
     else:
         name = f"{ruby_class_name(receiver)}#{method}"
@@ -117,6 +119,7 @@ def _interpolate(value: Any) -> str:
 
 _PY_TO_RUBY: tuple[tuple[type, str], ...] = (
     (bool, "TrueClass"),  # before int: bool is an int in Python
+    (RubyModule, "Module"),
     (RubyClass, "Class"),
     (str, "String"),
     (int, "Integer"),

@@ -17,7 +17,7 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any
 
-from dj_consumer.ruby_values import RubyClass, RubyRange, RubyRegexp
+from dj_consumer.ruby_values import RubyClass, RubyModule, RubyRange, RubyRegexp
 
 __all__ = ["ScalarError", "parse_time", "tagged_scalar", "tokenize"]
 
@@ -185,8 +185,10 @@ def tagged_scalar(tag: str, text: str) -> Any:
         return parse_big_decimal(text)
     if tag == "!ruby/object:DateTime":
         return parse_time(text)
-    if tag in ("!ruby/class", "!ruby/module"):
+    if tag == "!ruby/class":
         return RubyClass(text)
+    if tag == "!ruby/module":
+        return RubyModule(text)
     if tag in ("tag:yaml.org,2002:float", "!float"):
         return _float(text)
     if tag == "!ruby/regexp":

@@ -1,0 +1,66 @@
+"""Every handler real Ruby wrote (tests/fixtures/handlers) loads to what Ruby says it means."""
+
+from __future__ import annotations
+
+import pytest
+
+from dj_consumer.ruby_yaml import fallback_name, like_patterns, load
+from tests.unit.conftest_yaml import Fixture, assert_same, fixtures
+
+CORPUS = fixtures()
+
+
+def test_the_corpus_covers_spec_section_3() -> None:
+    slugs = {f.slug for f in CORPUS}
+    assert len(CORPUS) >= 40
+    for prefix in ("object_", "struct_", "values_", "pm_", "aj_", "legacy_"):
+        assert any(s.startswith(prefix) for s in slugs), prefix
+
+
+@pytest.mark.parametrize("fixture", CORPUS, ids=lambda f: f.slug)
+def test_fixture_loads_as_ruby_says(fixture: Fixture) -> None:
+    parsed = load(fixture.handler)
+    assert parsed.name == fixture.name
+    assert parsed.display_name == fixture.display_name
+    assert_same(parsed.payload, fixture.payload)
+
+
+@pytest.mark.parametrize("fixture", CORPUS, ids=lambda f: f.slug)
+def test_fixture_loads_the_same_from_bytes(fixture: Fixture) -> None:
+    assert load(fixture.handler.encode("utf-8")) == load(fixture.handler)
+
+
+@pytest.mark.parametrize("fixture", CORPUS, ids=lambda f: f.slug)
+def test_like_patterns_never_exclude_a_fixture(fixture: Fixture) -> None:
+    assert any(
+        all(_like(pattern, fixture.handler) for pattern in group)
+        for group in like_patterns(fixture.name)
+    )
+
+
+@pytest.mark.parametrize("fixture", CORPUS, ids=lambda f: f.slug)
+def test_fallback_name_is_rubys_regex(fixture: Fixture) -> None:
+    # ParseObjectFromYaml finds the first `!ruby/x:Name` tag: the root's for these handlers.
+    name = fallback_name(fixture.handler)
+    assert name is not None
+    assert fixture.handler.startswith(f"--- !ruby/object:{name}") or fixture.handler.startswith(
+        f"--- !ruby/struct:{name}"
+    )
+
+
+def _like(pattern: str, text: str) -> bool:
+    """SQL LIKE with ESCAPE '\\', evaluated in Python (as SQLite does, case-sensitively)."""
+    import re
+
+    regex = []
+    chars = iter(pattern)
+    for char in chars:
+        if char == "\\":
+            regex.append(re.escape(next(chars)))
+        elif char == "%":
+            regex.append(".*")
+        elif char == "_":
+            regex.append(".")
+        else:
+            regex.append(re.escape(char))
+    return re.fullmatch("".join(regex), text, re.DOTALL) is not None
