@@ -147,6 +147,28 @@ def build_parser() -> argparse.ArgumentParser:
     _db_flags(failed)
     _common(failed)
 
+    chk = sub.add_parser(
+        "check", help="inspect the table and server; print what to add (indexes, upgrades)",
+        description="Check columns, indexes, SKIP LOCKED support and clock skew, and print the "
+                    "SQL and Rails migration for anything missing. Exit 0 when all is well, "
+                    "1 with warnings, 2 with errors.")
+    chk.add_argument("--queues", "--queue", metavar="A,B", help="the queues your workers serve")
+    _db_flags(chk)
+    _common(chk)
+
+    why = sub.add_parser(
+        "why", help="explain why one row is not running right now",
+        description="Every reason row ID is not being run: failed, future run_at, locked (by "
+                    "whom, until when), queue or priority not served, no handler registered "
+                    "(pass the same --import and --queues as your workers), unparseable handler.")
+    why.add_argument("id", type=int)
+    why.add_argument("--queues", "--queue", metavar="A,B")
+    why.add_argument("--min-priority", type=int, metavar="N")
+    why.add_argument("--max-priority", type=int, metavar="N")
+    why.add_argument("--max-run-time", type=float, metavar="S")
+    _db_flags(why)
+    _common(why)
+
     sch = sub.add_parser("schema", help="print (or --create) the Rails delayed_jobs table")
     sch.add_argument("--create", action="store_true", help="create the table if it is missing")
     _db_flags(sch)
@@ -359,7 +381,54 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from dj_consumer import diagnose
+    from dj_consumer.store import Store
+
+    cfg = _config(args)
+    store = Store(cfg)
+    try:
+        columns, indexes, skew = diagnose.read_setup(store)
+        server = store.check() if columns is not None else None
+    except ConfigError as exc:
+        if columns is None or "has no column" not in str(exc):
+            raise
+        server = None
+    finally:
+        store.close()
+    findings = diagnose.advise(cfg, server, columns, indexes, skew)
+    print(diagnose.render(findings))
+    levels = {f.level for f in findings}
+    return 2 if "error" in levels else 1 if "warn" in levels else 0
+
+
+def cmd_why(args: argparse.Namespace) -> int:
+    from dj_consumer import diagnose, job
+    from dj_consumer.clock import SystemClock
+    from dj_consumer.store import Store
+
+    _import_handlers(args.imports)
+    cfg = _config(args)
+    store = Store(cfg)
+    try:
+        store.check()
+        row = store.get(args.id)
+        last_error = store.last_error(args.id) if row is not None else None
+    finally:
+        store.close()
+    reasons = diagnose.why(row, args.id, cfg, job, SystemClock().now(), last_error)
+    if not reasons:
+        print(f"job {args.id} is ready: the next poll of a worker with this config runs it")
+        return 0
+    print(f"job {args.id} is not running because:")
+    for reason in reasons:
+        print(f"  - {reason}")
+    return 1
+
+
 COMMANDS = {
+    "check": cmd_check,
+    "why": cmd_why,
     "work": cmd_work,
     "parse": cmd_parse,
     "enqueue": cmd_enqueue,

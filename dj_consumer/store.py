@@ -219,6 +219,7 @@ class Store:
             f"UPDATE {t} SET locked_at = NULL, locked_by = NULL WHERE locked_by = :me"
         )
         self._owner = self._typed(f"SELECT locked_by FROM {t} WHERE id = :id")
+        self._last_error = self._typed(f"SELECT last_error FROM {t} WHERE id = :id")
         self._get = self._typed(f"SELECT {ROW_COLUMNS} FROM {t} WHERE id = :id", rows=True)
         returning = " RETURNING id" if self.dialect == "postgresql" else ""
         self._insert = self._typed(
@@ -371,6 +372,13 @@ class Store:
                 row = conn.execute(self._get, {"id": job_id}).first()
                 return None if row is None else _row(row)
         return self._retrying("get", run)
+
+    def last_error(self, job_id: int) -> str | None:
+        def run() -> str | None:
+            with self.engine.connect() as conn:
+                value = conn.execute(self._last_error, {"id": job_id}).scalar()
+                return None if value is None else str(value)
+        return self._retrying("last_error", run)
 
     def insert(self, handler: str, *, now: datetime, run_at: datetime | None = None,
                queue: str | None = None, priority: int = 0) -> int:

@@ -169,9 +169,25 @@ class Worker:
             log.info("worker.no_skip_locked", server=server.version,
                      hint="reserving with Rails' default_sql strategy; MariaDB >= 10.6 or "
                           "MySQL >= 8.0.1 add SKIP LOCKED and fewer collisions between workers")
+        self._warn_if_scanning()
         self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="dj-heartbeat",
                                            daemon=True)
         self._heartbeat.start()
+
+    def _warn_if_scanning(self) -> None:
+        from dj_consumer import diagnose
+
+        try:
+            _, indexes, _ = diagnose.read_setup(self.store)
+        except SQLAlchemyError:
+            return
+        if diagnose.will_scan(self.config, indexes):
+            log.warning(
+                "worker.will_scan",
+                hint="reserves read past ready rows we cannot run; behind a large Ruby backlog "
+                     "that is slow. Serve a queue (--queues python) with an index on "
+                     "(queue, priority, run_at): `dj-consumer check` prints the migration",
+            )
 
     def _slot_loop(self, me: str) -> None:
         while not self._stopping.is_set():

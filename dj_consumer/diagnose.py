@@ -1,0 +1,203 @@
+"""`dj-consumer check` (is the table set up for us?) and `dj-consumer why ID` (why isn't it running?)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import inspect, text
+
+from dj_consumer import ruby_yaml
+from dj_consumer.config import Config
+from dj_consumer.errors import HandlerParseError
+from dj_consumer.models import JobRow
+from dj_consumer.registry import Registry
+from dj_consumer.schema import REQUIRED_COLUMNS
+from dj_consumer.store import ServerInfo, Store
+
+QUEUE_INDEX_COLUMNS = ["queue", "priority", "run_at"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # "ok", "warn" or "error"
+    message: str
+    fix: str = ""
+
+
+def queue_index_sql(table: str) -> str:
+    return (f"CREATE INDEX index_{table}_on_queue_priority_run_at "
+            f"ON {table} (queue, priority, run_at);")
+
+
+def queue_index_migration(table: str) -> str:
+    return (f"class AddQueueIndexTo{_camel(table)} < ActiveRecord::Migration[6.1]\n"
+            f"  def change\n"
+            f"    add_index :{table}, [:queue, :priority, :run_at]\n"
+            f"  end\n"
+            f"end")
+
+
+def advise(
+    config: Config,
+    server: ServerInfo | None,
+    columns: list[str] | None,
+    indexes: list[list[str]],
+    skew: float | None,
+) -> list[Finding]:
+    """Pure advice from what was read off the database (tested without one)."""
+    out: list[Finding] = []
+    table = config.table_name
+    if columns is None:
+        return [Finding("error", f"table {table!r} does not exist",
+                        "run Rails' delayed_job migration (rails generate delayed_job:active_record)")]
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        out.append(Finding("error", f"table {table!r} has no column {', '.join(missing)}",
+                           "it is not a delayed_job table, or its migration is incomplete"))
+    else:
+        out.append(Finding("ok", f"table {table!r} has every delayed_job column"))
+    if server is not None:
+        if server.skip_locked:
+            out.append(Finding("ok", f"{server.dialect} {server.version} supports SKIP LOCKED"))
+        elif server.dialect == "mysql":
+            out.append(Finding(
+                "warn",
+                f"server {server.version} has no SKIP LOCKED (MariaDB >= 10.6, MySQL >= 8.0.1)",
+                "workers fall back to Rails' default_sql reservation; upgrade to cut collisions",
+            ))
+        else:
+            out.append(Finding("ok", f"{server.dialect} {server.version}: single-writer database, "
+                                     "fine for development and the demo"))
+    if ["priority", "run_at"] not in [i[:2] for i in indexes]:
+        out.append(Finding("warn", "no index on (priority, run_at): every reserve scans the table",
+                           f"CREATE INDEX delayed_jobs_priority ON {table} (priority, run_at);"))
+    has_queue_index = any(i[:3] == QUEUE_INDEX_COLUMNS for i in indexes)
+    if config.queues and not has_queue_index:
+        out.append(Finding(
+            "warn",
+            "no index on (queue, priority, run_at): a reserve for your queues scans past every "
+            "ready row of other queues",
+            f"{queue_index_sql(table)}\n-- or as a Rails migration:\n{queue_index_migration(table)}",
+        ))
+    elif not config.queues:
+        out.append(Finding(
+            "warn",
+            "no --queues: a reserve finds Python jobs by handler name, scanning past ready rows "
+            "only Ruby can run (fine for small tables; slow behind a large Ruby backlog)",
+            "put the Python jobs in their own queue (queue_as :python), run --queues python, and "
+            f"add the index:\n{queue_index_sql(table)}\n-- or as a Rails migration:\n"
+            f"{queue_index_migration(table)}",
+        ))
+    else:
+        out.append(Finding("ok", "index on (queue, priority, run_at) serves --queues"))
+    if skew is not None:
+        if abs(skew) > 5:
+            out.append(Finding(
+                "warn",
+                f"this host's clock is {skew:+.1f}s off the database's",
+                "run_at and lock ages are written with the worker's clock, as Ruby does: "
+                "sync both hosts with NTP",
+            ))
+        else:
+            out.append(Finding("ok", f"clock skew with the database {skew:+.1f}s"))
+    return out
+
+
+def read_setup(store: Store) -> tuple[list[str] | None, list[list[str]], float | None]:
+    """Columns, index column lists, and clock skew (this host minus the database, seconds)."""
+    from dj_consumer.clock import SystemClock
+
+    with store.engine.connect() as conn:
+        insp = inspect(conn)
+        table = store.config.table_name
+        if not insp.has_table(table):
+            return None, [], None
+        columns = [c["name"] for c in insp.get_columns(table)]
+        indexes = [[str(c) for c in i["column_names"]] for i in insp.get_indexes(table)]
+        db_now_sql = {
+            "mysql": "SELECT UTC_TIMESTAMP(6)",
+            "postgresql": "SELECT (now() AT TIME ZONE 'utc')",
+            "sqlite": "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')",
+        }[store.dialect]
+        raw = conn.execute(text(db_now_sql)).scalar_one()
+        db_now = raw if isinstance(raw, datetime) else datetime.fromisoformat(str(raw))
+        skew = (SystemClock().now() - db_now).total_seconds()
+    return columns, indexes, skew
+
+
+def will_scan(config: Config, indexes: list[list[str]]) -> bool:
+    return not config.queues or not any(i[:3] == QUEUE_INDEX_COLUMNS for i in indexes)
+
+
+def why(row: JobRow | None, job_id: int, config: Config, registry: Registry,
+        now: datetime, last_error: str | None = None) -> list[str]:
+    """Every reason this row is not being run right now (empty reasons → it is ready)."""
+    if row is None:
+        return [f"no row with id {job_id}: it succeeded and was deleted (or never existed)"]
+    reasons: list[str] = []
+    if row.failed_at is not None:
+        first = (last_error or "").split("\n", 1)[0]
+        reasons.append(f"failed for good at {row.failed_at:%Y-%m-%d %H:%M:%S} UTC after "
+                       f"{row.attempts} attempts: {first}  (dj-consumer failed --retry {row.id})")
+    try:
+        parsed = ruby_yaml.load(row.handler)
+        if registry.spec(parsed.name) is None:
+            known = ", ".join(registry.names()) or "none (pass --import MODULE)"
+            reasons.append(f"no Python handler for {parsed.name!r} in this process; "
+                           f"registered: {known}. A Ruby worker runs it")
+    except HandlerParseError as exc:
+        name = ruby_yaml.fallback_name(row.handler)
+        if name is None or registry.spec(name) is None:
+            name = f"{name} (not registered here either)"
+        reasons.append(f"the handler cannot be parsed ({exc}); a worker with a handler for "
+                       f"{name!r} fails it at once, like Ruby's DeserializationError")
+    if row.run_at is None:
+        reasons.append("run_at is NULL: neither Ruby nor dj_consumer treats it as ready")
+    elif row.run_at > now:
+        wait = (row.run_at - now).total_seconds()
+        why_later = f" (rescheduled after {row.attempts} failed attempts)" if row.attempts else ""
+        reasons.append(f"run_at is {row.run_at:%Y-%m-%d %H:%M:%S} UTC, in {_ago(wait)}{why_later}")
+    if row.locked_by is not None and row.locked_at is not None:
+        age = (now - row.locked_at).total_seconds()
+        horizon = row.locked_at + timedelta(seconds=config.max_run_time)
+        lease = ""
+        if row.locked_by.startswith(config.lease_owner_prefix) and config.lock_timeout < config.max_run_time:
+            lease = (f"; it renews its lease, so if it died the row comes back "
+                     f"{_ago(max(0.0, config.lock_timeout - age))} from now")
+        if horizon > now:
+            reasons.append(f"locked by {row.locked_by!r} since {row.locked_at:%Y-%m-%d %H:%M:%S} "
+                           f"UTC ({_ago(age)} ago); the lock is live until "
+                           f"{horizon:%Y-%m-%d %H:%M:%S} UTC (max_run_time){lease}")
+    if config.queues and row.queue not in config.queues:
+        served = ", ".join("nil" if q is None else q for q in config.queues)
+        reasons.append(f"queue {row.queue or 'nil'!r} is not served by this config (--queues {served})")
+    if config.min_priority is not None and row.priority < config.min_priority:
+        reasons.append(f"priority {row.priority} is below --min-priority {config.min_priority}")
+    if config.max_priority is not None and row.priority > config.max_priority:
+        reasons.append(f"priority {row.priority} is above --max-priority {config.max_priority}")
+    return reasons
+
+
+def _ago(seconds: float) -> str:
+    seconds = abs(seconds)
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def render(findings: list[Finding]) -> str:
+    marks = {"ok": "ok   ", "warn": "WARN ", "error": "ERROR"}
+    lines = []
+    for f in findings:
+        lines.append(f"{marks[f.level]} {f.message}")
+        for fix_line in f.fix.splitlines():
+            lines.append(f"        {fix_line}")
+    return "\n".join(lines)
+
