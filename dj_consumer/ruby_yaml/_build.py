@@ -14,7 +14,7 @@ it when installed and fall back to the pure parser (with a smaller size cap) oth
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,9 +58,10 @@ FAST_PARSER: bool = _CParser is not None
 # Nesting deeper than this is refused. Rails handlers nest < 15 levels (job → receiver →
 # attributes → value); the cap also bounds recursion in code that walks a payload.
 MAX_DEPTH = 100
-# Nodes after expanding aliases. Bounds "billion laughs" (10 aliases of 10 aliases of …)
-# and the cost of walking the payload; ~100x the largest real handler we have seen.
-MAX_NODES = 250_000
+# Values after expanding aliases. Bounds "billion laughs" (10 aliases of 10 aliases of …),
+# parse time (~5 µs a value) and the cost of walking the payload. A handler that fills
+# MySQL's 64 KB text column holds ~10,000 values.
+MAX_NODES = 100_000
 
 
 @dataclass(slots=True)
@@ -99,29 +100,22 @@ class _PureEvents(Reader, Scanner, Parser):
         Parser.dispose(self)
 
 
-def _events(text: str) -> Iterator[Event]:
-    parser: Any = _CParser(text) if _CParser is not None else _PureEvents(text)
-    try:
-        while True:
-            event = parser.get_event()
-            yield event
-            if isinstance(event, StreamEndEvent):
-                return
-    finally:
-        parser.dispose()
-
-
 def build(text: str) -> Built | None:
     """The first document of ``text`` as Ruby values; None when there is no document.
 
     Raises HandlerParseError for syntax errors and for input over the limits.
     """
+    parser: Any = None
     try:
-        return _Builder().run(_events(text))
+        parser = _CParser(text) if _CParser is not None else _PureEvents(text)
+        return _Builder().run(parser.get_event)
     except YAMLError as exc:
         raise HandlerParseError(f"invalid YAML: {_one_line(exc)}") from None
     except ScalarError as exc:
         raise HandlerParseError(str(exc)) from None
+    finally:
+        if parser is not None:
+            parser.dispose()
 
 
 def _one_line(exc: Exception) -> str:
@@ -138,8 +132,9 @@ class _Builder:
         self.nodes = 0
         self.root: Built | None = None
 
-    def run(self, events: Iterator[Event]) -> Built | None:
-        for event in events:
+    def run(self, next_event: Callable[[], Event]) -> Built | None:
+        while True:
+            event = next_event()
             if isinstance(event, ScalarEvent):
                 self._scalar(event)
             elif isinstance(event, (MappingStartEvent, SequenceStartEvent)):
@@ -148,10 +143,9 @@ class _Builder:
                 self._close()
             elif isinstance(event, AliasEvent):
                 self._alias(event.anchor)
-            elif isinstance(event, DocumentEndEvent):
+            elif isinstance(event, (DocumentEndEvent, StreamEndEvent)):
                 # Psych.parse returns the first document; whatever follows is never read.
                 return self.root
-        return self.root
 
     def _count(self, nodes: int) -> None:
         self.nodes += nodes

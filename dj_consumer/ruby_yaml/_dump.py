@@ -114,7 +114,7 @@ def _tag(value: RubyObject) -> str:
 def _mapping_body(lines: list[str], mapping: Mapping[Any, Any], indent: int) -> None:
     pad = " " * indent
     for key, value in mapping.items():
-        key_text = _scalar(key)
+        key_text = "~" if key is None else _scalar(key)  # an empty key would be no key
         if key_text is None:
             raise TypeError(f"cannot dump a {type(key).__name__} as a hash key")
         _entry(lines, f"{pad}{key_text}:", value, indent + 2)

@@ -57,7 +57,8 @@ def interpret(built: Built) -> ParsedHandler:
 
 
 def _root_class_name(built: Built) -> str:
-    if built.tag is not None:
+    # `--- !ruby/object:Job` with no content is nil to Psych (an empty tagged scalar).
+    if built.tag is not None and built.value is not None:
         match = _ROOT_TAG_CLASS.match(built.tag)
         if match:
             return match.group(1)

@@ -27,7 +27,9 @@ class ScalarError(ValueError):
 
 
 # Psych's regexes, translated. Ruby's [[:alpha:]] is Unicode letters: [^\W\d_] in Python.
-_STRINGISH = re.compile(r"^[^\d.:-]?(?:[^\W\d_]|[_ \t\r\n\f\v!@#$%^&*(){}<>|/\\~;=])+")
+# Psych's "stringish" test ends in `+` but is unanchored at the end, so one character is
+# enough to decide it; matching just one keeps a 16 MB scalar from costing a 16 MB regex run.
+_STRINGISH = re.compile(r"^[^\d.:-]?(?:[^\W\d_]|[_ \t\r\n\f\v!@#$%^&*(){}<>|/\\~;=])")
 _TIME = re.compile(
     r"^-?\d{4}-\d{1,2}-\d{1,2}(?:[Tt]|\s+)\d{1,2}:\d\d:\d\d(?:\.\d*)?"
     r"(?:\s*(?:Z|[-+]\d{1,2}:?(?:\d\d)?))?$"
@@ -52,6 +54,8 @@ def tokenize(text: str) -> Any:
     """Psych::ScalarScanner#tokenize: the value of an untagged plain scalar."""
     if not text:
         return None
+    if text.isascii() and text.isdigit() and (text[0] != "0" or text == "0"):
+        return int(text) if len(text) <= _MAX_DIGITS else _too_long(text)  # the common case
     if _STRINGISH.match(text) or "\n" in text:
         return _word(text)
     if _TIME.match(text):
@@ -128,9 +132,19 @@ def _ruby_to_f(text: str) -> float:
     return float(match.group(0).replace("_", "")) if match else 0.0
 
 
+# Python refuses to convert longer digit strings (CVE-2020-10735); no real job needs more.
+_MAX_DIGITS = 4000
+
+
+def _too_long(text: str) -> int:
+    raise ScalarError(f"integer with {len(text)} digits; at most {_MAX_DIGITS} are read")
+
+
 def parse_int(text: str) -> int:
     """Ruby's Integer() on a YAML integer with its ``,`` and ``_`` removed."""
     digits = text.replace(",", "").replace("_", "")
+    if len(digits) > _MAX_DIGITS:
+        _too_long(digits)
     sign = -1 if digits.startswith("-") else 1
     body = digits.lstrip("+-")
     try:

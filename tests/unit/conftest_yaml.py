@@ -129,7 +129,9 @@ def assert_same(actual: Any, expected: Any, path: str = "payload") -> None:
     elif isinstance(expected, float):
         assert actual == expected and math.copysign(1, actual) == math.copysign(1, expected), path
     elif isinstance(expected, datetime):
-        assert actual == expected and actual.tzinfo is not None, f"{path}: {actual!r} != {expected!r}"
+        assert actual == expected and actual.tzinfo is not None, (
+            f"{path}: {actual!r} != {expected!r}"
+        )
     else:
         assert actual == expected, f"{path}: {actual!r} != {expected!r}"
 
