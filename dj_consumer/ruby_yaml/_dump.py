@@ -13,7 +13,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -33,8 +33,9 @@ from dj_consumer.ruby_yaml._scalars import tokenize
 
 __all__ = ["dump_handler"]
 
-_CLASS_NAME = re.compile(r"^[A-Z][A-Za-z0-9_]*(?:::[A-Z][A-Za-z0-9_]*)*$")
-_PLAIN_SAFE = re.compile(r"^[A-Za-z_][A-Za-z0-9_./@-]*$")
+_CLASS_NAME = re.compile(r"\A[A-Z][A-Za-z0-9_]*(?:::[A-Z][A-Za-z0-9_]*)*\Z")
+_ATTRIBUTE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
+_PLAIN_SAFE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_./@-]*\Z")
 _JOB_WRAPPER = "ActiveJob::QueueAdapters::DelayedJobAdapter::JobWrapper"
 _SHAPES = ("object", "struct", "active_job")
 
@@ -63,6 +64,10 @@ def dump_handler(
         raise ValueError(f"shape must be one of {', '.join(_SHAPES)}, not {shape!r}")
     if not isinstance(payload, Mapping) or not all(isinstance(k, str) for k in payload):
         raise TypeError("an object or struct payload must be a dict with str keys")
+    bad = [k for k in payload if not _ATTRIBUTE.match(k)]
+    if bad:
+        # Psych sets each key as an instance variable (`@key`): it must be a Ruby identifier.
+        raise ValueError(f"attribute names must be Ruby identifiers, not {bad!r}")
     kind = RubyStruct if shape == "struct" else RubyObject
     return _document(kind(name, dict(payload)))
 
@@ -114,10 +119,18 @@ def _tag(value: RubyObject) -> str:
 def _mapping_body(lines: list[str], mapping: Mapping[Any, Any], indent: int) -> None:
     pad = " " * indent
     for key, value in mapping.items():
-        key_text = "~" if key is None else _scalar(key)  # an empty key would be no key
+        key_text = _key(key)
         if key_text is None:
             raise TypeError(f"cannot dump a {type(key).__name__} as a hash key")
         _entry(lines, f"{pad}{key_text}:", value, indent + 2)
+
+
+def _key(key: Any) -> str | None:
+    if key is None:
+        return "~"  # an empty key would be no key at all
+    if key == "<<":
+        return "!!str <<"  # Psych merges any other `<<` key
+    return _scalar(key)
 
 
 def _sequence_body(lines: list[str], items: list[Any], indent: int) -> None:
@@ -264,10 +277,15 @@ def _time(value: datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)  # naive times are UTC in this project
     offset = value.utcoffset()
-    base = value.strftime("%Y-%m-%d %H:%M:%S.%f") + "000"
+    if offset is not None and timedelta(hours=-1) < offset < timedelta(0):
+        # Psych reads "-00:30" as +00:30 (the sign rides on the hours); say the instant in UTC.
+        value, offset = value.astimezone(UTC), timedelta(0)
+    base = f"{value.year:04d}-{value:%m-%d %H:%M:%S.%f}000"  # %Y does not pad years < 1000
     if not offset:
         return f"{base} Z"
     seconds = int(offset.total_seconds())
+    if seconds % 60:
+        raise ValueError(f"Ruby reads UTC offsets in whole minutes, not {offset}")
     sign = "-" if seconds < 0 else "+"
     hours, minutes = divmod(abs(seconds) // 60, 60)
     return f"{base} {sign}{hours:02d}:{minutes:02d}"

@@ -477,6 +477,7 @@ def test_dump_active_job_accepts_job_data() -> None:
         ("Job", {}, "yaml", ValueError),
         ("Job", [1], "object", TypeError),
         ("Job", {1: 2}, "struct", TypeError),
+        ("Job", {"@x": 2}, "object", ValueError),
         ("Job", {"a": object()}, "object", TypeError),
         ("Job", [object()], "active_job", TypeError),
         ("Job", [{"_aj_globalid": 1}], "active_job", TypeError),
