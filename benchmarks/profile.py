@@ -1,0 +1,99 @@
+"""Where one worker's time goes: cProfile of work_off(N) and the database round trips per job.
+
+    python -m benchmarks.profile [--backend mariadb] [--jobs 2000] [--top 10] [--sort cumulative]
+
+Round trips are counted at the driver (PyMySQL commands sent, psycopg queries executed), so
+pool pings, BEGIN/COMMIT and rollback-on-return show up alongside the protocol's statements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks import env
+from benchmarks.child import _worker
+
+
+def count_round_trips(backend: str) -> Counter[str]:
+    """Patch the driver so every command sent to the server is counted by its first word."""
+    counts: Counter[str] = Counter()
+    if backend == "mariadb":
+        import pymysql.connections as conn_mod
+
+        original: Callable[..., Any] = conn_mod.Connection._execute_command
+
+        def counted(self: Any, command: int, sql: Any) -> Any:
+            if command == 3:  # COM_QUERY
+                text = sql.decode() if isinstance(sql, bytes) else str(sql)
+                counts[text.split(None, 1)[0].upper() if text.strip() else "?"] += 1
+            else:
+                counts[{14: "COM_PING", 1: "COM_QUIT", 2: "COM_INIT_DB"}.get(command, f"cmd{command}")] += 1
+            return original(self, command, sql)
+
+        conn_mod.Connection._execute_command = counted
+    elif backend == "postgresql":
+        import psycopg
+
+        execute: Callable[..., Any] = psycopg.Cursor.execute
+
+        def counted_pg(self: Any, query: Any, *a: Any, **kw: Any) -> Any:
+            text = query if isinstance(query, str) else str(getattr(query, "as_string", lambda _c: query)(self))
+            counts[text.split(None, 1)[0].upper() if text.strip() else "?"] += 1
+            return execute(self, query, *a, **kw)
+
+        psycopg.Cursor.execute = counted_pg  # type: ignore[method-assign]
+        pg_conn: Any = psycopg.Connection
+        for name in ("commit", "rollback"):
+            method: Callable[..., Any] = getattr(pg_conn, name)
+
+            def wrapped(self: Any, *a: Any, _m: Callable[..., Any] = method, _n: str = name,
+                        **kw: Any) -> Any:
+                counts[_n.upper()] += 1
+                return _m(self, *a, **kw)
+
+            setattr(pg_conn, name, wrapped)
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backend", default="mariadb", choices=env.BACKENDS)
+    p.add_argument("--jobs", type=int, default=2000)
+    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--sort", default="cumulative", choices=["cumulative", "tottime"])
+    args = p.parse_args(argv)
+    t = env.target(args.backend)
+    counts = count_round_trips(args.backend)
+    with env.Table(t, "prof") as table:
+        table.insert(env.NOOP_HANDLER, args.jobs)
+        worker = _worker({"url": t.url, "table": table.name})
+        worker.work_off(0)
+        counts.clear()
+        profiler = cProfile.Profile()
+        started = time.perf_counter()
+        profiler.enable()
+        done, _failed = worker.work_off(args.jobs)
+        profiler.disable()
+        seconds = time.perf_counter() - started
+        worker.close()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats(args.sort).print_stats(args.top)
+    print(f"{args.backend}: {done} jobs in {seconds:.2f} s under cProfile ({done / seconds:,.0f} jobs/s)")
+    print(f"round trips per job: {sum(counts.values()) / max(done, 1):.2f}")
+    for what, n in counts.most_common():
+        print(f"  {what:<12} {n / max(done, 1):.2f}")
+    print(out.getvalue())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,51 @@
+# frozen_string_literal: true
+
+# A real Ruby delayed_job worker for the benchmarks: ActiveRecord + delayed_job_active_record,
+# quiet logs, no-op jobs. Prints one JSON line: {"jobs": N, "seconds": S, "cpu": S} (work time only,
+# after the connection is up).
+#
+#   ruby ruby_worker.rb URL TABLE N
+#
+# URL: mysql2://…, postgresql://…, or sqlite3:/path/to/file.db
+
+require "json"
+require "logger"
+require "active_record"
+require "delayed_job"
+require "delayed_job_active_record"
+
+url, table, count = ARGV
+abort("usage: ruby_worker.rb URL TABLE N") unless url && table && count
+
+class NoopJob
+  def perform; end
+end
+
+class SleepJob
+  attr_accessor :seconds
+
+  def perform
+    sleep(seconds.to_f)
+  end
+end
+
+ActiveRecord::Base.default_timezone = :utc
+ActiveRecord::Base.logger = nil
+if url.start_with?("sqlite3:")
+  ActiveRecord::Base.establish_connection(adapter: "sqlite3", database: url.delete_prefix("sqlite3:"),
+                                          timeout: 30_000)
+else
+  ActiveRecord::Base.establish_connection(url)
+end
+Delayed::Job.table_name = table
+Delayed::Job.reset_column_information
+Delayed::Worker.logger = Logger.new(nil)
+Delayed::Worker.sleep_delay = 0
+Delayed::Job.count # connect and load the schema before the clock starts
+
+cpu = Process.clock_gettime(Process::CLOCK_PROCESS_CPUTIME_ID)
+started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+succeeded, failed = Delayed::Worker.new(quiet: true).work_off(count.to_i)
+seconds = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
+cpu = Process.clock_gettime(Process::CLOCK_PROCESS_CPUTIME_ID) - cpu
+puts JSON.generate(jobs: succeeded, failed: failed, seconds: seconds, cpu: cpu)
