@@ -46,6 +46,9 @@ class Config:
     # Which locked_by values belong to lease-renewing (Python) workers: "{prefix}… host:… pid:…".
     # Default: this worker's worker_id, so workers sharing a worker_id prefix recover each other.
     lease_prefix: str | None = None
+    # auto: update_returning on PostgreSQL, skip_locked on MariaDB >= 10.6 / MySQL >= 8.0.1,
+    # update_limit on older MySQL, default_sql on SQLite (see README, "Row protocol").
+    reserve_sql: str = "auto"
     hostname: str = field(default_factory=socket.gethostname)
 
     def __post_init__(self) -> None:
@@ -73,6 +76,9 @@ class Config:
                 f"heartbeat_interval ({self.heartbeat_interval}s) must be shorter than "
                 f"lock_timeout ({self.lock_timeout}s), or live jobs would look abandoned"
             )
+        strategies = ("auto", "update_returning", "update_limit", "skip_locked", "default_sql")
+        if self.reserve_sql not in strategies:
+            raise ConfigError(f"reserve_sql must be one of {', '.join(strategies)}, got {self.reserve_sql!r}")
         if self.log_format not in ("console", "json"):
             raise ConfigError(f"log_format must be 'console' or 'json', got {self.log_format!r}")
         if (
