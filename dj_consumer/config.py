@@ -49,6 +49,8 @@ class Config:
     # auto: update_returning on PostgreSQL, skip_locked on MariaDB >= 10.6 / MySQL >= 8.0.1,
     # update_limit on older MySQL, default_sql on SQLite (see README, "Row protocol").
     reserve_sql: str = "auto"
+    # Lock up to this many rows per reserve and delete successes together (README: "Batching").
+    reserve_batch: int = 1
     hostname: str = field(default_factory=socket.gethostname)
 
     def __post_init__(self) -> None:
@@ -65,6 +67,7 @@ class Config:
         _positive("max_run_time", self.max_run_time)
         _positive("read_ahead", self.read_ahead)
         _positive("concurrency", self.concurrency)
+        _positive("reserve_batch", self.reserve_batch)
         _positive("heartbeat_interval", self.heartbeat_interval)
         _positive("lock_timeout", self.lock_timeout)
         if self.sleep_delay < 0:

@@ -253,6 +253,29 @@ class Store:
             f"SELECT {ROW_COLUMNS} FROM {t} WHERE locked_at = :locked_at AND locked_by = :me "
             "AND failed_at IS NULL ORDER BY id LIMIT 1", rows=True
         )
+        # reserve_batch: the same statements for :n rows.
+        self._update_returning_n = self._typed(
+            f"{set_lock} WHERE id IN ({sub.replace('LIMIT 1', 'LIMIT :n').format(excl='')}) "
+            f"RETURNING {ROW_COLUMNS}", rows=True
+        )
+        self._lock_n = self._typed(
+            f"SELECT {ROW_COLUMNS} FROM {t} WHERE {where} {order} LIMIT :n{lock}", rows=True
+        )
+        self._update_limit_n = self._typed(f"{set_lock} WHERE {where} {order} LIMIT :n")
+        self._read_back_all = self._typed(
+            f"SELECT {ROW_COLUMNS} FROM {t} WHERE locked_at = :locked_at AND locked_by = :me "
+            f"AND failed_at IS NULL {order}", rows=True
+        )
+        self._claim_ids = self._typed(
+            f"UPDATE {t} SET locked_at = :locked_at, locked_by = :me WHERE id IN :ids"
+        )
+        self._delete_ids = self._typed(f"DELETE FROM {t} WHERE id IN :ids AND locked_by = :me")
+        self._unclaim_ids = self._typed(
+            f"UPDATE {t} SET locked_at = NULL, locked_by = NULL WHERE id IN :ids AND locked_by = :me"
+        )
+        self._renew_all = self._typed(
+            f"UPDATE {t} SET locked_at = :now WHERE locked_by = :me AND failed_at IS NULL"
+        )
         # A row we locked but cannot run (a name-filter false positive): hand it straight back.
         self._unclaim = self._typed(
             f"UPDATE {t} SET locked_at = NULL, locked_by = NULL WHERE id = :id AND locked_by = :me"
@@ -299,6 +322,8 @@ class Store:
                 binds.append(bindparam(name, type_=DateTime()))
         if ":queues" in sql:
             binds.append(bindparam("queues", expanding=True, type_=String()))
+        if ":ids" in sql:
+            binds.append(bindparam("ids", expanding=True, type_=Integer()))
         if ":excluded" in sql:
             binds.append(bindparam("excluded", expanding=True, type_=Integer()))
         for key in ("handler", "last_error"):
@@ -431,6 +456,66 @@ class Store:
                     return _locked(job, locked_at, params["me"])
         return None
 
+    def reserve_many(self, me: str, now: datetime, accept: Callable[[JobRow], bool],
+                     limit: int) -> list[JobRow]:
+        """Lock up to `limit` ready rows in one round trip (reserve_batch), in ready order."""
+        return self._retrying("reserve", lambda: self._reserve_many_once(me, now, accept, limit))
+
+    def _reserve_many_once(self, me: str, now: datetime, accept: Callable[[JobRow], bool],
+                           limit: int) -> list[JobRow]:
+        params = dict(self._ready_params(me, now), locked_at=self.ts(now), n=limit)
+        locked_at = params["locked_at"]
+        strategy = self.strategy
+        if strategy == "default_sql":
+            rows: list[JobRow] = []
+            with self._connection() as conn:
+                for row in self._run(conn, self._candidates, dict(params, limit=limit)).all():
+                    job = _row(row)
+                    claim = dict(params, id=job.id, attempts=job.attempts, now=locked_at)
+                    if accept(job) and self._run(conn, self._claim_if_ready, claim).rowcount == 1:
+                        rows.append(_locked(job, locked_at, me))
+            return rows
+        if strategy == "skip_locked":
+            with self._connection(tx=True) as conn, conn.begin():
+                found = [_row(r) for r in self._run(conn, self._lock_n, params).all()]
+                mine = [job for job in found if accept(job)]
+                if mine:
+                    conn.execute(self._claim_ids, {"ids": [j.id for j in mine],
+                                                   "locked_at": locked_at, "me": me})
+            return [_locked(job, locked_at, me) for job in mine]
+        with self._connection() as conn:
+            if strategy == "update_returning":
+                found = [_row(r) for r in self._run(conn, self._update_returning_n, params).all()]
+            else:
+                if self._run(conn, self._update_limit_n, params).rowcount == 0:
+                    return []
+                found = [_row(r) for r in self._run(conn, self._read_back_all,
+                                                    {"locked_at": locked_at, "me": me}).all()]
+            found.sort(key=lambda j: (j.priority, j.run_at or locked_at, j.id))
+            mine = [job for job in found if accept(job)]
+            others = [job.id for job in found if job not in mine]
+            if others:
+                conn.execute(self._unclaim_ids, {"ids": others, "me": me})
+        return [_locked(job, locked_at, me) for job in mine]
+
+    def delete_many(self, ids: list[int], me: str) -> int:
+        def run() -> int:
+            with self._connection() as conn:
+                return int(conn.execute(self._delete_ids, {"ids": ids, "me": me}).rowcount)
+        return self._retrying("delete_many", run)
+
+    def unclaim_many(self, ids: list[int], me: str) -> int:
+        def run() -> int:
+            with self._connection() as conn:
+                return int(conn.execute(self._unclaim_ids, {"ids": ids, "me": me}).rowcount)
+        return self._retrying("unclaim", run)
+
+    def renew_all(self, me: str, now: datetime) -> int:
+        def run() -> int:
+            with self._connection() as conn:
+                return int(self._run(conn, self._renew_all, {"me": me, "now": self.ts(now)}).rowcount)
+        return self._retrying("renew", run)
+
     def delete(self, job_id: int, me: str) -> bool:
         """Success: the row goes away (Delayed::Worker#run → job.destroy)."""
         return self._write("delete", self._delete, {"id": job_id, "me": me})
@@ -517,7 +602,7 @@ class Store:
     def _run(self, conn: Connection, stmt: TextClause, params: dict[str, Any]) -> Any:
         """Execute on the driver's cursor when the statement allows (the hot path: about a
         third of SQLAlchemy's per-statement cost), else through SQLAlchemy."""
-        if self.dialect == "sqlite" or "excluded" in params:
+        if self.dialect == "sqlite" or "excluded" in params or "ids" in params:
             return conn.execute(stmt, params)
         sql = self._raw.get(stmt)
         if sql is None:

@@ -64,6 +64,7 @@ class Worker:
         self._interrupt = threading.Event()
         self._interrupt_reason = "interrupted"
         self._interrupted: set[int] = set()
+        self._holding: set[str] = set()  # slots holding a reserved batch
         self._heartbeat: threading.Thread | None = None
         self._heartbeat_stop = threading.Event()
         self._checked = False
@@ -133,7 +134,13 @@ class Worker:
         self._setup()
         succeeded = failed = 0
         me = self.names[0]
-        for _ in range(num):
+        batch = self.config.reserve_batch
+        while batch > 1 and succeeded + failed < num and not self._stopping.is_set():
+            counts = self._run_batch(me, min(batch, num - succeeded - failed))
+            if counts is None:
+                return succeeded, failed
+            succeeded, failed = succeeded + counts[0], failed + counts[1]
+        for _ in range(num if batch == 1 else 0):
             if self._stopping.is_set():
                 break
             result = self._run_one(me)
@@ -190,15 +197,17 @@ class Worker:
             )
 
     def _slot_loop(self, me: str) -> None:
+        batch = self.config.reserve_batch
         while not self._stopping.is_set():
-            result = self._run_one(me)
+            result = self._run_batch(me, batch) if batch > 1 else self._run_one(me)
             if result is not None:
                 continue
             if self.config.exit_on_complete:
                 return
             self.clock.sleep(self.config.sleep_delay, self._stopping)
 
-    def _run_one(self, me: str) -> RunResult:
+    def _acceptor(self) -> tuple[Callable[[JobRow], bool], dict[int, ParsedHandler | HandlerParseError]]:
+        """accept(row): is this row's name one we have a handler for? (Parsed once, kept.)"""
         parsed: dict[int, ParsedHandler | HandlerParseError] = {}
 
         def accept(row: JobRow) -> bool:
@@ -209,6 +218,10 @@ class Worker:
             parsed[row.id] = result
             return True
 
+        return accept, parsed
+
+    def _run_one(self, me: str) -> RunResult:
+        accept, parsed = self._acceptor()
         try:
             row = self.store.reserve(me, self.clock.now(), accept)
         except SQLAlchemyError as exc:
@@ -217,13 +230,76 @@ class Worker:
             return None
         if row is None:
             return None
-        result = parsed[row.id]
+        return self._run_row(row, parsed[row.id], me)
+
+    def _run_batch(self, me: str, limit: int) -> tuple[int, int] | None:
+        """reserve_batch: lock up to `limit` rows in one statement, run them, delete the
+        successes together. A crash loses the deletes in hand: those jobs run again."""
+        accept, parsed = self._acceptor()
+        try:
+            rows = self.store.reserve_many(me, self.clock.now(), accept, limit)
+        except SQLAlchemyError as exc:
+            log.error("db.unavailable", op="reserve", error=_first_line(exc),
+                      hint="retrying after sleep_delay")
+            return None
+        if not rows:
+            return None
+        done: list[tuple[Job, float]] = []
+        succeeded = failed = 0
+        with self._lock:
+            self._holding.add(me)
+        try:
+            for i, row in enumerate(rows):
+                if self._stopping.is_set():
+                    self._unclaim([r.id for r in rows[i:]], me)
+                    break
+                if self._run_row(row, parsed[row.id], me, done):
+                    succeeded += 1
+                else:
+                    failed += 1
+        finally:
+            self._flush_deletes(done, me)
+            with self._lock:
+                self._holding.discard(me)
+        return succeeded, failed
+
+    def _unclaim(self, ids: list[int], me: str) -> None:
+        try:
+            self.store.unclaim_many(ids, me)
+        except SQLAlchemyError as exc:
+            log.error("db.unavailable", op="unclaim", error=_first_line(exc),
+                      hint="the rows stay locked until the lock horizon")
+
+    def _flush_deletes(self, done: list[tuple[Job, float]], me: str) -> None:
+        if not done:
+            return
+        ids = [job.id for job, _ in done]
+        while True:
+            try:
+                deleted = self.store.delete_many(ids, me)
+                break
+            except SQLAlchemyError as exc:
+                log.error("db.unavailable", op="delete_many", error=_first_line(exc), jobs=len(ids))
+                if self._stopping.is_set():
+                    log.error("job.outcome_unwritten", jobs=ids,
+                              hint="these succeeded jobs stay locked and run again after the lock horizon")
+                    return
+                self.clock.sleep(max(self.config.sleep_delay, 0.5))
+        for job, duration_ms in done:
+            job.log.info("job.succeeded", duration_ms=duration_ms)
+        if deleted != len(ids):
+            log.warning("job.lock_lost", outcome="Succeeded", expected=len(ids), deleted=deleted,
+                        hint="some rows were taken over or deleted meanwhile; left alone")
+
+    def _run_row(self, row: JobRow, result: ParsedHandler | HandlerParseError, me: str,
+                 deferred: list[tuple[Job, float]] | None = None) -> bool:
+        """Run one reserved row and record its outcome (a success into `deferred`, if given)."""
         if isinstance(result, HandlerParseError):
             return self._fail_unparseable(row, result, me)
         spec = self.registry.spec(result.name)
         assert spec is not None
         job = self._job(row, result, spec, me)
-        job.log.info("job.started", display_name=job.display_name)
+        job.log.debug("job.started", display_name=job.display_name)
         started = time.perf_counter()
         with self._lock:
             self._in_flight[me] = job
@@ -239,6 +315,9 @@ class Worker:
                             outcome=type(outcome).__name__,
                             hint="the row was already unlocked with attempts unchanged")
             return False
+        if deferred is not None and isinstance(outcome, Succeeded):
+            deferred.append((job, duration_ms))
+            return True
         self._record(job, outcome, me, duration_ms)
         return isinstance(outcome, Succeeded)
 
@@ -381,6 +460,13 @@ class Worker:
             with self._lock:
                 in_flight = [(me, j) for me, j in self._in_flight.items()
                              if j.id not in self._interrupted]
+            with self._lock:
+                holding = list(self._holding)
+            for me in holding:
+                try:
+                    self.store.renew_all(me, self.clock.now())
+                except SQLAlchemyError as exc:
+                    log.error("db.unavailable", op="renew", error=_first_line(exc))
             for me, job in in_flight:
                 try:
                     renewed = self.store.renew(job.id, me, self.clock.now())
