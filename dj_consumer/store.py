@@ -7,6 +7,7 @@ outcome write is fenced by `locked_by = me`, so a worker that lost its lock neve
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,6 +63,26 @@ def is_transient(exc: BaseException) -> bool:
     return "database is locked" in message or ("connection" in message and "closed" in message)
 
 
+#: How long the backlog mark is trusted before a reserve rescans from the first ready row. A
+#: row that becomes ready *behind* the mark (an expired lock, a retry by hand, a new row with
+#: a lower priority number) waits at most this long more. See the README.
+MARK_TTL = 30.0
+#: The mark is only used once a full reserve is slow (a backlog is there): with a small table,
+#: every reserve looks at every ready row, and the order is exact.
+MARK_MIN_SCAN = 0.005
+
+
+@dataclass(frozen=True)
+class _ReserveSQL:
+    candidates: TextClause
+    lock_next: TextClause
+    lock_next_excluding: TextClause
+    update_returning: TextClause
+    update_returning_excluding: TextClause
+    update_limit: TextClause
+    update_limit_excluding: TextClause
+
+
 @dataclass(frozen=True)
 class ServerInfo:
     dialect: str
@@ -102,6 +123,9 @@ class Store:
         self._raw: dict[TextClause, str] = {}
         self._dbapi_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
         self._conns_lock = threading.Lock()
+        self._mark: tuple[int, datetime] | None = None
+        self._mark_since = 0.0
+        self._mark_lock = threading.Lock()
         self._build_statements()
 
     # -- setup -----------------------------------------------------------------------------
@@ -218,37 +242,14 @@ class Store:
         order = "ORDER BY priority ASC, run_at ASC"
         lock = " FOR UPDATE SKIP LOCKED" if self.server and self.server.skip_locked else ""
 
-        self._candidates = self._typed(
-            f"SELECT {ROW_COLUMNS} FROM {t} WHERE {where} {order} LIMIT :limit", rows=True
-        )
-        # SKIP LOCKED takes one row at a time: locking read_ahead rows would hide them from
-        # every other worker (who would then sleep, or exit_on_complete) while we look at one.
-        self._lock_next = self._typed(
-            f"SELECT {ROW_COLUMNS} FROM {t} WHERE {where} {order} LIMIT 1{lock}", rows=True
-        )
-        self._lock_next_excluding = self._typed(
-            f"SELECT {ROW_COLUMNS} FROM {t} WHERE {where} AND id NOT IN :excluded "
-            f"{order} LIMIT 1{lock}", rows=True
-        )
-        # Rails' optimized_sql, one round trip on PostgreSQL:
-        # UPDATE … WHERE id IN (SELECT … LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING.
-        sub = f"SELECT id FROM {t} WHERE {where} {{excl}}{order} LIMIT 1 FOR UPDATE SKIP LOCKED"
         set_lock = f"UPDATE {t} SET locked_at = :locked_at, locked_by = :me"
-        self._update_returning = self._typed(
-            f"{set_lock} WHERE id IN ({sub.format(excl='')}) RETURNING {ROW_COLUMNS}", rows=True
-        )
-        self._update_returning_excluding = self._typed(
-            f"{set_lock} WHERE id IN ({sub.format(excl='AND id NOT IN :excluded ')}) "
-            f"RETURNING {ROW_COLUMNS}", rows=True
-        )
-        # Rails' optimized_sql on MySQL: UPDATE … ORDER BY … LIMIT 1, then read the row back.
-        # Rails reads it back by locked_by (a scan: locked_by has no index); id =
-        # LAST_INSERT_ID(id) hands us the row's id in the UPDATE's reply, so we read by key.
-        set_lock_id = f"{set_lock}, id = LAST_INSERT_ID(id)" if self.dialect == "mysql" else set_lock
-        self._update_limit = self._typed(f"{set_lock_id} WHERE {where} {order} LIMIT 1")
-        self._update_limit_excluding = self._typed(
-            f"{set_lock_id} WHERE {where} AND id NOT IN :excluded {order} LIMIT 1"
-        )
+        self._plain = self._reserve_statements(where, order, lock)
+        # The backlog mark (README "Behind a Ruby backlog"): resume the scan where the last
+        # row we could run was found instead of re-reading every Ruby row ahead of it.
+        keyset = "(priority > :mark_p OR (priority = :mark_p AND run_at >= :mark_r))"
+        self._marked = self._reserve_statements(f"{where} AND {keyset}", order, lock)
+        self._candidates = self._plain.candidates
+        sub = f"SELECT id FROM {t} WHERE {where} {{excl}}{order} LIMIT 1 FOR UPDATE SKIP LOCKED"
         self._read_back = self._typed(
             f"SELECT {ROW_COLUMNS} FROM {t} WHERE locked_at = :locked_at AND locked_by = :me "
             "AND failed_at IS NULL ORDER BY id LIMIT 1", rows=True
@@ -314,10 +315,42 @@ class Store:
             f"VALUES (:priority, 0, :handler, :run_at, :queue, :now, :now){returning}"
         )
 
+    def _reserve_statements(self, where: str, order: str, lock: str) -> _ReserveSQL:
+        t = self.table
+        set_lock = f"UPDATE {t} SET locked_at = :locked_at, locked_by = :me"
+        # Rails reads the row back by locked_by (a scan: locked_by has no index); id =
+        # LAST_INSERT_ID(id) hands us the row's id in the UPDATE's reply, so we read by key.
+        set_lock_id = f"{set_lock}, id = LAST_INSERT_ID(id)" if self.dialect == "mysql" else set_lock
+        sub = f"SELECT id FROM {t} WHERE {where} {{excl}}{order} LIMIT 1 FOR UPDATE SKIP LOCKED"
+        excl = "AND id NOT IN :excluded "
+        return _ReserveSQL(
+            candidates=self._typed(
+                f"SELECT {ROW_COLUMNS} FROM {t} WHERE {where} {order} LIMIT :limit", rows=True),
+            # SKIP LOCKED takes one row at a time: locking read_ahead rows would hide them from
+            # every other worker (who would then sleep, or exit_on_complete) meanwhile.
+            lock_next=self._typed(
+                f"SELECT {ROW_COLUMNS} FROM {t} WHERE {where} {order} LIMIT 1{lock}", rows=True),
+            lock_next_excluding=self._typed(
+                f"SELECT {ROW_COLUMNS} FROM {t} WHERE {where} {excl}{order} LIMIT 1{lock}",
+                rows=True),
+            # Rails' optimized_sql on PostgreSQL, one round trip:
+            # UPDATE … WHERE id IN (SELECT … LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING.
+            update_returning=self._typed(
+                f"{set_lock} WHERE id IN ({sub.format(excl='')}) RETURNING {ROW_COLUMNS}",
+                rows=True),
+            update_returning_excluding=self._typed(
+                f"{set_lock} WHERE id IN ({sub.format(excl=excl)}) RETURNING {ROW_COLUMNS}",
+                rows=True),
+            # Rails' optimized_sql on MySQL: UPDATE … ORDER BY … LIMIT 1, then read it back.
+            update_limit=self._typed(f"{set_lock_id} WHERE {where} {order} LIMIT 1"),
+            update_limit_excluding=self._typed(
+                f"{set_lock_id} WHERE {where} {excl}{order} LIMIT 1"),
+        )
+
     def _typed(self, sql: str, *, rows: bool = False) -> TextClause:
         stmt = text(sql)
         binds: list[Any] = []
-        for name in ("now", "stale", "lease_stale", "run_at", "locked_at"):
+        for name in ("now", "stale", "lease_stale", "run_at", "locked_at", "mark_r"):
             if f":{name}" in sql:
                 binds.append(bindparam(name, type_=DateTime()))
         if ":queues" in sql:
@@ -384,15 +417,50 @@ class Store:
     def _reserve_once(self, me: str, now: datetime, accept: Callable[[JobRow], bool]) -> JobRow | None:
         params = self._ready_params(me, now)
         params["locked_at"] = self.ts(now)
+        mark = self._mark_now()
+        if mark is not None:
+            params["mark_p"], params["mark_r"] = mark
+            row = self._reserve_with(self._marked, params, accept)
+            if row is not None:
+                self._advance_mark(row)
+                return row
+            # Nothing past the mark: rows before it may have become ready; look at them all.
+            self._mark = None
+        started = time.perf_counter()
+        row = self._reserve_with(self._plain, params, accept)
+        if row is not None and time.perf_counter() - started > MARK_MIN_SCAN:
+            self._advance_mark(row, fresh=True)
+        return row
+
+    def _reserve_with(self, sql: _ReserveSQL, params: dict[str, Any],
+                      accept: Callable[[JobRow], bool]) -> JobRow | None:
         if self.strategy == "update_returning":
-            return self._reserve_lock_first(params, accept, self._update_returning,
-                                            self._update_returning_excluding, read_back=False)
+            return self._reserve_lock_first(params, accept, sql.update_returning,
+                                            sql.update_returning_excluding, read_back=False)
         if self.strategy == "update_limit":
-            return self._reserve_lock_first(params, accept, self._update_limit,
-                                            self._update_limit_excluding, read_back=True)
+            return self._reserve_lock_first(params, accept, sql.update_limit,
+                                            sql.update_limit_excluding, read_back=True)
         if self.strategy == "skip_locked":
-            return self._reserve_skip_locked(params, accept)
-        return self._reserve_default_sql(params, accept)
+            return self._reserve_skip_locked(params, accept, sql)
+        return self._reserve_default_sql(params, accept, sql)
+
+    def _mark_now(self) -> tuple[int, datetime] | None:
+        """The backlog mark, unless it is older than MARK_TTL (then rescan from the start)."""
+        with self._mark_lock:
+            if self._mark is None or time.monotonic() - self._mark_since > MARK_TTL:
+                self._mark = None
+            return self._mark
+
+    def _advance_mark(self, row: JobRow, *, fresh: bool = False) -> None:
+        """Every ready row before the one we just took was one we cannot run (or locked)."""
+        if row.run_at is None:
+            return
+        key = (row.priority, row.run_at)
+        with self._mark_lock:
+            if fresh or self._mark is None:
+                self._mark, self._mark_since = key, time.monotonic()
+            elif key > self._mark:
+                self._mark = key
 
     def _reserve_lock_first(self, params: dict[str, Any], accept: Callable[[JobRow], bool],
                             lock: TextClause, lock_excluding: TextClause, *,
@@ -420,17 +488,17 @@ class Store:
                 excluded.append(job.id)
         return None
 
-    def _reserve_skip_locked(self, params: dict[str, Any],
-                             accept: Callable[[JobRow], bool]) -> JobRow | None:
+    def _reserve_skip_locked(self, params: dict[str, Any], accept: Callable[[JobRow], bool],
+                             sql: _ReserveSQL) -> JobRow | None:
         """SELECT … FOR UPDATE SKIP LOCKED, check the row, UPDATE it, in one short transaction."""
         excluded: list[int] = []
         me, locked_at = params["me"], params["locked_at"]
         with self._connection(tx=True) as conn, conn.begin():
             for _ in range(self.config.read_ahead):
                 if excluded:
-                    found = self._run(conn, self._lock_next_excluding, dict(params, excluded=excluded))
+                    found = self._run(conn, sql.lock_next_excluding, dict(params, excluded=excluded))
                 else:
-                    found = self._run(conn, self._lock_next, params)
+                    found = self._run(conn, sql.lock_next, params)
                 row = found.first()
                 if row is None:
                     return None
@@ -441,12 +509,12 @@ class Store:
                 excluded.append(job.id)
         return None
 
-    def _reserve_default_sql(self, params: dict[str, Any],
-                             accept: Callable[[JobRow], bool]) -> JobRow | None:
+    def _reserve_default_sql(self, params: dict[str, Any], accept: Callable[[JobRow], bool],
+                             sql: _ReserveSQL) -> JobRow | None:
         """Rails' default_sql: read candidates, lock one only if it is still ready."""
         locked_at = params["locked_at"]
         with self._connection() as conn:
-            rows = self._run(conn, self._candidates, dict(params, limit=self.config.read_ahead)).all()
+            rows = self._run(conn, sql.candidates, dict(params, limit=self.config.read_ahead)).all()
             for row in rows:
                 job = _row(row)
                 if not accept(job):
