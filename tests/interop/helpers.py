@@ -192,6 +192,7 @@ class Run:
     job_id: int | None
     attempts: int | None
     note: str | None
+    created_at: datetime | None = None
 
 
 @dataclass
@@ -231,7 +232,8 @@ class Runs:
     def all(self) -> list[Run]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(self.t).order_by(self.t.c.id)).all()
-        return [Run(r.job_key, r.runner, r.worker, r.job_id, r.attempts, r.note) for r in rows]
+        return [Run(r.job_key, r.runner, r.worker, r.job_id, r.attempts, r.note, r.created_at)
+                for r in rows]
 
     def performed(self) -> list[Run]:
         """Runs without a note: one per attempt that reached the job's body."""
