@@ -87,6 +87,7 @@ def mode_dj(args: dict[str, Any]) -> dict[str, Any]:
     """dj_consumer at the given config: work_off(N) in this thread, or start() with slots."""
     if args.get("start"):
         worker = _worker(args, exit_on_complete=True)
+        worker.work_off(0)  # connect and check the table before the clock starts
         before = _count(args["url"], args["table"])
         cpu = time.process_time()
         started = time.perf_counter()

@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2000)
     p.add_argument("--top", type=int, default=10)
     p.add_argument("--sort", default="cumulative", choices=["cumulative", "tottime"])
+    p.add_argument("--by-package", action="store_true",
+                   help="also sum own time (tottime) per package: where the CPU goes")
     args = p.parse_args(argv)
     t = env.target(args.backend)
     counts = count_round_trips(args.backend)
@@ -92,7 +94,29 @@ def main(argv: list[str] | None = None) -> int:
     for what, n in counts.most_common():
         print(f"  {what:<12} {n / max(done, 1):.2f}")
     print(out.getvalue())
+    if args.by_package:
+        print("own time per package (ms per job):")
+        for package, seconds_ in by_package(stats).most_common(12):
+            print(f"  {package:<28} {1000 * seconds_ / max(done, 1):.3f}")
     return 0
+
+
+def by_package(stats: pstats.Stats) -> Counter[str]:
+    """tottime summed by top-level package (socket waits and lock waits kept apart)."""
+    totals: Counter[str] = Counter()
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    for (filename, _line, func), (_cc, _nc, tottime, _ct, _callers) in raw.items():
+        if filename == "~":
+            key = "builtin " + ("socket I/O" if ("recv" in func or "send" in func) else
+                                "lock waits" if ("acquire" in func or "release" in func) else func)
+        elif "site-packages/" in filename:
+            key = filename.split("site-packages/", 1)[1].split("/", 1)[0]
+        elif "/work/main/" in filename:
+            key = "/".join(filename.split("/work/main/", 1)[1].split("/")[:2])
+        else:
+            key = "stdlib " + filename.rsplit("/", 1)[-1]
+        totals[key] += tottime
+    return totals
 
 
 if __name__ == "__main__":
