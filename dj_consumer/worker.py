@@ -474,6 +474,10 @@ class Worker:
                     job.log.error("db.unavailable", op="renew", error=_first_line(exc))
                     continue
                 if not renewed:
+                    with self._lock:
+                        still_running = self._in_flight.get(me) is job
+                    if not still_running:
+                        continue  # it finished (and its row went) while we renewed
                     exists, owner = self.store.owner(job.id)
                     job.log.warning("job.lock_lost", during="heartbeat", row_exists=exists,
                                     owner=owner, hint="timed_out is set; the outcome will not be written")

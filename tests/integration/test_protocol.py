@@ -25,7 +25,9 @@ def struct(name: str, **attrs: Any) -> str:
 
 
 def now_clock() -> FakeClock:
-    return FakeClock(SystemClock().now().replace(microsecond=0))
+    # A little ahead of the real clock, so rows inserted "now" (by the real clock, even a
+    # second boundary later on a loaded machine) are ready at the fake now.
+    return FakeClock(SystemClock().now().replace(microsecond=0) + timedelta(seconds=5))
 
 
 def worker(db: DB, reg: Registry, clock: FakeClock | None = None, **cfg: Any):  # type: ignore[no-untyped-def]
