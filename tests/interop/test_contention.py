@@ -53,7 +53,7 @@ def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 @pytest.mark.ruby
 @pytest.mark.slow
-def test_eight_workers_on_ten_thousand_jobs(interop: Interop, procs: list[subprocess.Popen[bytes]]) -> None:
+def test_eight_workers_on_thousands_of_jobs(interop: Interop, procs: list[subprocess.Popen[bytes]]) -> None:
     jobs = JOBS_BY_BACKEND[interop.backend]
     t0 = time.monotonic()
     interop.ruby.enqueue([{"kind": "struct", "class": "SharedJob", "args": {"key": "n-%{i}"},
@@ -105,7 +105,7 @@ def test_heartbeat_never_calls_a_finished_job_lost(server_db: DB) -> None:
     worker._heartbeat_loop snapshots _in_flight, then renews outside the lock; the slot may
     finish the job and delete its row in between, and the fenced renew then touches nothing.
     That is the job succeeding, not "another worker holds the row now (or Rails deleted
-    it)". Seen in test_eight_workers_on_ten_thousand_jobs with the default 60 s heartbeat;
+    it)". Seen in test_eight_workers_on_thousands_of_jobs with the default 60 s heartbeat;
     a short heartbeat makes it show up in every run.
     """
     registry = Registry()
