@@ -1,0 +1,262 @@
+"""Connections for the store: engines, one kept connection per thread, the driver fast path,
+and retries of transient errors around whole units of work."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import structlog
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.sql.elements import TextClause
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from dj_consumer.config import Config
+from dj_consumer.errors import ConfigError
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+# MySQL error codes worth retrying: lock wait timeout, deadlock, connection gone or refused,
+# server shutting down, connection killed.
+_MYSQL_TRANSIENT = {1205, 1213, 2003, 2006, 2013, 2055, 1053, 1927, 4031, 1040}
+# PostgreSQL SQLSTATEs: serialization failure, deadlock, lock not available, shutdown, and
+# the whole 08 class (connection exceptions).
+_PG_TRANSIENT = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03"}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors that a retry of the whole unit of work can cure."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _MYSQL_TRANSIENT:
+        return True
+    sqlstate = getattr(orig, "sqlstate", None)
+    if isinstance(sqlstate, str) and (sqlstate in _PG_TRANSIENT or sqlstate.startswith("08")):
+        return True
+    message = str(orig).lower()
+    return "database is locked" in message or ("connection" in message and "closed" in message)
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    dialect: str
+    version: str
+    skip_locked: bool
+
+
+
+class Connections:
+    """Each thread's own connection to one database, kept between statements."""
+
+    def __init__(self, url: URL, config: Config, dialect: str, *, retry_window: float = 60.0) -> None:
+        self.dialect = dialect
+        self.retry_window = retry_window
+        self.engine = make_engine(url, config, autocommit=True)
+        # Transactions (SKIP LOCKED reservation) use their own pool, so no connection ever
+        # switches isolation level back and forth.
+        self.tx_engine = make_engine(url, config, autocommit=False) if dialect != "sqlite" else self.engine
+        self._conns: dict[tuple[int, bool], Connection] = {}
+        self._conns_lock = threading.Lock()
+        self._raw: dict[TextClause, str] = {}
+        self._dbapi_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
+
+    def close(self) -> None:
+        with self._conns_lock:
+            conns, self._conns = list(self._conns.values()), {}
+        for conn in conns:
+            conn.close()
+        self.engine.dispose()
+        if self.tx_engine is not self.engine:
+            self.tx_engine.dispose()
+
+    def run(self, conn: Connection, stmt: TextClause, params: dict[str, Any]) -> Any:
+        """Execute on the driver's cursor when the statement allows (the hot path: about a
+        third of SQLAlchemy's per-statement cost), else through SQLAlchemy."""
+        if self.dialect == "sqlite" or "excluded" in params or "ids" in params:
+            return conn.execute(stmt, params)
+        sql = self._raw.get(stmt)
+        if sql is None:
+            sql = self._raw[stmt] = str(stmt.compile(dialect=self.engine.dialect))
+        dbapi_conn = conn.connection.dbapi_connection
+        assert dbapi_conn is not None
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(sql, params)
+            return _RawResult(cursor)
+        except self._dbapi_error as exc:
+            invalidated = self.engine.dialect.is_disconnect(exc, dbapi_conn, cursor)  # type: ignore[arg-type]
+            if invalidated:
+                conn.invalidate(exc)
+            raise DBAPIError.instance(sql, params, exc, self._dbapi_error,
+                                      connection_invalidated=invalidated,
+                                      dialect=self.engine.dialect) from exc
+        finally:
+            cursor.close()
+
+    @contextmanager
+    def connection(self, *, tx: bool = False) -> Iterator[Connection]:
+        """This thread's own connection, kept between statements (no checkout per job).
+
+        A connection that saw any error is closed, not kept: the retry gets a fresh one.
+        """
+        key = (threading.get_ident(), tx)
+        with self._conns_lock:
+            conn = self._conns.pop(key, None)
+        if conn is None or conn.closed or conn.invalidated:
+            self._prune()
+            conn = (self.tx_engine if tx else self.engine).connect()
+        try:
+            yield conn
+        except BaseException:
+            conn.close()
+            raise
+        with self._conns_lock:
+            self._conns[key] = conn
+
+    def _prune(self) -> None:
+        """Close the kept connections of threads that have ended."""
+        alive = {t.ident for t in threading.enumerate()}
+        with self._conns_lock:
+            dead = [k for k in self._conns if k[0] not in alive]
+            conns = [self._conns.pop(k) for k in dead]
+        for conn in conns:
+            conn.close()
+
+    def retrying(self, op: str, fn: Callable[[], T]) -> T:
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning("db.retrying", op=op, attempt=state.attempt_number,
+                        error=short_error(exc) if exc else None)
+
+        retrying = Retrying(
+            retry=retry_if_exception(is_transient),
+            stop=stop_after_delay(self.retry_window),
+            wait=wait_exponential(multiplier=0.05, max=5),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        return retrying(fn)
+
+
+
+def mysql_has_skip_locked(version: str) -> bool:
+    """SKIP LOCKED: MariaDB >= 10.6, MySQL >= 8.0.1."""
+    numbers = [int(p) for p in version.split("-")[0].split(".")[:3] if p.isdigit()]
+    while len(numbers) < 3:
+        numbers.append(0)
+    major, minor, patch = numbers
+    if "mariadb" in version.lower():
+        return (major, minor) >= (10, 6)
+    return (major, minor, patch) >= (8, 0, 1)
+
+
+def make_engine(url: URL, config: Config, *, autocommit: bool) -> Engine:
+    kwargs: dict[str, Any] = {"echo": config.sql_log, "pool_pre_ping": True}
+    dialect = url.get_backend_name()
+    if dialect == "sqlite":
+        if url.database in (None, "", ":memory:"):
+            raise ConfigError("database_url for SQLite must name a file (sqlite:///jobs.db), "
+                              "an in-memory database cannot be shared with other workers")
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        kwargs["pool_pre_ping"] = False
+    else:
+        kwargs["pool_size"] = config.concurrency + 2
+        kwargs["max_overflow"] = config.concurrency + 2
+        kwargs["pool_recycle"] = 3600
+    if dialect in ("mysql", "mariadb"):
+        kwargs["connect_args"] = {"connect_timeout": 10}
+    if dialect == "postgresql":
+        kwargs["connect_args"] = {"connect_timeout": 10}
+    if autocommit:
+        kwargs["isolation_level"] = "AUTOCOMMIT"
+    elif dialect in ("mysql", "mariadb"):
+        # READ COMMITTED: a SKIP LOCKED scan keeps no locks on rows it did not take, so it
+        # never makes a Ruby worker's UPDATE … LIMIT 1 wait behind rows we skipped.
+        kwargs["isolation_level"] = "READ COMMITTED"
+    try:
+        engine = create_engine(url, **kwargs)
+    except (ImportError, ModuleNotFoundError) as exc:
+        hint = " (pip install 'dj_consumer[postgres]')" if dialect == "postgresql" else ""
+        raise ConfigError(f"the driver for {url.drivername} is not installed: {exc}{hint}") from None
+    except (SQLAlchemyError, ValueError, TypeError) as exc:
+        raise ConfigError(f"database_url {safe_url(url)} is not usable: {exc}") from None
+    if dialect in ("mysql", "mariadb") and autocommit:
+        # READ COMMITTED for single statements too: Rails' UPDATE … ORDER BY … LIMIT 1 then
+        # locks only the row it takes, not every row its scan passed (InnoDB semi-consistent read).
+        @event.listens_for(engine, "connect")
+        def _read_committed(dbapi_conn: Any, _: Any) -> None:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+
+    if dialect == "sqlite" and autocommit:
+        # SQLite: driver-level autocommit, so each statement is its own transaction.
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _: Any) -> None:
+            dbapi_conn.execute("PRAGMA busy_timeout = 30000")
+    return engine
+
+
+class _RawResult:
+    """The little of a Result that the store reads, from a driver cursor already executed."""
+
+    __slots__ = ("_rows", "lastrowid", "rowcount")
+
+    def __init__(self, cursor: Any) -> None:
+        self.rowcount = cursor.rowcount
+        self.lastrowid = getattr(cursor, "lastrowid", None)
+        self._rows = cursor.fetchall() if cursor.description else []
+
+    def first(self) -> Any:
+        return _RowTuple(self._rows[0]) if self._rows else None
+
+    def all(self) -> list[Any]:
+        return [_RowTuple(r) for r in self._rows]
+
+    def scalar(self) -> Any:
+        return self._rows[0][0] if self._rows else None
+
+    def scalar_one(self) -> Any:
+        return self._rows[0][0]
+
+
+class _RowTuple(tuple):  # type: ignore[type-arg]
+    """A driver row read by ROW_COLUMNS' names, like a SQLAlchemy Row."""
+
+    __slots__ = ()
+    id = property(lambda self: self[0])
+    priority = property(lambda self: self[1])
+    attempts = property(lambda self: self[2])
+    handler = property(lambda self: self[3])
+    run_at = property(lambda self: self[4])
+    queue = property(lambda self: self[5])
+    locked_at = property(lambda self: self[6])
+    locked_by = property(lambda self: self[7])
+    failed_at = property(lambda self: self[8])
+
+
+def safe_url(url: URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
+def short_error(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    text_ = str(orig if orig is not None else exc).strip().splitlines()
+    return text_[0] if text_ else type(exc).__name__
+
+

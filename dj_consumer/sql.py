@@ -1,0 +1,260 @@
+"""Every SQL statement dj_consumer runs, built once per worker from its config.
+
+Values are always bound; only the (quoted) table name and the fixed shape of the filters
+(how many queues, how many name patterns) are written into the text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.types import DateTime, Integer, String, Text
+
+from dj_consumer.config import Config
+
+ROW_COLUMNS = "id, priority, attempts, handler, run_at, queue, locked_at, locked_by, failed_at"
+
+
+@dataclass(frozen=True)
+class ReserveSQL:
+    """The statements that lock one ready row, one per reserve strategy (see Store.strategy)."""
+
+    candidates: TextClause
+    lock_next: TextClause
+    lock_next_excluding: TextClause
+    update_returning: TextClause
+    update_returning_excluding: TextClause
+    update_limit: TextClause
+    update_limit_excluding: TextClause
+
+
+class Statements:
+    """The named statements of the row protocol for one table and one worker config."""
+
+    def __init__(self, *, table: str, dialect: str, config: Config, skip_locked: bool,
+                 name_filters: Sequence[Sequence[str]]) -> None:
+        self.table, self.dialect, self.config = table, dialect, config
+        self.name_filters = [tuple(p) for p in name_filters]
+        self.uses_leases = config.lock_timeout < config.max_run_time
+        t = table
+        cfg = config
+        # A lock older than max_run_time is abandoned for everyone (Ruby's horizon). A lock
+        # held by a lease-renewing worker (ours: it refreshes locked_at every heartbeat) is
+        # abandoned sooner, after lock_timeout; Ruby's locks never renew, so they keep the
+        # full horizon and no live Ruby job is ever taken early.
+        stale = "locked_at < :stale"
+        if self.uses_leases:
+            stale += " OR (locked_at < :lease_stale AND locked_by LIKE :lease_owner ESCAPE '!')"
+        ready = [
+            f"((run_at <= :now AND (locked_at IS NULL OR {stale})) OR locked_by = :me)",
+            "failed_at IS NULL",
+        ]
+        if cfg.queues:
+            named = [q for q in cfg.queues if q is not None]
+            # One bind per queue (the list is fixed per worker), so the statement needs no
+            # per-call rendering and can run on the driver's cursor directly.
+            parts = ["queue IN (" + ", ".join(f":queue_{i}" for i in range(len(named))) + ")"] if named else []
+            if None in cfg.queues:
+                parts.append("queue IS NULL")
+            ready.append("(" + " OR ".join(parts) + ")")
+        if cfg.min_priority is not None:
+            ready.append("priority >= :min_priority")
+        if cfg.max_priority is not None:
+            ready.append("priority <= :max_priority")
+        names = []
+        for i, patterns in enumerate(self.name_filters):
+            names.append(
+                "(" + " AND ".join(f"handler LIKE :n{i}_{j} ESCAPE '!'" for j in range(len(patterns))) + ")"
+            )
+        ready.append("(" + (" OR ".join(names) or "1 = 0") + ")")
+        where = " AND ".join(ready)
+        order = "ORDER BY priority ASC, run_at ASC"
+        lock = " FOR UPDATE SKIP LOCKED" if skip_locked else ""
+
+        set_lock = f"UPDATE {t} SET locked_at = :locked_at, locked_by = :me"
+        self.plain = self._reserve_statements(where, order, lock)
+        # The backlog mark (README "Behind a Ruby backlog"): resume the scan where the last
+        # row we could run was found instead of re-reading every Ruby row ahead of it.
+        keyset = "(priority > :mark_p OR (priority = :mark_p AND run_at >= :mark_r))"
+        self.marked = self._reserve_statements(f"{where} AND {keyset}", order, lock)
+        self.candidates = self.plain.candidates
+        sub = f"SELECT id FROM {t} WHERE {where} {{excl}}{order} LIMIT 1 FOR UPDATE SKIP LOCKED"
+        self.read_back = _typed(
+            f"SELECT {ROW_COLUMNS} FROM {t} WHERE locked_at = :locked_at AND locked_by = :me "
+            "AND failed_at IS NULL ORDER BY id LIMIT 1", rows=True
+        )
+        # reserve_batch: the same statements for :n rows.
+        self.update_returning_n = _typed(
+            f"{set_lock} WHERE id IN ({sub.replace('LIMIT 1', 'LIMIT :n').format(excl='')}) "
+            f"RETURNING {ROW_COLUMNS}", rows=True
+        )
+        self.lock_n = _typed(
+            f"SELECT {ROW_COLUMNS} FROM {t} WHERE {where} {order} LIMIT :n{lock}", rows=True
+        )
+        self.update_limit_n = _typed(f"{set_lock} WHERE {where} {order} LIMIT :n")
+        self.read_back_all = _typed(
+            f"SELECT {ROW_COLUMNS} FROM {t} WHERE locked_at = :locked_at AND locked_by = :me "
+            f"AND failed_at IS NULL {order}", rows=True
+        )
+        self.claim_ids = _typed(
+            f"UPDATE {t} SET locked_at = :locked_at, locked_by = :me WHERE id IN :ids"
+        )
+        self.delete_ids = _typed(f"DELETE FROM {t} WHERE id IN :ids AND locked_by = :me")
+        self.unclaim_ids = _typed(
+            f"UPDATE {t} SET locked_at = NULL, locked_by = NULL WHERE id IN :ids AND locked_by = :me"
+        )
+        self.renew_all = _typed(
+            f"UPDATE {t} SET locked_at = :now WHERE locked_by = :me AND failed_at IS NULL"
+        )
+        # A row we locked but cannot run (a name-filter false positive): hand it straight back.
+        self.unclaim = _typed(
+            f"UPDATE {t} SET locked_at = NULL, locked_by = NULL WHERE id = :id AND locked_by = :me"
+        )
+        # Rails' default_sql reservation: lock one candidate only if it is still ready; the
+        # attempts fence also rejects a row another worker ran and rescheduled meanwhile.
+        self.claim_if_ready = _typed(
+            f"UPDATE {t} SET locked_at = :now, locked_by = :me "
+            f"WHERE id = :id AND attempts = :attempts AND {where}"
+        )
+        self.claim_locked = _typed(f"UPDATE {t} SET locked_at = :now, locked_by = :me WHERE id = :id")
+        mine = "id = :id AND locked_by = :me"
+        self.delete = _typed(f"DELETE FROM {t} WHERE {mine}")
+        self.reschedule = _typed(
+            f"UPDATE {t} SET attempts = :attempts, run_at = :run_at, last_error = :last_error, "
+            f"locked_at = NULL, locked_by = NULL, updated_at = :now WHERE {mine}"
+        )
+        self.fail = _typed(
+            f"UPDATE {t} SET attempts = :attempts, failed_at = :now, last_error = :last_error, "
+            f"locked_at = NULL, locked_by = NULL, updated_at = :now WHERE {mine}"
+        )
+        self.interrupt = _typed(
+            f"UPDATE {t} SET last_error = :last_error, locked_at = NULL, locked_by = NULL, "
+            f"updated_at = :now WHERE {mine}"
+        )
+        self.renew = _typed(f"UPDATE {t} SET locked_at = :now WHERE {mine}")
+        self.release_all = _typed(
+            f"UPDATE {t} SET locked_at = NULL, locked_by = NULL WHERE locked_by = :me"
+        )
+        self.owner = _typed(f"SELECT locked_by FROM {t} WHERE id = :id")
+        self.last_error = _typed(f"SELECT last_error FROM {t} WHERE id = :id")
+        self.get = _typed(f"SELECT {ROW_COLUMNS} FROM {t} WHERE id = :id", rows=True)
+        returning = " RETURNING id" if self.dialect == "postgresql" else ""
+        self.insert = _typed(
+            f"INSERT INTO {t} (priority, attempts, handler, run_at, queue, created_at, updated_at) "
+            f"VALUES (:priority, 0, :handler, :run_at, :queue, :now, :now){returning}"
+        )
+
+    def _reserve_statements(self, where: str, order: str, lock: str) -> ReserveSQL:
+        t = self.table
+        set_lock = f"UPDATE {t} SET locked_at = :locked_at, locked_by = :me"
+        # Rails reads the row back by locked_by (a scan: locked_by has no index); id =
+        # LAST_INSERT_ID(id) hands us the row's id in the UPDATE's reply, so we read by key.
+        set_lock_id = f"{set_lock}, id = LAST_INSERT_ID(id)" if self.dialect == "mysql" else set_lock
+        sub = f"SELECT id FROM {t} WHERE {where} {{excl}}{order} LIMIT 1 FOR UPDATE SKIP LOCKED"
+        excl = "AND id NOT IN :excluded "
+        return ReserveSQL(
+            candidates=_typed(
+                f"SELECT {ROW_COLUMNS} FROM {t} WHERE {where} {order} LIMIT :limit", rows=True),
+            # SKIP LOCKED takes one row at a time: locking read_ahead rows would hide them from
+            # every other worker (who would then sleep, or exit_on_complete) meanwhile.
+            lock_next=_typed(
+                f"SELECT {ROW_COLUMNS} FROM {t} WHERE {where} {order} LIMIT 1{lock}", rows=True),
+            lock_next_excluding=_typed(
+                f"SELECT {ROW_COLUMNS} FROM {t} WHERE {where} {excl}{order} LIMIT 1{lock}",
+                rows=True),
+            # Rails' optimized_sql on PostgreSQL, one round trip:
+            # UPDATE … WHERE id IN (SELECT … LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING.
+            update_returning=_typed(
+                f"{set_lock} WHERE id IN ({sub.format(excl='')}) RETURNING {ROW_COLUMNS}",
+                rows=True),
+            update_returning_excluding=_typed(
+                f"{set_lock} WHERE id IN ({sub.format(excl=excl)}) RETURNING {ROW_COLUMNS}",
+                rows=True),
+            # Rails' optimized_sql on MySQL: UPDATE … ORDER BY … LIMIT 1, then read it back.
+            update_limit=_typed(f"{set_lock_id} WHERE {where} {order} LIMIT 1"),
+            update_limit_excluding=_typed(
+                f"{set_lock_id} WHERE {where} {excl}{order} LIMIT 1"),
+        )
+
+    def ready_params(self, me: str, now: datetime, ts: Callable[[datetime], datetime]) -> dict[str, Any]:
+        """Bind values for the ready query at `now` (times through `ts`: MySQL drops fractions)."""
+        cfg = self.config
+        params: dict[str, Any] = {
+            "now": ts(now),
+            "stale": ts(now - timedelta(seconds=cfg.max_run_time)),
+            "me": me,
+        }
+        if self.uses_leases:
+            params["lease_stale"] = ts(now - timedelta(seconds=cfg.lock_timeout))
+            params["lease_owner"] = like_literal(cfg.lease_owner_prefix) + "% host:% pid:%"
+        if cfg.queues:
+            for i, queue in enumerate(q for q in cfg.queues if q is not None):
+                params[f"queue_{i}"] = queue
+        if cfg.min_priority is not None:
+            params["min_priority"] = cfg.min_priority
+        if cfg.max_priority is not None:
+            params["max_priority"] = cfg.max_priority
+        for i, patterns in enumerate(self.name_filters):
+            for j, pattern in enumerate(patterns):
+                params[f"n{i}_{j}"] = pattern
+        return params
+
+
+def _typed(sql: str, *, rows: bool = False) -> TextClause:
+    stmt = text(sql)
+    binds: list[Any] = []
+    for name in ("now", "stale", "lease_stale", "run_at", "locked_at", "mark_r"):
+        if f":{name}" in sql:
+            binds.append(bindparam(name, type_=DateTime()))
+    if ":queues" in sql:
+        binds.append(bindparam("queues", expanding=True, type_=String()))
+    if ":ids" in sql:
+        binds.append(bindparam("ids", expanding=True, type_=Integer()))
+    if ":excluded" in sql:
+        binds.append(bindparam("excluded", expanding=True, type_=Integer()))
+    for key in ("handler", "last_error"):
+        if f":{key}" in sql:
+            binds.append(bindparam(key, type_=Text()))
+    if binds:
+        stmt = stmt.bindparams(*binds)
+    if rows:
+        return stmt.columns(  # type: ignore[return-value]
+            id=Integer(),
+            priority=Integer(),
+            attempts=Integer(),
+            handler=Text(),
+            run_at=DateTime(),
+            queue=String(),
+            locked_at=DateTime(),
+            locked_by=String(),
+            failed_at=DateTime(),
+        )
+    return stmt
+
+
+def like_literal(value: str) -> str:
+    """`value` matched literally by LIKE … ESCAPE '!'."""
+    return value.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+
+
+def escape_like(patterns: Iterable[str]) -> tuple[str, ...]:
+    """ruby_yaml.like_patterns escape with a backslash; we send ESCAPE '!' (same on all dialects)."""
+    out = []
+    for pattern in patterns:
+        converted, i = [], 0
+        while i < len(pattern):
+            ch = pattern[i]
+            if ch == "\\" and i + 1 < len(pattern):
+                nxt = pattern[i + 1]
+                converted.append("!" + nxt if nxt in "%_" else ("!!" if nxt == "!" else nxt))
+                i += 2
+                continue
+            converted.append("!!" if ch == "!" else ch)
+            i += 1
+        out.append("".join(converted))
+    return tuple(out)
