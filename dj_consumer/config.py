@@ -43,9 +43,10 @@ class Config:
     heartbeat_interval: float = 60.0
     lock_timeout: float = 300.0
     shutdown_timeout: float | None = None
-    # Which locked_by values belong to lease-renewing (Python) workers: "{prefix}… host:… pid:…".
-    # Default: this worker's worker_id, so workers sharing a worker_id prefix recover each other.
-    lease_prefix: str | None = None
+    # The worker_ids of lease-renewing (Python) workers: their locks expire after lock_timeout.
+    # Matched exactly ("{id} host:…" or "{id}:{slot} host:…"), so no Ruby worker's name can
+    # pass for one by sharing a prefix. Default: this worker's own worker_id.
+    lease_worker_ids: tuple[str, ...] | None = None
     # auto: update_returning on PostgreSQL, skip_locked on MariaDB >= 10.6 / MySQL >= 8.0.1,
     # update_limit on older MySQL, default_sql on SQLite (see README, "Row protocol").
     reserve_sql: str = "auto"
@@ -94,8 +95,9 @@ class Config:
             )
         if not self.worker_id or any(c.isspace() for c in self.worker_id):
             raise ConfigError(f"worker_id must be a non-empty word without spaces, got {self.worker_id!r}")
-        if self.lease_prefix is not None and (not self.lease_prefix or " " in self.lease_prefix):
-            raise ConfigError(f"lease_prefix must be a non-empty word, got {self.lease_prefix!r}")
+        for wid in self.lease_worker_ids or ():
+            if not wid or any(c.isspace() for c in wid):
+                raise ConfigError(f"lease_worker_ids must be worker_ids without spaces, got {wid!r}")
         if not self.table_name:
             raise ConfigError("table_name must not be empty")
         _ = self.url  # validates database_url / db_config now, not at first use
@@ -127,8 +129,13 @@ class Config:
         return make_url(f"mysql+pymysql://{auth}@{host}{port}/{cfg['db_name']}")
 
     @property
-    def lease_owner_prefix(self) -> str:
-        return self.lease_prefix if self.lease_prefix is not None else self.worker_id
+    def lease_ids(self) -> tuple[str, ...]:
+        return self.lease_worker_ids or (self.worker_id,)
+
+    def is_lease_holder(self, locked_by: str) -> bool:
+        """Does this locked_by belong to a lease-renewing worker (see lease_worker_ids)?"""
+        ident = locked_by.split(" host:", 1)[0]
+        return ident.split(":", 1)[0] in self.lease_ids and " host:" in locked_by
 
     def worker_name(self, slot: int | None = None) -> str:
         """locked_by for one slot: "{worker_id}[:{slot}] host:{hostname} pid:{pid}"."""
@@ -147,10 +154,15 @@ class Config:
                 f"unknown config key {unknown[0]!r}" + (f" (did you mean {hint!r}?)" if hint else "")
             )
         values = dict(mapping)
+        ids = values.get("lease_worker_ids")
+        if isinstance(ids, str):
+            values["lease_worker_ids"] = tuple(i.strip() for i in ids.split(",") if i.strip()) or None
+        elif isinstance(ids, list | set | frozenset):
+            values["lease_worker_ids"] = tuple(ids) or None
         if "queues" in values and values["queues"] is not None:
             q = values["queues"]
-            if isinstance(q, str):
-                q = [s.strip() for s in q.split(",") if s.strip()]
+            if isinstance(q, str):  # "mail,default" or "mail,nil" (nil: the nil queue, as in Ruby)
+                q = [None if s.strip() == "nil" else s.strip() for s in q.split(",") if s.strip()]
             if not isinstance(q, list | tuple | set | frozenset):
                 raise ConfigError(f"queues must be a list of queue names, got {type(q).__name__}")
             values["queues"] = tuple(q) or None
@@ -167,7 +179,9 @@ class Config:
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get("DJ_" + f.name.upper())
-            if raw is not None and f.name != "db_config":
+            if raw is not None and f.name in ("queues", "lease_worker_ids"):
+                values[f.name] = raw
+            elif raw is not None and f.name != "db_config":
                 values[f.name] = _from_text(f.name, raw, f.type)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_mapping(values)
@@ -201,6 +215,7 @@ def _check_type(key: str, value: Any, annotation: Any) -> None:
         "Mapping[str,Any]": isinstance(value, Mapping),
         "tuple[str|None,...]": isinstance(value, tuple)
         and all(v is None or isinstance(v, str) for v in value),
+        "tuple[str,...]": isinstance(value, tuple) and all(isinstance(v, str) for v in value),
     }.get(base, True)
     if not ok:
         want = {
@@ -210,6 +225,7 @@ def _check_type(key: str, value: Any, annotation: Any) -> None:
             "bool": "true or false",
             "Mapping[str,Any]": "a mapping",
             "tuple[str|None,...]": "a list of queue names",
+            "tuple[str,...]": "a list of worker_ids",
         }
         raise ConfigError(
             f"{key} must be {want.get(base, base)}, got {type(value).__name__} {value!r}"

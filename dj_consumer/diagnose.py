@@ -162,7 +162,7 @@ def why(row: JobRow | None, job_id: int, config: Config, registry: Registry,
         age = (now - row.locked_at).total_seconds()
         horizon = row.locked_at + timedelta(seconds=config.max_run_time)
         lease = ""
-        if row.locked_by.startswith(config.lease_owner_prefix) and config.lock_timeout < config.max_run_time:
+        if config.is_lease_holder(row.locked_by) and config.lock_timeout < config.max_run_time:
             lease = (f"; it renews its lease, so if it died the row comes back "
                      f"{_ago(max(0.0, config.lock_timeout - age))} from now")
         if horizon > now:

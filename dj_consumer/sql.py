@@ -49,7 +49,10 @@ class Statements:
         # full horizon and no live Ruby job is ever taken early.
         stale = "locked_at < :stale"
         if self.uses_leases:
-            stale += " OR (locked_at < :lease_stale AND locked_by LIKE :lease_owner ESCAPE '!')"
+            owners = " OR ".join(
+                f"locked_by LIKE :lease_{i} ESCAPE '!'" for i in range(2 * len(config.lease_ids))
+            )
+            stale += f" OR (locked_at < :lease_stale AND ({owners}))"
         ready = [
             f"((run_at <= :now AND (locked_at IS NULL OR {stale})) OR locked_by = :me)",
             "failed_at IS NULL",
@@ -191,7 +194,9 @@ class Statements:
         }
         if self.uses_leases:
             params["lease_stale"] = ts(now - timedelta(seconds=cfg.lock_timeout))
-            params["lease_owner"] = like_literal(cfg.lease_owner_prefix) + "% host:% pid:%"
+            for i, wid in enumerate(cfg.lease_ids):
+                params[f"lease_{2 * i}"] = like_literal(wid) + " host:% pid:%"
+                params[f"lease_{2 * i + 1}"] = like_literal(wid) + ":% host:% pid:%"
         if cfg.queues:
             for i, queue in enumerate(q for q in cfg.queues if q is not None):
                 params[f"queue_{i}"] = queue
