@@ -139,9 +139,17 @@ class Connections:
             conn.close()
 
     def retrying(self, op: str, fn: Callable[[], T]) -> T:
+        """Run `fn`; on a transient error, run it again with backoff for up to retry_window."""
+        try:
+            return fn()  # the common case, without building a Retrying per statement
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("db.retrying", op=op, attempt=1, error=short_error(exc))
+
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
-            log.warning("db.retrying", op=op, attempt=state.attempt_number,
+            log.warning("db.retrying", op=op, attempt=state.attempt_number + 1,
                         error=short_error(exc) if exc else None)
 
         retrying = Retrying(
@@ -152,7 +160,6 @@ class Connections:
             reraise=True,
         )
         return retrying(fn)
-
 
 
 def mysql_has_skip_locked(version: str) -> bool:

@@ -105,11 +105,15 @@ class Watchdog:
     def schedule(self, delay: float, action: Callable[[], None]) -> int:
         with self._cond:
             handle = next(self._ids)
-            heapq.heappush(self._heap, (self._monotonic() + delay, handle, action))
+            entry = (self._monotonic() + delay, handle, action)
+            heapq.heappush(self._heap, entry)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="dj-watchdog", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if self._heap[0] is entry:
+                # Wake the thread only when it must fire earlier than it planned: a notify
+                # per job costs a thread switch per job.
+                self._cond.notify()
             return handle
 
     def cancel(self, handle: int) -> None:
