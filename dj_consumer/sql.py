@@ -31,6 +31,7 @@ class ReserveSQL:
     update_returning_excluding: TextClause
     update_limit: TextClause
     update_limit_excluding: TextClause
+    update_returning_after: TextClause
 
 
 class Statements:
@@ -182,6 +183,15 @@ class Statements:
             update_limit=_typed(f"{set_lock_id} WHERE {where} {order} LIMIT 1"),
             update_limit_excluding=_typed(
                 f"{set_lock_id} WHERE {where} {excl}{order} LIMIT 1"),
+            # PostgreSQL, folding the previous job's success into the same statement (one
+            # commit per job, not two). The UPDATE sees the snapshot before the DELETE, so it
+            # must skip that row explicitly (ready includes rows locked by us).
+            update_returning_after=_typed(
+                f"WITH done AS (DELETE FROM {t} WHERE id = :done_id AND locked_by = :me "
+                f"RETURNING id), locked AS ({set_lock} WHERE id IN "
+                f"({sub.format(excl='AND id <> :done_id ')}) RETURNING {ROW_COLUMNS}) "
+                "SELECT (SELECT count(*) FROM done) AS deleted, locked.* "
+                "FROM (SELECT 1) AS one LEFT JOIN locked ON true"),
         )
 
     def ready_params(self, me: str, now: datetime, ts: Callable[[datetime], datetime]) -> dict[str, Any]:

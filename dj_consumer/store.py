@@ -23,6 +23,7 @@ from dj_consumer.config import Config
 from dj_consumer.db import (
     Connections,
     ServerInfo,
+    _RowTuple,
     is_transient,
     mysql_has_skip_locked,
     safe_url,
@@ -171,36 +172,67 @@ class Store:
 
     def reserve(self, me: str, now: datetime, accept: Callable[[JobRow], bool]) -> JobRow | None:
         """Lock the first ready row that `accept` says we can run; None when there is none."""
-        return self.db.retrying("reserve", lambda: self._reserve_once(me, now, accept))
+        return self.reserve_after(me, now, accept)[0]
 
-    def _reserve_once(self, me: str, now: datetime, accept: Callable[[JobRow], bool]) -> JobRow | None:
+    @property
+    def folds_deletes(self) -> bool:
+        """Does reserve_after save a commit by deleting the previous success in its transaction?"""
+        return self.strategy in ("update_returning", "skip_locked")
+
+    def reserve_after(self, me: str, now: datetime, accept: Callable[[JobRow], bool],
+                      finished: int | None = None) -> tuple[JobRow | None, bool]:
+        """Delete `finished` (a success of ours) and reserve the next row, in one commit where
+        the strategy allows; (the row or None, whether `finished` was still ours to delete)."""
+        def once() -> tuple[JobRow | None, bool]:
+            done = _Done(finished)
+            row = self._reserve_once(me, now, accept, done)
+            if done.id is not None and done.deleted is None:
+                done.deleted = self.delete(done.id, me)
+            return row, bool(done.deleted)
+        return self.db.retrying("reserve", once)
+
+    def _reserve_once(self, me: str, now: datetime, accept: Callable[[JobRow], bool],
+                      done: _Done) -> JobRow | None:
         params = self.sql.ready_params(me, now, self.ts)
         params["locked_at"] = self.ts(now)
         mark = self._mark_now()
         if mark is not None:
             params["mark_p"], params["mark_r"] = mark
-            row = self._reserve_with(self.sql.marked, params, accept)
+            row = self._reserve_with(self.sql.marked, params, accept, done)
             if row is not None:
                 self._advance_mark(row)
                 return row
             # Nothing past the mark: rows before it may have become ready; look at them all.
             self._mark = None
         started = time.perf_counter()
-        row = self._reserve_with(self.sql.plain, params, accept)
+        row = self._reserve_with(self.sql.plain, params, accept, done)
         if row is not None and time.perf_counter() - started > MARK_MIN_SCAN:
             self._advance_mark(row, fresh=True)
         return row
 
     def _reserve_with(self, sql: ReserveSQL, params: dict[str, Any],
-                      accept: Callable[[JobRow], bool]) -> JobRow | None:
-        if self.strategy == "update_returning":
+                      accept: Callable[[JobRow], bool], done: _Done) -> JobRow | None:
+        strategy = self.strategy
+        if strategy == "update_returning" and done.id is not None and done.deleted is None:
+            with self.db.connection() as conn:
+                first = self.db.run(conn, sql.update_returning_after,
+                                    dict(params, done_id=done.id)).first()
+            done.deleted = bool(first[0])
+            if first[1] is None:
+                return None
+            job = _row(_RowTuple(first[1:]))
+            if accept(job):
+                return _locked(job, params["locked_at"], params["me"])
+            self.unclaim_many([job.id], params["me"])
+            params = dict(params, excluded=[job.id])
+        if strategy == "update_returning":
             return self._reserve_lock_first(params, accept, sql.update_returning,
                                             sql.update_returning_excluding, read_back=False)
-        if self.strategy == "update_limit":
+        if strategy == "update_limit":
             return self._reserve_lock_first(params, accept, sql.update_limit,
                                             sql.update_limit_excluding, read_back=True)
-        if self.strategy == "skip_locked":
-            return self._reserve_skip_locked(params, accept, sql)
+        if strategy == "skip_locked":
+            return self._reserve_skip_locked(params, accept, sql, done)
         return self._reserve_default_sql(params, accept, sql)
 
     def _mark_now(self) -> tuple[int, datetime] | None:
@@ -225,7 +257,7 @@ class Store:
                             lock: TextClause, lock_excluding: TextClause, *,
                             read_back: bool) -> JobRow | None:
         """Lock one ready row in one statement, as Rails' optimized_sql does, then check it."""
-        excluded: list[int] = []
+        excluded: list[int] = list(params.pop("excluded", []))
         me, locked_at = params["me"], params["locked_at"]
         with self.db.connection() as conn:
             for _ in range(self.config.read_ahead):
@@ -248,11 +280,14 @@ class Store:
         return None
 
     def _reserve_skip_locked(self, params: dict[str, Any], accept: Callable[[JobRow], bool],
-                             sql: ReserveSQL) -> JobRow | None:
-        """SELECT … FOR UPDATE SKIP LOCKED, check the row, UPDATE it, in one short transaction."""
-        excluded: list[int] = []
+                             sql: ReserveSQL, done: _Done) -> JobRow | None:
+        """SELECT … FOR UPDATE SKIP LOCKED, check the row, UPDATE it, in one short transaction
+        (which also deletes the previous success: one commit per job, not two)."""
+        excluded: list[int] = list(params.pop("excluded", []))
         me, locked_at = params["me"], params["locked_at"]
         with self.db.connection(tx=True) as conn, conn.begin():
+            if done.id is not None and done.deleted is None:
+                done.deleted = self.db.run(conn, self.sql.delete, {"id": done.id, "me": me}).rowcount == 1
             for _ in range(self.config.read_ahead):
                 if excluded:
                     found = self.db.run(conn, sql.lock_next_excluding, dict(params, excluded=excluded))
@@ -425,6 +460,16 @@ class Store:
             with self.db.connection() as conn:
                 return bool(self.db.run(conn, stmt, params).rowcount == 1)
         return self.db.retrying(op, run)
+
+
+class _Done:
+    """The previous success to delete with the next reserve, and whether that happened."""
+
+    __slots__ = ("deleted", "id")
+
+    def __init__(self, job_id: int | None) -> None:
+        self.id = job_id
+        self.deleted: bool | None = None
 
 
 def _row(row: Any) -> JobRow:

@@ -65,6 +65,7 @@ class Worker:
         self._interrupt_reason = "interrupted"
         self._interrupted: set[int] = set()
         self._holding: set[str] = set()  # slots holding a reserved batch
+        self._pending: dict[str, tuple[Job, float]] = {}  # a success per slot, deleted next reserve
         self._heartbeat: threading.Thread | None = None
         self._heartbeat_stop = threading.Event()
         self._checked = False
@@ -140,16 +141,19 @@ class Worker:
             if counts is None:
                 return succeeded, failed
             succeeded, failed = succeeded + counts[0], failed + counts[1]
-        for _ in range(num if batch == 1 else 0):
-            if self._stopping.is_set():
-                break
-            result = self._run_one(me)
-            if result is None:
-                break
-            if result:
-                succeeded += 1
-            else:
-                failed += 1
+        try:
+            for _ in range(num if batch == 1 else 0):
+                if self._stopping.is_set():
+                    break
+                result = self._run_one(me)
+                if result is None:
+                    break
+                if result:
+                    succeeded += 1
+                else:
+                    failed += 1
+        finally:
+            self._flush_pending(me)  # work_off returns with every outcome written
         return succeeded, failed
 
     def close(self) -> None:
@@ -198,13 +202,16 @@ class Worker:
 
     def _slot_loop(self, me: str) -> None:
         batch = self.config.reserve_batch
-        while not self._stopping.is_set():
-            result = self._run_batch(me, batch) if batch > 1 else self._run_one(me)
-            if result is not None:
-                continue
-            if self.config.exit_on_complete:
-                return
-            self.clock.sleep(self.config.sleep_delay, self._stopping)
+        try:
+            while not self._stopping.is_set():
+                result = self._run_batch(me, batch) if batch > 1 else self._run_one(me)
+                if result is not None:
+                    continue
+                if self.config.exit_on_complete:
+                    return
+                self.clock.sleep(self.config.sleep_delay, self._stopping)
+        finally:
+            self._flush_pending(me)
 
     def _acceptor(self) -> tuple[Callable[[JobRow], bool], dict[int, ParsedHandler | HandlerParseError]]:
         """accept(row): is this row's name one we have a handler for? (Parsed once, kept.)"""
@@ -222,15 +229,37 @@ class Worker:
 
     def _run_one(self, me: str) -> RunResult:
         accept, parsed = self._acceptor()
+        pending = self._pending.pop(me, None)
         try:
-            row = self.store.reserve(me, self.clock.now(), accept)
+            row, deleted = self.store.reserve_after(
+                me, self.clock.now(), accept, pending[0].id if pending else None)
         except SQLAlchemyError as exc:
+            if pending:
+                self._pending[me] = pending  # its delete was rolled back with the reserve
             log.error("db.unavailable", op="reserve", error=_first_line(exc),
                       hint="retrying after sleep_delay")
             return None
+        if pending:
+            self._log_deleted(pending, deleted)
         if row is None:
             return None
-        return self._run_row(row, parsed[row.id], me)
+        fold = self.store.folds_deletes
+        return self._run_row(row, parsed[row.id], me, pending=fold)
+
+    def _log_deleted(self, done: tuple[Job, float], deleted: bool) -> None:
+        job, duration_ms = done
+        if deleted:
+            self._log_outcome(job, Succeeded(), duration_ms)
+        else:
+            exists, owner = self.store.owner(job.id)
+            job.log.warning("job.lock_lost", outcome="Succeeded", row_exists=exists, owner=owner,
+                            hint="another worker holds the row now (or Rails deleted it); left alone")
+
+    def _flush_pending(self, me: str) -> None:
+        """Delete a success still waiting for the next reserve (the slot is stopping)."""
+        pending = self._pending.pop(me, None)
+        if pending is not None:
+            self._record(pending[0], Succeeded(), me, pending[1])
 
     def _run_batch(self, me: str, limit: int) -> tuple[int, int] | None:
         """reserve_batch: lock up to `limit` rows in one statement, run them, delete the
@@ -292,7 +321,7 @@ class Worker:
                         hint="some rows were taken over or deleted meanwhile; left alone")
 
     def _run_row(self, row: JobRow, result: ParsedHandler | HandlerParseError, me: str,
-                 deferred: list[tuple[Job, float]] | None = None) -> bool:
+                 deferred: list[tuple[Job, float]] | None = None, *, pending: bool = False) -> bool:
         """Run one reserved row and record its outcome (a success into `deferred`, if given)."""
         if isinstance(result, HandlerParseError):
             return self._fail_unparseable(row, result, me)
@@ -317,6 +346,10 @@ class Worker:
             return False
         if deferred is not None and isinstance(outcome, Succeeded):
             deferred.append((job, duration_ms))
+            return True
+        if pending and isinstance(outcome, Succeeded):
+            # Deleted by the next reserve, in its transaction (README "Row protocol").
+            self._pending[me] = (job, duration_ms)
             return True
         self._record(job, outcome, me, duration_ms)
         return isinstance(outcome, Succeeded)
@@ -486,6 +519,8 @@ class Worker:
     def _shutdown(self) -> None:
         released = 0
         for name in self.names:
+            if name in self._pending:  # an interrupt left a slot before its success was deleted
+                self._flush_pending(name)
             try:
                 released += self.store.release(name)
             except SQLAlchemyError as exc:
