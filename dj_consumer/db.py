@@ -90,9 +90,7 @@ class Connections:
         third of SQLAlchemy's per-statement cost), else through SQLAlchemy."""
         if self.dialect == "sqlite" or "excluded" in params or "ids" in params:
             return conn.execute(stmt, params)
-        sql = self._raw.get(stmt)
-        if sql is None:
-            sql = self._raw[stmt] = str(stmt.compile(dialect=self.engine.dialect))
+        sql = self._compiled(stmt)
         dbapi_conn = conn.connection.dbapi_connection
         assert dbapi_conn is not None
         cursor = dbapi_conn.cursor()
@@ -100,14 +98,47 @@ class Connections:
             cursor.execute(sql, params)
             return _RawResult(cursor)
         except self._dbapi_error as exc:
-            invalidated = self.engine.dialect.is_disconnect(exc, dbapi_conn, cursor)  # type: ignore[arg-type]
-            if invalidated:
-                conn.invalidate(exc)
-            raise DBAPIError.instance(sql, params, exc, self._dbapi_error,
-                                      connection_invalidated=invalidated,
-                                      dialect=self.engine.dialect) from exc
+            raise self._translate(exc, conn, dbapi_conn, cursor, sql, params) from exc
         finally:
             cursor.close()
+
+    @property
+    def scripts(self) -> bool:
+        """Can run_script send several statements in one round trip (MySQL multi-statements)?"""
+        return self.dialect == "mysql"
+
+    def run_script(self, conn: Connection, stmts: list[TextClause],
+                   params: dict[str, Any]) -> list[_RawResult]:
+        """Several statements in one round trip (MySQL only): one result per statement."""
+        sql = "; ".join(self._compiled(stmt) for stmt in stmts)
+        dbapi_conn = conn.connection.dbapi_connection
+        assert dbapi_conn is not None
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(sql, params)
+            results = [_RawResult(cursor)]
+            while cursor.nextset():
+                results.append(_RawResult(cursor))
+            return results
+        except self._dbapi_error as exc:
+            raise self._translate(exc, conn, dbapi_conn, cursor, sql, params) from exc
+        finally:
+            cursor.close()
+
+    def _compiled(self, stmt: TextClause) -> str:
+        sql = self._raw.get(stmt)
+        if sql is None:
+            sql = self._raw[stmt] = str(stmt.compile(dialect=self.engine.dialect))
+        return sql
+
+    def _translate(self, exc: Exception, conn: Connection, dbapi_conn: Any, cursor: Any,
+                   sql: str, params: dict[str, Any]) -> Exception:
+        """A driver error as SQLAlchemy's, invalidating the connection on a disconnect."""
+        invalidated = self.engine.dialect.is_disconnect(exc, dbapi_conn, cursor)  # type: ignore[arg-type]
+        if invalidated:
+            conn.invalidate(exc)
+        return DBAPIError.instance(sql, params, exc, self._dbapi_error,
+                                   connection_invalidated=invalidated, dialect=self.engine.dialect)
 
     @contextmanager
     def connection(self, *, tx: bool = False) -> Iterator[Connection]:
@@ -188,6 +219,13 @@ def make_engine(url: URL, config: Config, *, autocommit: bool) -> Engine:
         kwargs["pool_recycle"] = 3600
     if dialect in ("mysql", "mariadb"):
         kwargs["connect_args"] = {"connect_timeout": 10}
+        if autocommit:
+            # Multi-statements let a reserve travel in two round trips (Connections.run_script).
+            # FOUND_ROWS is SQLAlchemy's own flag, restated because client_flag replaces it:
+            # rowcount must count matched rows, or a renew in the same second reads as lost.
+            from pymysql.constants import CLIENT
+
+            kwargs["connect_args"]["client_flag"] = CLIENT.MULTI_STATEMENTS | CLIENT.FOUND_ROWS
     if dialect == "postgresql":
         kwargs["connect_args"] = {"connect_timeout": 10}
     if autocommit:
@@ -252,9 +290,10 @@ class _RowTuple(tuple):  # type: ignore[type-arg]
     handler = property(lambda self: self[3])
     run_at = property(lambda self: self[4])
     queue = property(lambda self: self[5])
-    locked_at = property(lambda self: self[6])
-    locked_by = property(lambda self: self[7])
-    failed_at = property(lambda self: self[8])
+    # Reserve statements read only the first six columns (sql.RESERVE_COLUMNS).
+    locked_at = property(lambda self: self[6] if len(self) > 6 else None)
+    locked_by = property(lambda self: self[7] if len(self) > 7 else None)
+    failed_at = property(lambda self: self[8] if len(self) > 8 else None)
 
 
 def safe_url(url: URL) -> str:

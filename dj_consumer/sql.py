@@ -18,6 +18,9 @@ from sqlalchemy.types import DateTime, Integer, String, Text
 from dj_consumer.config import Config
 
 ROW_COLUMNS = "id, priority, attempts, handler, run_at, queue, locked_at, locked_by, failed_at"
+# What a reserve reads back: what the worker needs and no more (every column costs the driver
+# a field descriptor to parse per statement).
+RESERVE_COLUMNS = "id, priority, attempts, handler, run_at, queue"
 
 
 @dataclass(frozen=True)
@@ -89,20 +92,20 @@ class Statements:
         self.candidates = self.plain.candidates
         sub = f"SELECT id FROM {t} WHERE {where} {{excl}}{order} LIMIT 1 FOR UPDATE SKIP LOCKED"
         self.read_back = _typed(
-            f"SELECT {ROW_COLUMNS} FROM {t} WHERE locked_at = :locked_at AND locked_by = :me "
+            f"SELECT {RESERVE_COLUMNS} FROM {t} WHERE locked_at = :locked_at AND locked_by = :me "
             "AND failed_at IS NULL ORDER BY id LIMIT 1", rows=True
         )
         # reserve_batch: the same statements for :n rows.
         self.update_returning_n = _typed(
             f"{set_lock} WHERE id IN ({sub.replace('LIMIT 1', 'LIMIT :n').format(excl='')}) "
-            f"RETURNING {ROW_COLUMNS}", rows=True
+            f"RETURNING {RESERVE_COLUMNS}", rows=True
         )
         self.lock_n = _typed(
-            f"SELECT {ROW_COLUMNS} FROM {t} WHERE {where} {order} LIMIT :n{lock}", rows=True
+            f"SELECT {RESERVE_COLUMNS} FROM {t} WHERE {where} {order} LIMIT :n{lock}", rows=True
         )
         self.update_limit_n = _typed(f"{set_lock} WHERE {where} {order} LIMIT :n")
         self.read_back_all = _typed(
-            f"SELECT {ROW_COLUMNS} FROM {t} WHERE locked_at = :locked_at AND locked_by = :me "
+            f"SELECT {RESERVE_COLUMNS} FROM {t} WHERE locked_at = :locked_at AND locked_by = :me "
             f"AND failed_at IS NULL {order}", rows=True
         )
         self.claim_ids = _typed(
@@ -112,6 +115,8 @@ class Statements:
         self.unclaim_ids = _typed(
             f"UPDATE {t} SET locked_at = NULL, locked_by = NULL WHERE id IN :ids AND locked_by = :me"
         )
+        self.start_transaction = _typed("START TRANSACTION")
+        self.commit = _typed("COMMIT")
         self.renew_all = _typed(
             f"UPDATE {t} SET locked_at = :now WHERE locked_by = :me AND failed_at IS NULL"
         )
@@ -163,21 +168,21 @@ class Statements:
         excl = "AND id NOT IN :excluded "
         return ReserveSQL(
             candidates=_typed(
-                f"SELECT {ROW_COLUMNS} FROM {t} WHERE {where} {order} LIMIT :limit", rows=True),
+                f"SELECT {RESERVE_COLUMNS} FROM {t} WHERE {where} {order} LIMIT :limit", rows=True),
             # SKIP LOCKED takes one row at a time: locking read_ahead rows would hide them from
             # every other worker (who would then sleep, or exit_on_complete) meanwhile.
             lock_next=_typed(
-                f"SELECT {ROW_COLUMNS} FROM {t} WHERE {where} {order} LIMIT 1{lock}", rows=True),
+                f"SELECT {RESERVE_COLUMNS} FROM {t} WHERE {where} {order} LIMIT 1{lock}", rows=True),
             lock_next_excluding=_typed(
-                f"SELECT {ROW_COLUMNS} FROM {t} WHERE {where} {excl}{order} LIMIT 1{lock}",
+                f"SELECT {RESERVE_COLUMNS} FROM {t} WHERE {where} {excl}{order} LIMIT 1{lock}",
                 rows=True),
             # Rails' optimized_sql on PostgreSQL, one round trip:
             # UPDATE … WHERE id IN (SELECT … LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING.
             update_returning=_typed(
-                f"{set_lock} WHERE id IN ({sub.format(excl='')}) RETURNING {ROW_COLUMNS}",
+                f"{set_lock} WHERE id IN ({sub.format(excl='')}) RETURNING {RESERVE_COLUMNS}",
                 rows=True),
             update_returning_excluding=_typed(
-                f"{set_lock} WHERE id IN ({sub.format(excl=excl)}) RETURNING {ROW_COLUMNS}",
+                f"{set_lock} WHERE id IN ({sub.format(excl=excl)}) RETURNING {RESERVE_COLUMNS}",
                 rows=True),
             # Rails' optimized_sql on MySQL: UPDATE … ORDER BY … LIMIT 1, then read it back.
             update_limit=_typed(f"{set_lock_id} WHERE {where} {order} LIMIT 1"),
@@ -189,7 +194,7 @@ class Statements:
             update_returning_after=_typed(
                 f"WITH done AS (DELETE FROM {t} WHERE id = :done_id AND locked_by = :me "
                 f"RETURNING id), locked AS ({set_lock} WHERE id IN "
-                f"({sub.format(excl='AND id <> :done_id ')}) RETURNING {ROW_COLUMNS}) "
+                f"({sub.format(excl='AND id <> :done_id ')}) RETURNING {RESERVE_COLUMNS}) "
                 "SELECT (SELECT count(*) FROM done) AS deleted, locked.* "
                 "FROM (SELECT 1) AS one LEFT JOIN locked ON true"),
         )
@@ -238,17 +243,11 @@ def _typed(sql: str, *, rows: bool = False) -> TextClause:
     if binds:
         stmt = stmt.bindparams(*binds)
     if rows:
-        return stmt.columns(  # type: ignore[return-value]
-            id=Integer(),
-            priority=Integer(),
-            attempts=Integer(),
-            handler=Text(),
-            run_at=DateTime(),
-            queue=String(),
-            locked_at=DateTime(),
-            locked_by=String(),
-            failed_at=DateTime(),
-        )
+        types = {"id": Integer(), "priority": Integer(), "attempts": Integer(),
+                 "handler": Text(), "run_at": DateTime(), "queue": String(),
+                 "locked_at": DateTime(), "locked_by": String(), "failed_at": DateTime()}
+        present = {k: v for k, v in types.items() if k in sql}
+        return stmt.columns(**present)  # type: ignore[return-value,arg-type]
     return stmt
 
 

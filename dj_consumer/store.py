@@ -231,6 +231,8 @@ class Store:
         if strategy == "update_limit":
             return self._reserve_lock_first(params, accept, sql.update_limit,
                                             sql.update_limit_excluding, read_back=True)
+        if strategy == "skip_locked" and self.db.scripts and "excluded" not in params:
+            return self._reserve_skip_locked_scripted(params, accept, sql, done)
         if strategy == "skip_locked":
             return self._reserve_skip_locked(params, accept, sql, done)
         return self._reserve_default_sql(params, accept, sql)
@@ -302,6 +304,31 @@ class Store:
                     return _locked(job, locked_at, me)
                 excluded.append(job.id)
         return None
+
+    def _reserve_skip_locked_scripted(self, params: dict[str, Any], accept: Callable[[JobRow], bool],
+                                      sql: ReserveSQL, done: _Done) -> JobRow | None:
+        """_reserve_skip_locked in two round trips: START TRANSACTION; [DELETE the previous
+        success;] SELECT … FOR UPDATE SKIP LOCKED — then UPDATE; COMMIT (or just COMMIT)."""
+        me, locked_at = params["me"], params["locked_at"]
+        first = [self.sql.start_transaction]
+        if done.id is not None and done.deleted is None:
+            first.append(self.sql.delete)
+        first.append(sql.lock_next)
+        with self.db.connection() as conn:
+            results = self.db.run_script(conn, first, dict(params, id=done.id))
+            if len(first) == 3:
+                done.deleted = results[1].rowcount == 1
+            row = results[-1].first()
+            if row is None:
+                self.db.run(conn, self.sql.commit, {})
+                return None
+            job = _row(row)
+            if not accept(job):
+                self.db.run(conn, self.sql.commit, {})
+                return self._reserve_skip_locked(dict(params, excluded=[job.id]), accept, sql, done)
+            self.db.run_script(conn, [self.sql.claim_locked, self.sql.commit],
+                               {"id": job.id, "now": locked_at, "me": me})
+        return _locked(job, locked_at, me)
 
     def _reserve_default_sql(self, params: dict[str, Any], accept: Callable[[JobRow], bool],
                              sql: ReserveSQL) -> JobRow | None:
@@ -478,8 +505,9 @@ def _row(row: Any) -> JobRow:
         handler = bytes(handler).decode("utf-8", "surrogateescape")
     return JobRow(
         id=int(row.id), priority=int(row.priority), attempts=int(row.attempts),
-        handler=handler, run_at=row.run_at, queue=row.queue, locked_at=row.locked_at,
-        locked_by=row.locked_by, failed_at=row.failed_at,
+        handler=handler, run_at=row.run_at, queue=row.queue,
+        locked_at=getattr(row, "locked_at", None), locked_by=getattr(row, "locked_by", None),
+        failed_at=getattr(row, "failed_at", None),
     )
 
 
