@@ -125,7 +125,10 @@ class Config:
         password = cfg.get("password")
         auth = user + (":" + quote(str(password), safe="") if password else "")
         host = cfg.get("host", "127.0.0.1")
-        port = f":{int(cfg['port'])}" if cfg.get("port") else ""
+        try:
+            port = f":{int(cfg['port'])}" if cfg.get("port") else ""
+        except (TypeError, ValueError):
+            raise ConfigError(f"db_config port must be a number, got {cfg['port']!r}") from None
         return make_url(f"mysql+pymysql://{auth}@{host}{port}/{cfg['db_name']}")
 
     @property
@@ -137,6 +140,12 @@ class Config:
         ident = locked_by.split(" host:", 1)[0]
         return ident.split(":", 1)[0] in self.lease_ids and " host:" in locked_by
 
+    @property
+    def heartbeat(self) -> float:
+        """The renewal period actually used: well under every horizon that could expire a live
+        lock (lock_timeout for Python peers, max_run_time for everyone), whatever was set."""
+        return min(self.heartbeat_interval, self.lock_timeout / 4, self.max_run_time / 4)
+
     def worker_name(self, slot: int | None = None) -> str:
         """locked_by for one slot: "{worker_id}[:{slot}] host:{hostname} pid:{pid}"."""
         ident = self.worker_id if slot is None else f"{self.worker_id}:{slot}"
@@ -146,6 +155,8 @@ class Config:
     def from_mapping(cls, mapping: Mapping[str, Any] | Config) -> Config:
         if isinstance(mapping, Config):
             return mapping
+        if not isinstance(mapping, Mapping):
+            raise ConfigError(f"config must be a mapping of SPEC keys, got {type(mapping).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(mapping) - known)
         if unknown:

@@ -67,6 +67,7 @@ class Connections:
     def __init__(self, url: URL, config: Config, dialect: str, *, retry_window: float = 60.0) -> None:
         self.dialect = dialect
         self.retry_window = retry_window
+        self.sql_log = config.sql_log  # SQLAlchemy's echo logs only what goes through it
         self.engine = make_engine(url, config, autocommit=True)
         # Transactions (SKIP LOCKED reservation) use their own pool, so no connection ever
         # switches isolation level back and forth.
@@ -88,7 +89,7 @@ class Connections:
     def run(self, conn: Connection, stmt: TextClause, params: dict[str, Any]) -> Any:
         """Execute on the driver's cursor when the statement allows (the hot path: about a
         third of SQLAlchemy's per-statement cost), else through SQLAlchemy."""
-        if self.dialect == "sqlite" or "excluded" in params or "ids" in params:
+        if self.dialect == "sqlite" or self.sql_log or "excluded" in params or "ids" in params:
             return conn.execute(stmt, params)
         sql = self._compiled(stmt)
         dbapi_conn = conn.connection.dbapi_connection
@@ -105,7 +106,7 @@ class Connections:
     @property
     def scripts(self) -> bool:
         """Can run_script send several statements in one round trip (MySQL multi-statements)?"""
-        return self.dialect == "mysql"
+        return self.dialect == "mysql" and not self.sql_log
 
     def run_script(self, conn: Connection, stmts: list[TextClause],
                    params: dict[str, Any]) -> list[_RawResult]:

@@ -9,6 +9,7 @@ from typing import Any
 from dj_consumer import ruby_yaml
 from dj_consumer.clock import Clock, SystemClock
 from dj_consumer.config import Config
+from dj_consumer.registry import Registry
 from dj_consumer.store import Store
 
 SHAPES = ("object", "struct", "active_job")
@@ -25,13 +26,20 @@ def enqueue(
     run_at: datetime | None = None,
     clock: Clock | None = None,
     store: Store | None = None,
+    registry: Registry | None = None,
 ) -> int:
-    """Insert one job and return its id. `config` may be a database URL."""
+    """Insert one job and return its id. `config` may be a database URL. The queue defaults
+    to the `queue=` of the name's `@job.run` in `registry` (default: `dj_consumer.job`)."""
     if shape not in SHAPES:
         raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
     if isinstance(config, str):
         config = {"database_url": config}
     cfg = Config.from_mapping(config)
+    if queue is None:
+        from dj_consumer import job as default_registry
+
+        spec = (registry if registry is not None else default_registry).spec(name)
+        queue = spec.queue if spec is not None else None
     handler = ruby_yaml.dump_handler(name, {} if payload is None else payload, shape=shape)
     own = store is None
     st = store or Store(cfg)

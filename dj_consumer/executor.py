@@ -119,6 +119,11 @@ class Watchdog:
     def cancel(self, handle: int) -> None:
         with self._cond:
             self._cancelled.add(handle)
+            if len(self._cancelled) > 64 and len(self._cancelled) * 2 > len(self._heap):
+                # Cancelled deadlines behind a long-running one would pile up: rebuild.
+                self._heap = [e for e in self._heap if e[1] not in self._cancelled]
+                heapq.heapify(self._heap)
+                self._cancelled.clear()
 
     def stop(self) -> None:
         with self._cond:
@@ -183,7 +188,9 @@ class Executor:
                 if job.timed_out.is_set():
                     raise JobTimeout.after(run_time)
                 _call(spec.hook("success"), job)
-            except Exception as exc:
+            except BaseException as exc:  # Ruby's invoke_job rescues Exception: everything
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
                 error = exc
                 try:
                     _call(spec.hook("error"), job, exc)
@@ -192,7 +199,9 @@ class Executor:
             finally:
                 try:
                     _call(spec.hook("after"), job)
-                except Exception as exc:
+                except BaseException as exc:
+                    if isinstance(exc, KeyboardInterrupt):
+                        raise
                     error = exc
         finally:
             self.watchdog.cancel(timer)

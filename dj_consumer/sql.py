@@ -35,6 +35,7 @@ class ReserveSQL:
     update_limit: TextClause
     update_limit_excluding: TextClause
     update_returning_after: TextClause
+    candidates_excluding: TextClause
 
 
 class Statements:
@@ -75,9 +76,9 @@ class Statements:
             ready.append("priority <= :max_priority")
         names = []
         for i, patterns in enumerate(self.name_filters):
-            names.append(
-                "(" + " AND ".join(f"handler LIKE :n{i}_{j} ESCAPE '!'" for j in range(len(patterns))) + ")"
-            )
+            likes = " AND ".join(f"handler LIKE :n{i}_{j} ESCAPE '!'" for j in range(len(patterns)))
+            # No prefilter is possible for some names (Hash, String…): the parse decides.
+            names.append(f"({likes or '1 = 1'})")
         ready.append("(" + (" OR ".join(names) or "1 = 0") + ")")
         where = " AND ".join(ready)
         order = "ORDER BY priority ASC, run_at ASC"
@@ -130,6 +131,16 @@ class Statements:
             f"UPDATE {t} SET locked_at = :now, locked_by = :me "
             f"WHERE id = :id AND attempts = :attempts AND {where}"
         )
+        # PostgreSQL: the same claim, deleting the previous success in the same statement
+        # (one commit per job). The claimed row (if any) and the deleted count, in one row.
+        self.claim_if_ready_after = _typed(
+            f"WITH done AS (DELETE FROM {t} WHERE id = :done_id AND locked_by = :me RETURNING id), "
+            f"claimed AS (UPDATE {t} SET locked_at = :now, locked_by = :me "
+            f"WHERE id = :id AND id <> :done_id AND attempts = :attempts AND {where} RETURNING id) "
+            "SELECT (SELECT count(*) FROM done) AS deleted, (SELECT count(*) FROM claimed) AS claimed")
+        self.claim_ids_if_ready = _typed(
+            f"UPDATE {t} SET locked_at = :locked_at, locked_by = :me "
+            f"WHERE id IN :ids AND {where} RETURNING id")
         self.claim_locked = _typed(f"UPDATE {t} SET locked_at = :now, locked_by = :me WHERE id = :id")
         mine = "id = :id AND locked_by = :me"
         self.delete = _typed(f"DELETE FROM {t} WHERE {mine}")
@@ -169,6 +180,9 @@ class Statements:
         return ReserveSQL(
             candidates=_typed(
                 f"SELECT {RESERVE_COLUMNS} FROM {t} WHERE {where} {order} LIMIT :limit", rows=True),
+            candidates_excluding=_typed(
+                f"SELECT {RESERVE_COLUMNS} FROM {t} WHERE {where} {excl}{order} LIMIT :limit",
+                rows=True),
             # SKIP LOCKED takes one row at a time: locking read_ahead rows would hide them from
             # every other worker (who would then sleep, or exit_on_complete) meanwhile.
             lock_next=_typed(

@@ -46,6 +46,8 @@ MARK_TTL = 30.0
 #: The mark is only used once a full reserve is slow (a backlog is there): with a small table,
 #: every reserve looks at every ready row, and the order is exact.
 MARK_MIN_SCAN = 0.005
+#: default_sql reads read_ahead candidates per round; this many rounds at most per reserve.
+MAX_SCAN_ROUNDS = 50
 
 
 class Store:
@@ -117,12 +119,10 @@ class Store:
         """How reserve locks a row: Rails' own statements per dialect, SKIP LOCKED where it helps."""
         if self.config.reserve_sql != "auto":
             return self.config.reserve_sql
-        if self.dialect == "postgresql":
-            return "update_returning"
+        # Only strategies that check a row's name *before* writing to it: a handler that merely
+        # resembles one of ours (FooBar for Foo) must never be locked, even for an instant.
         if self.dialect == "mysql" and self.server is not None and self.server.skip_locked:
             return "skip_locked"
-        if self.dialect == "mysql":
-            return "update_limit"
         return "default_sql"
 
     def _check_strategy(self, server: ServerInfo) -> None:
@@ -148,6 +148,11 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+    def set_name_filters(self, name_filters: Sequence[Sequence[str]]) -> None:
+        """The LIKE prefilters of the names we can run (rebuilds the statements)."""
+        self._name_filters = [tuple(p) for p in name_filters]
+        self._build_statements()
 
     @property
     def engine(self) -> Engine:
@@ -177,7 +182,8 @@ class Store:
     @property
     def folds_deletes(self) -> bool:
         """Does reserve_after save a commit by deleting the previous success in its transaction?"""
-        return self.strategy in ("update_returning", "skip_locked")
+        return self.strategy == "skip_locked" or (
+            self.strategy == "default_sql" and self.dialect == "postgresql")
 
     def reserve_after(self, me: str, now: datetime, accept: Callable[[JobRow], bool],
                       finished: int | None = None) -> tuple[JobRow | None, bool]:
@@ -235,7 +241,7 @@ class Store:
             return self._reserve_skip_locked_scripted(params, accept, sql, done)
         if strategy == "skip_locked":
             return self._reserve_skip_locked(params, accept, sql, done)
-        return self._reserve_default_sql(params, accept, sql)
+        return self._reserve_default_sql(params, accept, sql, done)
 
     def _mark_now(self) -> tuple[int, datetime] | None:
         """The backlog mark, unless it is older than MARK_TTL (then rescan from the start)."""
@@ -262,7 +268,7 @@ class Store:
         excluded: list[int] = list(params.pop("excluded", []))
         me, locked_at = params["me"], params["locked_at"]
         with self.db.connection() as conn:
-            for _ in range(self.config.read_ahead):
+            for _ in range(MAX_SCAN_ROUNDS * self.config.read_ahead):
                 stmt = lock_excluding if excluded else lock
                 p = dict(params, excluded=excluded) if excluded else params
                 result = self.db.run(conn, stmt, p)
@@ -290,7 +296,7 @@ class Store:
         with self.db.connection(tx=True) as conn, conn.begin():
             if done.id is not None and done.deleted is None:
                 done.deleted = self.db.run(conn, self.sql.delete, {"id": done.id, "me": me}).rowcount == 1
-            for _ in range(self.config.read_ahead):
+            for _ in range(MAX_SCAN_ROUNDS * self.config.read_ahead):
                 if excluded:
                     found = self.db.run(conn, sql.lock_next_excluding, dict(params, excluded=excluded))
                 else:
@@ -331,18 +337,37 @@ class Store:
         return _locked(job, locked_at, me)
 
     def _reserve_default_sql(self, params: dict[str, Any], accept: Callable[[JobRow], bool],
-                             sql: ReserveSQL) -> JobRow | None:
-        """Rails' default_sql: read candidates, lock one only if it is still ready."""
-        locked_at = params["locked_at"]
+                             sql: ReserveSQL, done: _Done) -> JobRow | None:
+        """Rails' default_sql: read candidates, lock one only if it is still ready (and still at
+        the attempts we read). Rows lost to other workers, or not ours, are skipped and the
+        scan goes on past them: None means nothing ready is left, not "we lost the races"."""
+        locked_at, me = params["locked_at"], params["me"]
+        excluded: list[int] = list(params.pop("excluded", []))
+        fold = self.dialect == "postgresql" and done.id is not None and done.deleted is None
         with self.db.connection() as conn:
-            rows = self.db.run(conn, sql.candidates, dict(params, limit=self.config.read_ahead)).all()
-            for row in rows:
-                job = _row(row)
-                if not accept(job):
-                    continue
-                claim = dict(params, id=job.id, attempts=job.attempts, now=locked_at)
-                if self.db.run(conn, self.sql.claim_if_ready, claim).rowcount == 1:
-                    return _locked(job, locked_at, params["me"])
+            for _ in range(MAX_SCAN_ROUNDS):
+                query = dict(params, limit=self.config.read_ahead)
+                if excluded:
+                    query["excluded"] = excluded
+                rows = self.db.run(conn, sql.candidates_excluding if excluded else sql.candidates,
+                                   query).all()
+                if not rows:
+                    return None
+                for row in rows:
+                    job = _row(row)
+                    excluded.append(job.id)
+                    if not accept(job):
+                        continue
+                    claim = dict(params, id=job.id, attempts=job.attempts, now=locked_at)
+                    if fold:
+                        result = self.db.run(conn, self.sql.claim_if_ready_after,
+                                             dict(claim, done_id=done.id)).first()
+                        done.deleted, fold = bool(result[0]), False
+                        claimed = bool(result[1])
+                    else:
+                        claimed = self.db.run(conn, self.sql.claim_if_ready, claim).rowcount == 1
+                    if claimed:
+                        return _locked(job, locked_at, me)
         return None
 
     def reserve_many(self, me: str, now: datetime, accept: Callable[[JobRow], bool],
@@ -355,6 +380,17 @@ class Store:
         params = dict(self.sql.ready_params(me, now, self.ts), locked_at=self.ts(now), n=limit)
         locked_at = params["locked_at"]
         strategy = self.strategy
+        if strategy == "default_sql" and self.dialect == "postgresql":
+            # Check the names first, then claim every one still ready in one statement.
+            with self.db.connection() as conn:
+                found = [_row(r) for r in self.db.run(conn, self.sql.candidates,
+                                                      dict(params, limit=limit)).all()]
+                ours = [job for job in found if accept(job)]
+                if not ours:
+                    return []
+                claimed = set(conn.execute(self.sql.claim_ids_if_ready,
+                                           dict(params, ids=[j.id for j in ours])).scalars().all())
+            return [_locked(job, locked_at, me) for job in ours if job.id in claimed]
         if strategy == "default_sql":
             rows: list[JobRow] = []
             with self.db.connection() as conn:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from types import FrameType
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 
 from dj_consumer import ruby_yaml
 from dj_consumer.clock import Clock, SystemClock
@@ -28,7 +30,7 @@ from dj_consumer.models import (
     Succeeded,
 )
 from dj_consumer.registry import JobSpec, Registry
-from dj_consumer.store import Store, escape_like
+from dj_consumer.store import Store, escape_like, is_transient
 
 log = structlog.get_logger(__name__)
 
@@ -50,9 +52,9 @@ class Worker:
         self.config = config
         self.registry = registry
         self.clock = clock or SystemClock()
-        names = registry.names()
-        filters = [escape_like(p) for name in names for p in ruby_yaml.like_patterns(name)]
-        self.store = store or Store(config, name_filters=filters)
+        # The name filters are set at start/work_off, so handlers registered after
+        # make_worker (but before the worker runs) are served too.
+        self.store = store or Store(config)
         self.watchdog = Watchdog(self.clock.monotonic)
         self.executor = Executor(
             clock=self.clock,
@@ -69,6 +71,7 @@ class Worker:
         self._heartbeat: threading.Thread | None = None
         self._heartbeat_stop = threading.Event()
         self._checked = False
+        self._names: list[str] = []
         self._in_flight: dict[str, Job] = {}
         self._lock = threading.Lock()
 
@@ -84,8 +87,6 @@ class Worker:
     def start(self) -> None:
         """Work until stop(), SIGTERM/SIGINT, or (exit_on_complete) nothing is left to run."""
         self._setup()
-        self._stopping.clear()
-        self._interrupt.clear()
         restore = self._install_signal_handlers()
         log.info(
             "worker.started",
@@ -121,6 +122,10 @@ class Worker:
         finally:
             restore()
             self._shutdown()
+            # A stop() that came before or during start() was honoured; the next start()
+            # of this worker begins afresh.
+            self._stopping.clear()
+            self._interrupt.clear()
 
     def stop(self) -> None:
         """Finish the job in hand, release our locks, and return from start()."""
@@ -165,12 +170,15 @@ class Worker:
 
     def _setup(self) -> None:
         if self._checked:
+            if self.registry.names() != self._names:
+                self._set_filters()  # handlers registered since the last start/work_off
             return
         if not self.registry.names():
             raise ConfigError(
                 "no job handlers are registered; decorate a function with @job.run('SomeJob') "
                 "in a module and pass it with --import MODULE"
             )
+        self._set_filters()
         for name in self.registry.orphan_hooks():
             log.warning("worker.hook_without_run", name=name,
                         hint="hooks registered for a name with no @job.run never fire")
@@ -200,11 +208,20 @@ class Worker:
                      "(queue, priority, run_at): `dj-consumer check` prints the migration",
             )
 
+    def _set_filters(self) -> None:
+        self._names = self.registry.names()
+        self.store.set_name_filters(
+            [escape_like(p) for name in self._names for p in ruby_yaml.like_patterns(name)])
+
     def _slot_loop(self, me: str) -> None:
         batch = self.config.reserve_batch
         try:
             while not self._stopping.is_set():
-                result = self._run_batch(me, batch) if batch > 1 else self._run_one(me)
+                try:
+                    result = self._run_batch(me, batch) if batch > 1 else self._run_one(me)
+                except Exception:  # a bug of ours must not silently end the slot
+                    log.exception("worker.slot_error", worker=me, hint="the slot goes on")
+                    result = None
                 if result is not None:
                     continue
                 if self.config.exit_on_complete:
@@ -251,7 +268,7 @@ class Worker:
         if deleted:
             self._log_outcome(job, Succeeded(), duration_ms)
         else:
-            exists, owner = self.store.owner(job.id)
+            exists, owner = self._owner(job.id)
             job.log.warning("job.lock_lost", outcome="Succeeded", row_exists=exists, owner=owner,
                             hint="another worker holds the row now (or Rails deleted it); left alone")
 
@@ -396,6 +413,9 @@ class Worker:
                 written = self._write(job, outcome, me)
                 break
             except SQLAlchemyError as exc:
+                if not is_transient(exc) and not isinstance(exc, DisconnectionError):
+                    self._record_refused(job, outcome, me, exc)
+                    return
                 if waited_since is None:
                     waited_since = self.clock.monotonic()
                 job.log.error("db.unavailable", op="record", error=_first_line(exc),
@@ -407,12 +427,38 @@ class Worker:
                     return
                 self.clock.sleep(max(self.config.sleep_delay, 0.5))
         if not written:
-            exists, owner = self.store.owner(job.id)
+            exists, owner = self._owner(job.id)
             job.log.warning("job.lock_lost", outcome=type(outcome).__name__,
                             row_exists=exists, owner=owner,
                             hint="another worker holds the row now (or Rails deleted it); left alone")
             return
         self._log_outcome(job, outcome, duration_ms)
+
+    def _record_refused(self, job: Job, outcome: Outcome, me: str, exc: SQLAlchemyError) -> None:
+        """The database refused the outcome itself (not a passing fault), e.g. a last_error its
+        column charset cannot hold. Retry once with a plain-ASCII last_error; failing that,
+        unlock the row with attempts unchanged rather than hold it forever."""
+        job.log.error("job.outcome_refused", error=_first_line(exc), outcome=type(outcome).__name__)
+        if isinstance(outcome, Rescheduled | Failed | Interrupted):
+            plain = outcome.last_error.encode("ascii", "backslashreplace").decode("ascii")
+            try:
+                if self._write(job, replace(outcome, last_error=plain), me):
+                    self._log_outcome(job, outcome, 0.0)
+                    return
+            except SQLAlchemyError as again:
+                job.log.error("job.outcome_refused", error=_first_line(again), retry="ascii")
+        with contextlib.suppress(SQLAlchemyError):
+            self.store.interrupt(job.id, me, now=self.clock.now(),
+                                 last_error=f"dj_consumer could not write this job's outcome "
+                                            f"({type(outcome).__name__}): {_first_line(exc)}"[:1000])
+        job.log.error("job.outcome_unwritten", outcome=type(outcome).__name__,
+                      hint="the row was unlocked with attempts unchanged; it will run again")
+
+    def _owner(self, job_id: int) -> tuple[bool | None, str | None]:
+        try:
+            return self.store.owner(job_id)
+        except SQLAlchemyError:
+            return None, None
 
     def _write(self, job: Job, outcome: Outcome, me: str) -> bool:
         now = self.clock.now()
@@ -489,32 +535,38 @@ class Worker:
 
     def _heartbeat_loop(self) -> None:
         """Lease renewal: refresh locked_at of every job in hand, fenced by locked_by."""
-        while not self._heartbeat_stop.wait(self.config.heartbeat_interval):
-            with self._lock:
-                in_flight = [(me, j) for me, j in self._in_flight.items()
-                             if j.id not in self._interrupted]
-            with self._lock:
-                holding = list(self._holding)
-            for me in holding:
-                try:
-                    self.store.renew_all(me, self.clock.now())
-                except SQLAlchemyError as exc:
-                    log.error("db.unavailable", op="renew", error=_first_line(exc))
-            for me, job in in_flight:
-                try:
-                    renewed = self.store.renew(job.id, me, self.clock.now())
-                except SQLAlchemyError as exc:
-                    job.log.error("db.unavailable", op="renew", error=_first_line(exc))
-                    continue
-                if not renewed:
-                    with self._lock:
-                        still_running = self._in_flight.get(me) is job
-                    if not still_running:
-                        continue  # it finished (and its row went) while we renewed
-                    exists, owner = self.store.owner(job.id)
-                    job.log.warning("job.lock_lost", during="heartbeat", row_exists=exists,
-                                    owner=owner, hint="timed_out is set; the outcome will not be written")
-                    job.timed_out.set()
+        while not self._heartbeat_stop.wait(self.config.heartbeat):
+            try:
+                self._heartbeat_once()
+            except Exception:  # the heartbeat must outlive any single failure
+                log.exception("worker.heartbeat_error", hint="renewal goes on")
+
+    def _heartbeat_once(self) -> None:
+        with self._lock:
+            in_flight = [(me, j) for me, j in self._in_flight.items()
+                         if j.id not in self._interrupted]
+        with self._lock:
+            holding = list(self._holding)
+        for me in holding:
+            try:
+                self.store.renew_all(me, self.clock.now())
+            except SQLAlchemyError as exc:
+                log.error("db.unavailable", op="renew", error=_first_line(exc))
+        for me, job in in_flight:
+            try:
+                renewed = self.store.renew(job.id, me, self.clock.now())
+            except SQLAlchemyError as exc:
+                job.log.error("db.unavailable", op="renew", error=_first_line(exc))
+                continue
+            if not renewed:
+                with self._lock:
+                    still_running = self._in_flight.get(me) is job
+                if not still_running:
+                    continue  # it finished (and its row went) while we renewed
+                exists, owner = self._owner(job.id)
+                job.log.warning("job.lock_lost", during="heartbeat", row_exists=exists,
+                                owner=owner, hint="timed_out is set; the outcome will not be written")
+                job.timed_out.set()
 
     def _shutdown(self) -> None:
         released = 0
@@ -537,7 +589,10 @@ def make_worker(
     """Build a worker from a config mapping (SPEC §2) and a registry (default: `dj_consumer.job`)."""
     from dj_consumer import job as default_registry
 
-    return Worker(Config.from_mapping(config), registry or default_registry, clock=clock)
+    if not isinstance(config, Mapping | Config):
+        raise ConfigError(f"make_worker takes a config mapping, got {type(config).__name__}")
+    return Worker(Config.from_mapping(config),
+                  registry if registry is not None else default_registry, clock=clock)
 
 
 def _parse(handler: str) -> ParsedHandler | HandlerParseError:

@@ -141,3 +141,8 @@ def server_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DB]:
 @pytest.fixture
 def sqlite_db(tmp_path: Path) -> Iterator[DB]:
     yield from make_db("sqlite", tmp_path)
+
+
+@pytest.fixture
+def mariadb_db(tmp_path: Path) -> Iterator[DB]:
+    yield from make_db("mariadb", tmp_path)
