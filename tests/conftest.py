@@ -93,6 +93,14 @@ class DB:
             result = conn.execute(sa.insert(self.t).values(**values))
             return int(result.inserted_primary_key[0])
 
+    def insert_many(self, handlers: list[str], **cols: Any) -> None:
+        """Rows in one statement (ready now unless run_at is given), for drains and backlogs."""
+        now = _now()
+        values = [{"handler": h, "priority": 0, "attempts": 0, "run_at": now, **cols}
+                  for h in handlers]
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(self.t), values)
+
     def rows(self) -> list[Any]:
         with self.engine.connect() as conn:
             return list(conn.execute(sa.select(self.t).order_by(self.t.c.id)).all())

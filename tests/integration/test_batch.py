@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
-
-import sqlalchemy as sa
-
 from dj_consumer import Job, Registry, make_worker
-from dj_consumer.clock import SystemClock
 from tests.conftest import DB
+from tests.integration.test_lifecycle import drain
 from tests.integration.test_protocol import now_clock, obj
 
 
@@ -42,29 +37,9 @@ def test_batch_runs_in_ready_order_and_writes_every_outcome(db: DB) -> None:
 
 
 def test_batched_workers_drain_each_job_exactly_once(db: DB) -> None:
-    reg = Registry()
-    ran: list[int] = []
-    lock = threading.Lock()
-
-    def record(j: Job) -> None:
-        with lock:
-            ran.append(j.payload["n"])
-
-    reg.run("J")(record)
-    total = 300
-    now = SystemClock().now().replace(microsecond=0)
-    with db.engine.begin() as conn:
-        conn.execute(sa.insert(db.t), [{"handler": obj("J", n=i), "run_at": now, "priority": 0,
-                                        "attempts": 0} for i in range(total)])
-    workers = [make_worker(db.config(worker_id=f"b{i}", exit_on_complete=True, reserve_batch=7,
-                                     concurrency=2), reg) for i in range(3)]
-    threads = [threading.Thread(target=w.start) for w in workers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    counts = Counter(ran)
-    assert sorted(counts) == list(range(total)) and max(counts.values()) == 1
+    configs = [{"worker_id": f"b{i}", "reserve_batch": 7, "concurrency": 2} for i in range(3)]
+    counts = drain(db, 300, configs)
+    assert sorted(counts) == list(range(300)) and max(counts.values()) == 1
     assert db.count() == 0
 
 

@@ -60,7 +60,8 @@ def test_two_workers_racing_for_one_row_never_both_get_it(db: DB) -> None:
             s.close()
 
 
-def test_four_workers_drain_each_job_exactly_once(db: DB) -> None:
+def drain(db: DB, total: int, configs: list[dict[str, object]]) -> Counter[int]:
+    """`total` jobs drained by one worker per config, each in its own thread: how often each ran."""
     reg = Registry()
     ran: list[int] = []
     lock = threading.Lock()
@@ -70,22 +71,19 @@ def test_four_workers_drain_each_job_exactly_once(db: DB) -> None:
             ran.append(j.payload["n"])
 
     reg.run("J")(record)
-    total = 120
-    with db.engine.begin() as conn:
-        now = SystemClock().now().replace(microsecond=0)
-        conn.execute(sa.insert(db.t), [
-            {"handler": obj("J", n=i), "run_at": now, "priority": 0, "attempts": 0}
-            for i in range(total)
-        ])
-    workers = [make_worker(db.config(worker_id=f"w{i}", exit_on_complete=True, read_ahead=3), reg)
-               for i in range(4)]
+    db.insert_many([obj("J", n=i) for i in range(total)])
+    workers = [make_worker(db.config(exit_on_complete=True, **cfg), reg) for cfg in configs]
     threads = [threading.Thread(target=w.start) for w in workers]
     for t in threads:
         t.start()
     for t in threads:
         t.join(120)
-    counts = Counter(ran)
-    assert sorted(counts) == list(range(total))
+    return Counter(ran)
+
+
+def test_four_workers_drain_each_job_exactly_once(db: DB) -> None:
+    counts = drain(db, 120, [{"worker_id": f"w{i}", "read_ahead": 3} for i in range(4)])
+    assert sorted(counts) == list(range(120))
     assert max(counts.values()) == 1
     assert db.count() == 0
 
