@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from types import FrameType
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from dj_consumer import ruby_yaml
 from dj_consumer.clock import Clock, SystemClock
@@ -20,17 +18,14 @@ from dj_consumer.config import Config
 from dj_consumer.errors import ConfigError, HandlerParseError
 from dj_consumer.executor import Executor, Watchdog, format_error
 from dj_consumer.models import (
-    Failed,
-    Interrupted,
     Job,
     JobRow,
-    Outcome,
     ParsedHandler,
-    Rescheduled,
     Succeeded,
 )
+from dj_consumer.recorder import Recorder, first_line
 from dj_consumer.registry import JobSpec, Registry
-from dj_consumer.store import Store, escape_like, is_transient
+from dj_consumer.store import Store, escape_like
 
 log = structlog.get_logger(__name__)
 
@@ -63,6 +58,7 @@ class Worker:
             destroy_failed_jobs=config.destroy_failed_jobs,
         )
         self._stopping = threading.Event()
+        self.recorder = Recorder(self.store, self.clock, config, self._stopping)
         self._interrupt = threading.Event()
         self._interrupt_reason = "interrupted"
         self._interrupted: set[int] = set()
@@ -253,30 +249,21 @@ class Worker:
         except SQLAlchemyError as exc:
             if pending:
                 self._pending[me] = pending  # its delete was rolled back with the reserve
-            log.error("db.unavailable", op="reserve", error=_first_line(exc),
+            log.error("db.unavailable", op="reserve", error=first_line(exc),
                       hint="retrying after sleep_delay")
             return None
         if pending:
-            self._log_deleted(pending, deleted)
+            self.recorder.log_deleted(pending, deleted)
         if row is None:
             return None
         fold = self.store.folds_deletes
         return self._run_row(row, parsed[row.id], me, pending=fold)
 
-    def _log_deleted(self, done: tuple[Job, float], deleted: bool) -> None:
-        job, duration_ms = done
-        if deleted:
-            self._log_outcome(job, Succeeded(), duration_ms)
-        else:
-            exists, owner = self._owner(job.id)
-            job.log.warning("job.lock_lost", outcome="Succeeded", row_exists=exists, owner=owner,
-                            hint="another worker holds the row now (or Rails deleted it); left alone")
-
     def _flush_pending(self, me: str) -> None:
         """Delete a success still waiting for the next reserve (the slot is stopping)."""
         pending = self._pending.pop(me, None)
         if pending is not None:
-            self._record(pending[0], Succeeded(), me, pending[1])
+            self.recorder.record(pending[0], Succeeded(), me, pending[1])
 
     def _run_batch(self, me: str, limit: int) -> tuple[int, int] | None:
         """reserve_batch: lock up to `limit` rows in one statement, run them, delete the
@@ -285,7 +272,7 @@ class Worker:
         try:
             rows = self.store.reserve_many(me, self.clock.now(), accept, limit)
         except SQLAlchemyError as exc:
-            log.error("db.unavailable", op="reserve", error=_first_line(exc),
+            log.error("db.unavailable", op="reserve", error=first_line(exc),
                       hint="retrying after sleep_delay")
             return None
         if not rows:
@@ -304,7 +291,7 @@ class Worker:
                 else:
                     failed += 1
         finally:
-            self._flush_deletes(done, me)
+            self.recorder.flush_deletes(done, me)
             with self._lock:
                 self._holding.discard(me)
         return succeeded, failed
@@ -313,29 +300,8 @@ class Worker:
         try:
             self.store.unclaim_many(ids, me)
         except SQLAlchemyError as exc:
-            log.error("db.unavailable", op="unclaim", error=_first_line(exc),
+            log.error("db.unavailable", op="unclaim", error=first_line(exc),
                       hint="the rows stay locked until the lock horizon")
-
-    def _flush_deletes(self, done: list[tuple[Job, float]], me: str) -> None:
-        if not done:
-            return
-        ids = [job.id for job, _ in done]
-        while True:
-            try:
-                deleted = self.store.delete_many(ids, me)
-                break
-            except SQLAlchemyError as exc:
-                log.error("db.unavailable", op="delete_many", error=_first_line(exc), jobs=len(ids))
-                if self._stopping.is_set():
-                    log.error("job.outcome_unwritten", jobs=ids,
-                              hint="these succeeded jobs stay locked and run again after the lock horizon")
-                    return
-                self.clock.sleep(max(self.config.sleep_delay, 0.5))
-        for job, duration_ms in done:
-            job.log.info("job.succeeded", duration_ms=duration_ms)
-        if deleted != len(ids):
-            log.warning("job.lock_lost", outcome="Succeeded", expected=len(ids), deleted=deleted,
-                        hint="some rows were taken over or deleted meanwhile; left alone")
 
     def _run_row(self, row: JobRow, result: ParsedHandler | HandlerParseError, me: str,
                  deferred: list[tuple[Job, float]] | None = None, *, pending: bool = False) -> bool:
@@ -368,7 +334,7 @@ class Worker:
             # Deleted by the next reserve, in its transaction (README "Row protocol").
             self._pending[me] = (job, duration_ms)
             return True
-        self._record(job, outcome, me, duration_ms)
+        self.recorder.record(job, outcome, me, duration_ms)
         return isinstance(outcome, Succeeded)
 
     def _job(self, row: JobRow, parsed: ParsedHandler, spec: JobSpec | None, me: str) -> Job:
@@ -402,93 +368,8 @@ class Worker:
             job, spec, HandlerParseError(message), attempts=row.attempts,
             last_error=format_error(HandlerParseError(message)),
         )
-        self._record(job, outcome, me, 0.0)
+        self.recorder.record(job, outcome, me, 0.0)
         return False
-
-    def _record(self, job: Job, outcome: Outcome, me: str, duration_ms: float) -> None:
-        """Write the outcome, fenced by locked_by; keep trying while the database is away."""
-        waited_since: float | None = None
-        while True:
-            try:
-                written = self._write(job, outcome, me)
-                break
-            except SQLAlchemyError as exc:
-                if not is_transient(exc) and not isinstance(exc, DisconnectionError):
-                    self._record_refused(job, outcome, me, exc)
-                    return
-                if waited_since is None:
-                    waited_since = self.clock.monotonic()
-                job.log.error("db.unavailable", op="record", error=_first_line(exc),
-                              outcome=type(outcome).__name__)
-                grace = self.config.shutdown_timeout or 30.0
-                if self._stopping.is_set() and self.clock.monotonic() - waited_since > grace:
-                    job.log.error("job.outcome_unwritten", outcome=type(outcome).__name__,
-                                  hint="the row stays locked; it runs again after the lock horizon")
-                    return
-                self.clock.sleep(max(self.config.sleep_delay, 0.5))
-        if not written:
-            exists, owner = self._owner(job.id)
-            job.log.warning("job.lock_lost", outcome=type(outcome).__name__,
-                            row_exists=exists, owner=owner,
-                            hint="another worker holds the row now (or Rails deleted it); left alone")
-            return
-        self._log_outcome(job, outcome, duration_ms)
-
-    def _record_refused(self, job: Job, outcome: Outcome, me: str, exc: SQLAlchemyError) -> None:
-        """The database refused the outcome itself (not a passing fault), e.g. a last_error its
-        column charset cannot hold. Retry once with a plain-ASCII last_error; failing that,
-        unlock the row with attempts unchanged rather than hold it forever."""
-        job.log.error("job.outcome_refused", error=_first_line(exc), outcome=type(outcome).__name__)
-        if isinstance(outcome, Rescheduled | Failed | Interrupted):
-            plain = outcome.last_error.encode("ascii", "backslashreplace").decode("ascii")
-            try:
-                if self._write(job, replace(outcome, last_error=plain), me):
-                    self._log_outcome(job, outcome, 0.0)
-                    return
-            except SQLAlchemyError as again:
-                job.log.error("job.outcome_refused", error=_first_line(again), retry="ascii")
-        with contextlib.suppress(SQLAlchemyError):
-            self.store.interrupt(job.id, me, now=self.clock.now(),
-                                 last_error=f"dj_consumer could not write this job's outcome "
-                                            f"({type(outcome).__name__}): {_first_line(exc)}"[:1000])
-        job.log.error("job.outcome_unwritten", outcome=type(outcome).__name__,
-                      hint="the row was unlocked with attempts unchanged; it will run again")
-
-    def _owner(self, job_id: int) -> tuple[bool | None, str | None]:
-        try:
-            return self.store.owner(job_id)
-        except SQLAlchemyError:
-            return None, None
-
-    def _write(self, job: Job, outcome: Outcome, me: str) -> bool:
-        now = self.clock.now()
-        store = self.store
-        if isinstance(outcome, Succeeded):
-            return store.delete(job.id, me)
-        if isinstance(outcome, Rescheduled):
-            return store.reschedule(job.id, me, attempts=outcome.attempts, run_at=outcome.run_at,
-                                    last_error=outcome.last_error, now=now)
-        if isinstance(outcome, Failed):
-            if outcome.destroy:
-                return store.delete(job.id, me)
-            return store.fail(job.id, me, attempts=outcome.attempts,
-                              last_error=outcome.last_error, now=now)
-        return store.interrupt(job.id, me, last_error=outcome.last_error, now=now)
-
-    def _log_outcome(self, job: Job, outcome: Outcome, duration_ms: float) -> None:
-        if isinstance(outcome, Succeeded):
-            job.log.info("job.succeeded", duration_ms=duration_ms)
-        elif isinstance(outcome, Rescheduled):
-            job.log.warning("job.rescheduled", duration_ms=duration_ms, attempts=outcome.attempts,
-                            run_at=outcome.run_at.isoformat(sep=" "),
-                            error=outcome.last_error.split("\n", 1)[0])
-        elif isinstance(outcome, Failed):
-            job.log.error("job.failed", duration_ms=duration_ms, attempts=outcome.attempts,
-                          destroyed=outcome.destroy, error=outcome.last_error.split("\n", 1)[0])
-        elif isinstance(outcome, Interrupted):
-            job.log.warning("job.interrupted", duration_ms=duration_ms)
-
-    # -- shutdown --------------------------------------------------------------------------
 
     def _install_signal_handlers(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():
@@ -528,7 +409,7 @@ class Worker:
             try:
                 written = self.store.interrupt(job.id, me, last_error=message, now=self.clock.now())
             except SQLAlchemyError as exc:
-                job.log.error("job.interrupt_unwritten", error=_first_line(exc),
+                job.log.error("job.interrupt_unwritten", error=first_line(exc),
                               hint="the row stays locked; it runs again after the lock horizon")
                 continue
             job.log.warning("job.interrupted", reason=reason, unlocked=written)
@@ -551,19 +432,19 @@ class Worker:
             try:
                 self.store.renew_all(me, self.clock.now())
             except SQLAlchemyError as exc:
-                log.error("db.unavailable", op="renew", error=_first_line(exc))
+                log.error("db.unavailable", op="renew", error=first_line(exc))
         for me, job in in_flight:
             try:
                 renewed = self.store.renew(job.id, me, self.clock.now())
             except SQLAlchemyError as exc:
-                job.log.error("db.unavailable", op="renew", error=_first_line(exc))
+                job.log.error("db.unavailable", op="renew", error=first_line(exc))
                 continue
             if not renewed:
                 with self._lock:
                     still_running = self._in_flight.get(me) is job
                 if not still_running:
                     continue  # it finished (and its row went) while we renewed
-                exists, owner = self._owner(job.id)
+                exists, owner = self.recorder.owner(job.id)
                 job.log.warning("job.lock_lost", during="heartbeat", row_exists=exists,
                                 owner=owner, hint="timed_out is set; the outcome will not be written")
                 job.timed_out.set()
@@ -576,7 +457,7 @@ class Worker:
             try:
                 released += self.store.release(name)
             except SQLAlchemyError as exc:
-                log.error("worker.release_failed", worker=name, error=_first_line(exc))
+                log.error("worker.release_failed", worker=name, error=first_line(exc))
         log.info("worker.stopped", released=released)
 
 
@@ -600,9 +481,3 @@ def _parse(handler: str) -> ParsedHandler | HandlerParseError:
         return ruby_yaml.load(handler)
     except HandlerParseError as exc:
         return exc
-
-
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)
-    lines = str(orig if orig is not None else exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
