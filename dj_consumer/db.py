@@ -96,7 +96,11 @@ class Connections:
         assert dbapi_conn is not None
         cursor = dbapi_conn.cursor()
         try:
-            cursor.execute(sql, params)
+            if self.dialect == "postgresql":
+                # Prepared from the first run: the same few statements run for every job.
+                cursor.execute(sql, params, prepare=True)  # type: ignore[call-arg]
+            else:
+                cursor.execute(sql, params)
             return _RawResult(cursor)
         except self._dbapi_error as exc:
             raise self._translate(exc, conn, dbapi_conn, cursor, sql, params) from exc
@@ -249,6 +253,18 @@ def make_engine(url: URL, config: Config, *, autocommit: bool) -> Engine:
         def _read_committed(dbapi_conn: Any, _: Any) -> None:
             with dbapi_conn.cursor() as cur:
                 cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+
+    if dialect == "postgresql":
+        # The reserve must walk the (priority, run_at) index and stop at the first rows it can
+        # take. The planner, guessing that few rows pass the handler LIKE filter (and having
+        # no statistics at all on a young table), prefers a sequential scan and a sort of the
+        # whole table: ~1 ms per reserve at 3,000 rows, linear in the backlog. Every statement
+        # we send is an index lookup, so this session never wants a sequential scan.
+        @event.listens_for(engine, "connect")
+        def _index_paths(dbapi_conn: Any, _: Any) -> None:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SET enable_seqscan TO off")
+            dbapi_conn.commit()
 
     if dialect == "sqlite" and autocommit:
         # SQLite: driver-level autocommit, so each statement is its own transaction.

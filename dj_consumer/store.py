@@ -356,8 +356,8 @@ class Store:
                 for row in rows:
                     job = _row(row)
                     excluded.append(job.id)
-                    if not accept(job):
-                        continue
+                    if job.id == done.id or not accept(job):
+                        continue  # the success being deleted is still "ours" in this snapshot
                     claim = dict(params, id=job.id, attempts=job.attempts, now=locked_at)
                     if fold:
                         result = self.db.run(conn, self.sql.claim_if_ready_after,

@@ -73,3 +73,62 @@ def test_mark_expires(db: DB, always_mark: None, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(store, "MARK_TTL", -1.0)  # the mark has expired: rescan from the start
     assert w.work_off(5) == (2, 0)
     assert ran == [1, 2, 3]
+
+
+RUBY_RESERVE = {
+    # delayed_job_active_record's optimized_sql, as Ruby workers send it while draining.
+    "mariadb": ("UPDATE {t} SET locked_at = :now, locked_by = :me WHERE ((run_at <= :now AND "
+                "(locked_at IS NULL OR locked_at < :stale)) OR locked_by = :me) AND failed_at IS NULL "
+                "AND queue = 'ruby' ORDER BY priority ASC, run_at ASC LIMIT 1"),
+    "postgresql": ("UPDATE {t} SET locked_at = :now, locked_by = :me WHERE id IN (SELECT id FROM {t} "
+                   "WHERE ((run_at <= :now AND (locked_at IS NULL OR locked_at < :stale)) OR "
+                   "locked_by = :me) AND failed_at IS NULL AND queue = 'ruby' "
+                   "ORDER BY priority ASC, run_at ASC LIMIT 1 FOR UPDATE) RETURNING id"),
+}
+
+
+def test_our_scans_make_no_ruby_reserve_wait(server_db: DB, always_mark: None) -> None:
+    """A Ruby fleet draining its backlog while we scan past it: its reserves never wait on us."""
+    import threading
+    import time
+    from urllib.parse import quote
+
+    db = server_db
+    _backlog(db, 3000, queue="ruby")
+    now = SystemClock().now().replace(microsecond=0)
+    db.insert_many([obj("PyJob", n=i) for i in range(300)], run_at=now)
+    reg = Registry()
+    reg.run("PyJob")(lambda j: None)
+    short = ("init_command=" + quote("SET SESSION innodb_lock_wait_timeout=1")
+             if db.backend == "mariadb" else "options=" + quote("-c lock_timeout=1000"))
+    ruby_engine = sa.create_engine(db.url + "?" + short, isolation_level="AUTOCOMMIT")
+    waits: list[float] = []
+    errors: list[str] = []
+    done = threading.Event()
+
+    def ruby_worker() -> None:
+        sql = sa.text(RUBY_RESERVE[db.backend].format(t=db.table))
+        with ruby_engine.connect() as conn:
+            while not done.is_set():
+                t0 = time.perf_counter()
+                try:
+                    conn.execute(sql, {"now": SystemClock().now(), "me": "rb host:x pid:1",
+                                       "stale": SystemClock().now() - timedelta(hours=4)})
+                    conn.execute(sa.text(f"DELETE FROM {db.table} WHERE locked_by = 'rb host:x pid:1'"))
+                except sa.exc.DBAPIError as exc:
+                    errors.append(str(exc.orig).splitlines()[0])
+                waits.append(time.perf_counter() - t0)
+
+    thread = threading.Thread(target=ruby_worker)
+    thread.start()
+    try:
+        assert make_worker(db.config(concurrency=2, exit_on_complete=True), reg).start() is None
+    finally:
+        done.set()
+        thread.join(30)
+        ruby_engine.dispose()
+    assert errors == []  # no lock wait timeout, no deadlock on the Ruby side
+    with db.engine.connect() as conn:
+        left = conn.execute(sa.text(f"SELECT count(*) FROM {db.table} WHERE handler LIKE '%PyJob%'")).scalar()
+    assert left == 0
+    assert waits and max(waits) < 1.0
