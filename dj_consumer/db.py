@@ -36,6 +36,20 @@ _MYSQL_TRANSIENT = {1205, 1213, 2003, 2006, 2013, 2055, 1053, 1927, 4031, 1040}
 _PG_TRANSIENT = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03"}
 
 
+# What drivers say when the server is (re)starting, gone, or busy, whatever the error class.
+_TRANSIENT_WORDS = (
+    "database is locked",
+    "connection failed",
+    "could not connect",
+    "connection refused",
+    "server closed the connection",
+    "the database system is shutting down",
+    "the database system is starting up",
+    "lost connection",
+    "gone away",
+)
+
+
 def is_transient(exc: BaseException) -> bool:
     """Errors that a retry of the whole unit of work can cure."""
     if not isinstance(exc, DBAPIError):
@@ -49,8 +63,10 @@ def is_transient(exc: BaseException) -> bool:
     sqlstate = getattr(orig, "sqlstate", None)
     if isinstance(sqlstate, str) and (sqlstate in _PG_TRANSIENT or sqlstate.startswith("08")):
         return True
+    if type(orig).__module__.startswith("psycopg") and type(orig).__name__ == "OperationalError":
+        return True  # psycopg's OperationalError: the connection or the server, never the SQL
     message = str(orig).lower()
-    return "database is locked" in message or ("connection" in message and "closed" in message)
+    return any(sign in message for sign in _TRANSIENT_WORDS)
 
 
 @dataclass(frozen=True)

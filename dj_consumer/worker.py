@@ -29,8 +29,10 @@ from dj_consumer.store import Store, escape_like
 
 log = structlog.get_logger(__name__)
 
-#: What _run_one reports: True succeeded, False failed attempt, None nothing was ready.
-RunResult = bool | None
+#: What _run_one reports: True succeeded, False failed attempt, None nothing was ready,
+#: UNAVAILABLE the database could not be asked (never read as "nothing left to run").
+UNAVAILABLE = "unavailable"
+RunResult = bool | None | str
 
 
 class Worker:
@@ -139,7 +141,7 @@ class Worker:
         batch = self.config.reserve_batch
         while batch > 1 and succeeded + failed < num and not self._stopping.is_set():
             counts = self._run_batch(me, min(batch, num - succeeded - failed))
-            if counts is None:
+            if counts is None or isinstance(counts, str):
                 return succeeded, failed
             succeeded, failed = succeeded + counts[0], failed + counts[1]
         try:
@@ -147,7 +149,7 @@ class Worker:
                 if self._stopping.is_set():
                     break
                 result = self._run_one(me)
-                if result is None:
+                if result is None or result == UNAVAILABLE:
                     break
                 if result:
                     succeeded += 1
@@ -217,7 +219,11 @@ class Worker:
                     result = self._run_batch(me, batch) if batch > 1 else self._run_one(me)
                 except Exception:  # a bug of ours must not silently end the slot
                     log.exception("worker.slot_error", worker=me, hint="the slot goes on")
-                    result = None
+                    result = UNAVAILABLE
+                if result == UNAVAILABLE:
+                    # Not "nothing left": exit_on_complete waits for the database to return.
+                    self.clock.sleep(max(self.config.sleep_delay, 0.5), self._stopping)
+                    continue
                 if result is not None:
                     continue
                 if self.config.exit_on_complete:
@@ -251,7 +257,7 @@ class Worker:
                 self._pending[me] = pending  # its delete was rolled back with the reserve
             log.error("db.unavailable", op="reserve", error=first_line(exc),
                       hint="retrying after sleep_delay")
-            return None
+            return UNAVAILABLE
         if pending:
             self.recorder.log_deleted(pending, deleted)
         if row is None:
@@ -265,7 +271,7 @@ class Worker:
         if pending is not None:
             self.recorder.record(pending[0], Succeeded(), me, pending[1])
 
-    def _run_batch(self, me: str, limit: int) -> tuple[int, int] | None:
+    def _run_batch(self, me: str, limit: int) -> tuple[int, int] | str | None:
         """reserve_batch: lock up to `limit` rows in one statement, run them, delete the
         successes together. A crash loses the deletes in hand: those jobs run again."""
         accept, parsed = self._acceptor()
@@ -274,7 +280,7 @@ class Worker:
         except SQLAlchemyError as exc:
             log.error("db.unavailable", op="reserve", error=first_line(exc),
                       hint="retrying after sleep_delay")
-            return None
+            return UNAVAILABLE
         if not rows:
             return None
         done: list[tuple[Job, float]] = []
