@@ -7,6 +7,7 @@ server is missing, and fails instead when CI=true (tests.conftest.unavailable).
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import DB, server_url, unavailable
-from tests.interop.helpers import Ruby, Runs, ruby_missing
+from tests.interop.helpers import Ruby, Runs, ruby_missing, stop_all
 
 
 @dataclass
@@ -73,3 +74,11 @@ def interop_mariadb(tmp_path: Path) -> Iterator[Interop]:
 @pytest.fixture
 def interop_postgresql(tmp_path: Path) -> Iterator[Interop]:
     yield from make_interop("postgresql", tmp_path)
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Worker processes a test starts; whatever is still running is stopped at teardown."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    stop_all(started)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 import structlog
@@ -26,7 +25,6 @@ from tests.interop.helpers import (
     events_named,
     failed_tails,
     spawn_py_worker,
-    stop_all,
     wait_all,
 )
 
@@ -43,12 +41,6 @@ def heartbeat_race(event: dict[str, object]) -> bool:
     its row is gone): a false alarm, shown by test_heartbeat_never_calls_a_finished_job_lost."""
     return event.get("during") == "heartbeat" and event.get("row_exists") is False
 
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    stop_all(started)
 
 
 @pytest.mark.ruby

@@ -33,7 +33,6 @@ from tests.interop.helpers import (
     events_named,
     failed_tails,
     spawn_py_worker,
-    stop_all,
     tail,
     wait_all,
     wait_for,
@@ -44,12 +43,6 @@ pytestmark = [pytest.mark.ruby, pytest.mark.slow]
 
 MAX_RUN_TIME = 3
 
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    stop_all(started)
 
 
 def shared_jobs(prefix: str, count: int, **args: object) -> dict[str, object]:

@@ -11,23 +11,16 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 
 from tests.interop.conftest import Interop
-from tests.interop.helpers import py_env, spawn_py_worker, stop_all, tail, wait_for
+from tests.interop.helpers import py_env, spawn_py_worker, tail, wait_for
 
 pytestmark = [pytest.mark.ruby, pytest.mark.slow]
 
 LEASE = {"DJ_LOCK_TIMEOUT": "2", "DJ_HEARTBEAT_INTERVAL": "0.5"}
 
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    stop_all(started)
 
 
 def job(key: str, seconds: float) -> dict[str, object]:

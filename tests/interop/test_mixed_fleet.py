@@ -21,7 +21,6 @@ import re
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 
@@ -30,7 +29,6 @@ from tests.interop.helpers import (
     events_named,
     failed_tails,
     spawn_py_worker,
-    stop_all,
     tail,
     wait_all,
 )
@@ -54,12 +52,6 @@ JOBS = [
 ]
 TOTAL = sum(int(spec["count"]) for spec in JOBS)
 
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    stop_all(started)
 
 
 @pytest.mark.ruby

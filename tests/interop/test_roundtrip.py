@@ -33,7 +33,7 @@ from dj_consumer.ruby_values import (
 )
 from dj_consumer.ruby_yaml import dump_handler, load
 from tests.conftest import unavailable
-from tests.unit.conftest_yaml import FIXTURES, assert_same, decode
+from tests.unit.conftest_yaml import FIXTURES, TRICKY_STRINGS, assert_same, decode
 from tests.unit.test_ruby_yaml import PLAIN_SCALARS
 
 pytestmark = pytest.mark.ruby
@@ -86,20 +86,7 @@ OBJECT_PAYLOAD: dict[str, Any] = {
     "floats": [1.5, -0.0, 1e20, 1e-7, math.inf],
     "none": None,
     "bools": [True, False],
-    "strings": [
-        "yes",
-        "1:20",
-        "",
-        " x",
-        "a: b",
-        "héllo 🎉",
-        "line\nbreak",
-        ":sym",
-        "~",
-        "1e5",
-        "\x00\x7f\u2028",
-        "<<",
-    ],
+    "strings": TRICKY_STRINGS,
     "decimals": [Decimal("-12.50"), Decimal("1.5E+40"), Decimal("0.000001")],
     "times": [
         datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC),

@@ -30,6 +30,22 @@ from dj_consumer.ruby_yaml._objects import hashable_key
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 HANDLERS = FIXTURES / "handlers"
 
+# Strings YAML could misread as another type, or that need quoting/escaping to survive.
+TRICKY_STRINGS = [
+    "yes",
+    "1:20",
+    "",
+    " x",
+    "a: b",
+    "héllo 🎉",
+    "line\nbreak",
+    ":sym",
+    "~",
+    "1e5",
+    "\x00\x7f\u2028",
+    "<<",
+]
+
 
 @dataclass(frozen=True)
 class Fixture:

@@ -36,7 +36,7 @@ from dj_consumer.ruby_yaml import (
     like_patterns,
     load,
 )
-from tests.unit.conftest_yaml import assert_same, fixtures
+from tests.unit.conftest_yaml import TRICKY_STRINGS, assert_same, fixtures
 
 
 def value(text: str) -> Any:
@@ -402,19 +402,7 @@ ROUND_TRIP_VALUES: dict[str, Any] = {
     "inf": math.inf,
     "none": None,
     "bools": [True, False],
-    "strings": [
-        "yes",
-        "1:20",
-        "",
-        " x",
-        "a: b",
-        "héllo 🎉",
-        "line\nbreak",
-        ":sym",
-        "~",
-        "1e5",
-        "\x00\x7f\u2028",
-    ],
+    "strings": TRICKY_STRINGS,
     "decimal": Decimal("-12.50"),
     "bigdec": Decimal("1.5E+40"),
     "time": datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC),
