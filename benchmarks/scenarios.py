@@ -93,8 +93,12 @@ def noop(ctx: Context) -> None:
               rate(ruby.rate) if ruby else "-", pct(dj.rate, bare.rate),
               ratio(dj.rate, ruby.rate) if ruby else "-",
               f"{dj.cpu_us:,.0f}", f"{bare.cpu_us:,.0f}", f"{ruby.cpu_us:,.0f}" if ruby else "-")
-        ctx.report.target(f"noop {t.backend}: dj >= 90% of bare", pct(dj.rate, bare.rate),
-                          dj.rate >= 0.9 * bare.rate)
+        # The issue sets the bare-loop target for the servers. SQLite's bare loop on tmpfs
+        # (~70 us/job) costs less than parsing one handler: reported, not judged.
+        ctx.report.target(f"noop {t.backend}: dj >= 90% of bare"
+                          + (" (servers only; sqlite shown for reference)" if t.backend == "sqlite" else ""),
+                          pct(dj.rate, bare.rate),
+                          None if t.backend == "sqlite" else dj.rate >= 0.9 * bare.rate)
         if ruby:
             ctx.report.target(f"noop {t.backend}: dj >= 1.8x ruby", ratio(dj.rate, ruby.rate),
                               dj.rate >= 1.8 * ruby.rate)
