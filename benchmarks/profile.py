@@ -1,6 +1,7 @@
 """Where one worker's time goes: cProfile of work_off(N) and the database round trips per job.
 
     python -m benchmarks.profile [--backend mariadb] [--jobs 2000] [--top 10] [--sort cumulative]
+    python -m benchmarks.profile --split [--backend mariadb]   # CPU per job by part, no profiler
 
 Round trips are counted at the driver (PyMySQL commands sent, psycopg queries executed), so
 pool pings, BEGIN/COMMIT and rollback-on-return show up alongside the protocol's statements.
@@ -71,8 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sort", default="cumulative", choices=["cumulative", "tottime"])
     p.add_argument("--by-package", action="store_true",
                    help="also sum own time (tottime) per package: where the CPU goes")
+    p.add_argument("--split", action="store_true",
+                   help="instead of cProfile: this thread's CPU per job in each part of the loop "
+                        "(cProfile inflates call-heavy code; thread_time does not count waits)")
     args = p.parse_args(argv)
     t = env.target(args.backend)
+    if args.split:
+        return cpu_split(t, args.jobs)
     counts = count_round_trips(args.backend)
     with env.Table(t, "prof") as table:
         table.insert(env.NOOP_HANDLER, args.jobs)
@@ -98,6 +104,45 @@ def main(argv: list[str] | None = None) -> int:
         print("own time per package (ms per job):")
         for package, seconds_ in by_package(stats).most_common(12):
             print(f"  {package:<28} {1000 * seconds_ / max(done, 1):.3f}")
+    return 0
+
+
+def cpu_split(t: env.Target, jobs: int) -> int:
+    """Main-thread CPU per job (time.thread_time) in each part of work_off, without a profiler."""
+    import dj_consumer.worker as worker_mod
+
+    spent: Counter[str] = Counter()
+
+    def timed(owner: Any, name: str, label: str) -> None:
+        original = getattr(owner, name)
+
+        def wrapper(*a: Any, **kw: Any) -> Any:
+            started = time.thread_time()
+            try:
+                return original(*a, **kw)
+            finally:
+                spent[label] += time.thread_time() - started
+
+        setattr(owner, name, wrapper)
+
+    with env.Table(t, "split") as table:
+        table.insert(env.NOOP_HANDLER, jobs)
+        worker = _worker({"url": t.url, "table": table.name})
+        worker.work_off(0)
+        timed(worker.store, "reserve_after", "reserve (all of it)")
+        timed(worker.store.db, "run", "  driver: run")
+        timed(worker.store.db, "run_script", "  driver: run_script")
+        timed(worker_mod, "_parse", "  handler parse")
+        timed(worker, "_job", "build Job (+ log.bind)")
+        timed(worker.executor, "execute", "execute (hooks, watchdog, handler)")
+        timed(worker.recorder, "log_deleted", "outcome log line")
+        started = time.thread_time()
+        done, _failed = worker.work_off(jobs)
+        total = time.thread_time() - started
+        worker.close()
+    print(f"{t.backend}: main-thread CPU {1e6 * total / max(done, 1):.0f} us per job ({done} jobs)")
+    for label, seconds in spent.items():
+        print(f"  {label:<36} {1e6 * seconds / max(done, 1):7.1f} us")
     return 0
 
 
