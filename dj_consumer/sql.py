@@ -46,6 +46,7 @@ class Statements:
         self.table, self.dialect, self.config = table, dialect, config
         self.name_filters = [tuple(p) for p in name_filters]
         self.uses_leases = config.lock_timeout < config.max_run_time
+        self._constants = self._constant_params()
         t = table
         cfg = config
         # A lock older than max_run_time is abandoned for everyone (Ruby's horizon). A lock
@@ -215,14 +216,17 @@ class Statements:
 
     def ready_params(self, me: str, now: datetime, ts: Callable[[datetime], datetime]) -> dict[str, Any]:
         """Bind values for the ready query at `now` (times through `ts`: MySQL drops fractions)."""
-        cfg = self.config
-        params: dict[str, Any] = {
-            "now": ts(now),
-            "stale": ts(now - timedelta(seconds=cfg.max_run_time)),
-            "me": me,
-        }
+        params = dict(self._constants, now=ts(now),
+                      stale=ts(now - timedelta(seconds=self.config.max_run_time)), me=me)
         if self.uses_leases:
-            params["lease_stale"] = ts(now - timedelta(seconds=cfg.lock_timeout))
+            params["lease_stale"] = ts(now - timedelta(seconds=self.config.lock_timeout))
+        return params
+
+    def _constant_params(self) -> dict[str, Any]:
+        """The ready query's binds that never change for this config (built once, not per reserve)."""
+        cfg = self.config
+        params: dict[str, Any] = {}
+        if self.uses_leases:
             for i, wid in enumerate(cfg.lease_ids):
                 params[f"lease_{2 * i}"] = like_literal(wid) + " host:% pid:%"
                 params[f"lease_{2 * i + 1}"] = like_literal(wid) + ":% host:% pid:%"
