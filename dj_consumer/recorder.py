@@ -12,6 +12,7 @@ from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 
 from dj_consumer.clock import Clock
 from dj_consumer.config import Config
+from dj_consumer.db import short_error
 from dj_consumer.models import Failed, Interrupted, Job, Outcome, Rescheduled, Succeeded
 from dj_consumer.store import Store, is_transient
 
@@ -30,9 +31,7 @@ class Recorder:
         if deleted:
             self.log_outcome(job, Succeeded(), duration_ms)
         else:
-            exists, owner = self.owner(job.id)
-            job.log.warning("job.lock_lost", outcome="Succeeded", row_exists=exists, owner=owner,
-                            hint="another worker holds the row now (or Rails deleted it); left alone")
+            self.log_lock_lost(job, Succeeded())
 
     def flush_deletes(self, done: list[tuple[Job, float]], me: str) -> None:
         if not done:
@@ -43,7 +42,7 @@ class Recorder:
                 deleted = self.store.delete_many(ids, me)
                 break
             except SQLAlchemyError as exc:
-                log.error("db.unavailable", op="delete_many", error=first_line(exc), jobs=len(ids))
+                log.error("db.unavailable", op="delete_many", error=short_error(exc), jobs=len(ids))
                 if self.stopping.is_set():
                     log.error("job.outcome_unwritten", jobs=ids,
                               hint="these succeeded jobs stay locked and run again after the lock horizon")
@@ -68,7 +67,7 @@ class Recorder:
                     return
                 if waited_since is None:
                     waited_since = self.clock.monotonic()
-                job.log.error("db.unavailable", op="record", error=first_line(exc),
+                job.log.error("db.unavailable", op="record", error=short_error(exc),
                               outcome=type(outcome).__name__)
                 grace = self.config.shutdown_timeout or 30.0
                 if self.stopping.is_set() and self.clock.monotonic() - waited_since > grace:
@@ -77,18 +76,22 @@ class Recorder:
                     return
                 self.clock.sleep(max(self.config.sleep_delay, 0.5))
         if not written:
-            exists, owner = self.owner(job.id)
-            job.log.warning("job.lock_lost", outcome=type(outcome).__name__,
-                            row_exists=exists, owner=owner,
-                            hint="another worker holds the row now (or Rails deleted it); left alone")
+            self.log_lock_lost(job, outcome)
             return
         self.log_outcome(job, outcome, duration_ms)
+
+    def log_lock_lost(self, job: Job, outcome: Outcome) -> None:
+        """A fenced outcome write touched nothing: say who holds the row now."""
+        exists, owner = self.owner(job.id)
+        job.log.warning("job.lock_lost", outcome=type(outcome).__name__,
+                        row_exists=exists, owner=owner,
+                        hint="another worker holds the row now (or Rails deleted it); left alone")
 
     def record_refused(self, job: Job, outcome: Outcome, me: str, exc: SQLAlchemyError) -> None:
         """The database refused the outcome itself (not a passing fault), e.g. a last_error its
         column charset cannot hold. Retry once with a plain-ASCII last_error; failing that,
         unlock the row with attempts unchanged rather than hold it forever."""
-        job.log.error("job.outcome_refused", error=first_line(exc), outcome=type(outcome).__name__)
+        job.log.error("job.outcome_refused", error=short_error(exc), outcome=type(outcome).__name__)
         if isinstance(outcome, Rescheduled | Failed | Interrupted):
             plain = outcome.last_error.encode("ascii", "backslashreplace").decode("ascii")
             try:
@@ -96,11 +99,11 @@ class Recorder:
                     self.log_outcome(job, outcome, 0.0)
                     return
             except SQLAlchemyError as again:
-                job.log.error("job.outcome_refused", error=first_line(again), retry="ascii")
+                job.log.error("job.outcome_refused", error=short_error(again), retry="ascii")
         with contextlib.suppress(SQLAlchemyError):
             self.store.interrupt(job.id, me, now=self.clock.now(),
                                  last_error=f"dj_consumer could not write this job's outcome "
-                                            f"({type(outcome).__name__}): {first_line(exc)}"[:1000])
+                                            f"({type(outcome).__name__}): {short_error(exc)}"[:1000])
         job.log.error("job.outcome_unwritten", outcome=type(outcome).__name__,
                       hint="the row was unlocked with attempts unchanged; it will run again")
 
@@ -137,12 +140,3 @@ class Recorder:
                           destroyed=outcome.destroy, error=outcome.last_error.split("\n", 1)[0])
         elif isinstance(outcome, Interrupted):
             job.log.warning("job.interrupted", duration_ms=duration_ms)
-
-    # -- shutdown --------------------------------------------------------------------------
-
-
-
-def first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)
-    lines = str(orig if orig is not None else exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

@@ -93,10 +93,6 @@ class Statements:
         self.marked = self._reserve_statements(f"{where} AND {keyset}", order, lock)
         self.candidates = self.plain.candidates
         sub = f"SELECT id FROM {t} WHERE {where} {{excl}}{order} LIMIT 1 FOR UPDATE SKIP LOCKED"
-        self.read_back = _typed(
-            f"SELECT {RESERVE_COLUMNS} FROM {t} WHERE locked_at = :locked_at AND locked_by = :me "
-            "AND failed_at IS NULL ORDER BY id LIMIT 1", rows=True
-        )
         # reserve_batch: the same statements for :n rows.
         self.update_returning_n = _typed(
             f"{set_lock} WHERE id IN ({sub.replace('LIMIT 1', 'LIMIT :n').format(excl='')}) "

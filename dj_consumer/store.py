@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import inspect, text
@@ -38,6 +38,7 @@ __all__ = ["ServerInfo", "Store", "escape_like", "is_transient", "like_literal",
            "mysql_has_skip_locked"]
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 #: How long the backlog mark is trusted before a reserve rescans from the first ready row. A
 #: row that becomes ready *behind* the mark (an expired lock, a retry by hand, a new row with
@@ -164,10 +165,6 @@ class Store:
             skip_locked=bool(self.server and self.server.skip_locked),
             name_filters=self._name_filters,
         )
-
-    @property
-    def uses_leases(self) -> bool:
-        return self.config.lock_timeout < self.config.max_run_time
 
     def ts(self, value: datetime) -> datetime:
         """MySQL `datetime` keeps no fractions; drop them as ActiveRecord does before writing."""
@@ -424,22 +421,16 @@ class Store:
         return [_locked(job, locked_at, me) for job in mine]
 
     def delete_many(self, ids: list[int], me: str) -> int:
-        def run() -> int:
-            with self.db.connection() as conn:
-                return int(conn.execute(self.sql.delete_ids, {"ids": ids, "me": me}).rowcount)
-        return self.db.retrying("delete_many", run)
+        return self._retried("delete_many", lambda conn: int(
+            conn.execute(self.sql.delete_ids, {"ids": ids, "me": me}).rowcount))
 
     def unclaim_many(self, ids: list[int], me: str) -> int:
-        def run() -> int:
-            with self.db.connection() as conn:
-                return int(conn.execute(self.sql.unclaim_ids, {"ids": ids, "me": me}).rowcount)
-        return self.db.retrying("unclaim", run)
+        return self._retried("unclaim", lambda conn: int(
+            conn.execute(self.sql.unclaim_ids, {"ids": ids, "me": me}).rowcount))
 
     def renew_all(self, me: str, now: datetime) -> int:
-        def run() -> int:
-            with self.db.connection() as conn:
-                return int(self.db.run(conn, self.sql.renew_all, {"me": me, "now": self.ts(now)}).rowcount)
-        return self.db.retrying("renew", run)
+        return self._retried("renew", lambda conn: int(
+            self.db.run(conn, self.sql.renew_all, {"me": me, "now": self.ts(now)}).rowcount))
 
     def delete(self, job_id: int, me: str) -> bool:
         """Success: the row goes away (Delayed::Worker#run → job.destroy)."""
@@ -469,45 +460,34 @@ class Store:
 
     def release(self, me: str) -> int:
         """Delayed::Job.clear_locks!: unlock every row this worker name holds."""
-        def run() -> int:
-            with self.db.connection() as conn:
-                return int(conn.execute(self.sql.release_all, {"me": me}).rowcount)
-        return self.db.retrying("release", run)
+        return self._retried("release", lambda conn: int(
+            conn.execute(self.sql.release_all, {"me": me}).rowcount))
 
     def owner(self, job_id: int) -> tuple[bool, str | None]:
         """(row exists, its locked_by) — to say why a fenced write touched nothing."""
-        def run() -> tuple[bool, str | None]:
-            with self.db.connection() as conn:
-                row = conn.execute(self.sql.owner, {"id": job_id}).first()
-                return (False, None) if row is None else (True, row[0])
-        return self.db.retrying("owner", run)
+        row = self._retried("owner", lambda conn: conn.execute(self.sql.owner, {"id": job_id}).first())
+        return (False, None) if row is None else (True, row[0])
 
     def get(self, job_id: int) -> JobRow | None:
-        def run() -> JobRow | None:
-            with self.db.connection() as conn:
-                row = conn.execute(self.sql.get, {"id": job_id}).first()
-                return None if row is None else _row(row)
-        return self.db.retrying("get", run)
+        row = self._retried("get", lambda conn: conn.execute(self.sql.get, {"id": job_id}).first())
+        return None if row is None else _row(row)
 
     def last_error(self, job_id: int) -> str | None:
-        def run() -> str | None:
-            with self.db.connection() as conn:
-                value = conn.execute(self.sql.last_error, {"id": job_id}).scalar()
-                return None if value is None else str(value)
-        return self.db.retrying("last_error", run)
+        value = self._retried("last_error", lambda conn: conn.execute(
+            self.sql.last_error, {"id": job_id}).scalar())
+        return None if value is None else str(value)
 
     def insert(self, handler: str, *, now: datetime, run_at: datetime | None = None,
                queue: str | None = None, priority: int = 0) -> int:
         """Delayed::Job.enqueue: a new row (run_at defaults to now, like set_default_run_at)."""
         params = {"handler": handler, "priority": priority, "queue": queue,
                   "run_at": self.ts(run_at or now), "now": self.ts(now)}
-        def run() -> int:
-            with self.db.connection() as conn:
-                result = conn.execute(self.sql.insert, params)
-                if self.dialect == "postgresql":
-                    return int(result.scalar_one())
-                return int(result.lastrowid)
-        return self.db.retrying("insert", run)
+        def run(conn: Connection) -> int:
+            result = conn.execute(self.sql.insert, params)
+            if self.dialect == "postgresql":
+                return int(result.scalar_one())
+            return int(result.lastrowid)
+        return self._retried("insert", run)
 
     def clip(self, value: str) -> str:
         """last_error truncated to what the column holds (MySQL TEXT: 65,535 bytes)."""
@@ -519,9 +499,13 @@ class Store:
     # -- plumbing --------------------------------------------------------------------------
 
     def _write(self, op: str, stmt: TextClause, params: dict[str, Any]) -> bool:
-        def run() -> bool:
+        return self._retried(op, lambda conn: bool(self.db.run(conn, stmt, params).rowcount == 1))
+
+    def _retried(self, op: str, work: Callable[[Connection], T]) -> T:
+        """`work` on this thread's connection, run again on a transient error (db.retrying)."""
+        def run() -> T:
             with self.db.connection() as conn:
-                return bool(self.db.run(conn, stmt, params).rowcount == 1)
+                return work(conn)
         return self.db.retrying(op, run)
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from dj_consumer import ruby_yaml
 from dj_consumer.clock import Clock, SystemClock
 from dj_consumer.config import Config
+from dj_consumer.db import safe_url, short_error
 from dj_consumer.errors import ConfigError, HandlerParseError
 from dj_consumer.executor import Executor, Watchdog, format_error
 from dj_consumer.models import (
@@ -23,7 +24,7 @@ from dj_consumer.models import (
     ParsedHandler,
     Succeeded,
 )
-from dj_consumer.recorder import Recorder, first_line
+from dj_consumer.recorder import Recorder
 from dj_consumer.registry import JobSpec, Registry
 from dj_consumer.store import Store, escape_like
 
@@ -92,7 +93,7 @@ class Worker:
             jobs=self.registry.names(),
             queues=list(self.config.queues) if self.config.queues else "all",
             concurrency=self.config.concurrency,
-            database=self.store.config.url.render_as_string(hide_password=True),
+            database=safe_url(self.config.url),
         )
         # Slots always run in threads; this thread only watches signals and the drain timeout,
         # so an interrupt never has to unwind a running job: it unlocks the row and leaves.
@@ -255,7 +256,7 @@ class Worker:
         except SQLAlchemyError as exc:
             if pending:
                 self._pending[me] = pending  # its delete was rolled back with the reserve
-            log.error("db.unavailable", op="reserve", error=first_line(exc),
+            log.error("db.unavailable", op="reserve", error=short_error(exc),
                       hint="retrying after sleep_delay")
             return UNAVAILABLE
         if pending:
@@ -278,7 +279,7 @@ class Worker:
         try:
             rows = self.store.reserve_many(me, self.clock.now(), accept, limit)
         except SQLAlchemyError as exc:
-            log.error("db.unavailable", op="reserve", error=first_line(exc),
+            log.error("db.unavailable", op="reserve", error=short_error(exc),
                       hint="retrying after sleep_delay")
             return UNAVAILABLE
         if not rows:
@@ -306,7 +307,7 @@ class Worker:
         try:
             self.store.unclaim_many(ids, me)
         except SQLAlchemyError as exc:
-            log.error("db.unavailable", op="unclaim", error=first_line(exc),
+            log.error("db.unavailable", op="unclaim", error=short_error(exc),
                       hint="the rows stay locked until the lock horizon")
 
     def _run_row(self, row: JobRow, result: ParsedHandler | HandlerParseError, me: str,
@@ -415,7 +416,7 @@ class Worker:
             try:
                 written = self.store.interrupt(job.id, me, last_error=message, now=self.clock.now())
             except SQLAlchemyError as exc:
-                job.log.error("job.interrupt_unwritten", error=first_line(exc),
+                job.log.error("job.interrupt_unwritten", error=short_error(exc),
                               hint="the row stays locked; it runs again after the lock horizon")
                 continue
             job.log.warning("job.interrupted", reason=reason, unlocked=written)
@@ -432,18 +433,17 @@ class Worker:
         with self._lock:
             in_flight = [(me, j) for me, j in self._in_flight.items()
                          if j.id not in self._interrupted]
-        with self._lock:
             holding = list(self._holding)
         for me in holding:
             try:
                 self.store.renew_all(me, self.clock.now())
             except SQLAlchemyError as exc:
-                log.error("db.unavailable", op="renew", error=first_line(exc))
+                log.error("db.unavailable", op="renew", error=short_error(exc))
         for me, job in in_flight:
             try:
                 renewed = self.store.renew(job.id, me, self.clock.now())
             except SQLAlchemyError as exc:
-                job.log.error("db.unavailable", op="renew", error=first_line(exc))
+                job.log.error("db.unavailable", op="renew", error=short_error(exc))
                 continue
             if not renewed:
                 with self._lock:
@@ -458,12 +458,11 @@ class Worker:
     def _shutdown(self) -> None:
         released = 0
         for name in self.names:
-            if name in self._pending:  # an interrupt left a slot before its success was deleted
-                self._flush_pending(name)
+            self._flush_pending(name)  # an interrupt may leave a success not yet deleted
             try:
                 released += self.store.release(name)
             except SQLAlchemyError as exc:
-                log.error("worker.release_failed", worker=name, error=first_line(exc))
+                log.error("worker.release_failed", worker=name, error=short_error(exc))
         log.info("worker.stopped", released=released)
 
 
