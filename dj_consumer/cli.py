@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from dj_consumer import __version__
+from dj_consumer import __version__, ruby_yaml
 from dj_consumer.config import Config
 from dj_consumer.errors import ConfigError, DJConsumerError, HandlerParseError
 
@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     enq.add_argument("name", help="Ruby class name, e.g. NewsletterJob")
     enq.add_argument("--payload", default="{}", metavar="JSON",
                      help="attributes (object/struct) or arguments (active_job), as JSON")
-    enq.add_argument("--as", dest="shape", choices=["object", "struct", "active_job"],
+    enq.add_argument("--as", dest="shape", choices=ruby_yaml.SHAPES,
                      default="object", help="handler shape (default object)")
     enq.add_argument("--queue", help="queue name (default nil)")
     enq.add_argument("--priority", type=int, default=0)
@@ -229,7 +229,7 @@ def cmd_work(args: argparse.Namespace) -> int:
 
 
 def cmd_parse(args: argparse.Namespace) -> int:
-    from dj_consumer import job, ruby_yaml
+    from dj_consumer import job
     from dj_consumer.store import Store
 
     _import_handlers(args.imports)
@@ -300,7 +300,6 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 def cmd_jobs(args: argparse.Namespace, *, failed_only: bool = False) -> int:
     import sqlalchemy as sa
 
-    from dj_consumer import ruby_yaml
     from dj_consumer.schema import delayed_jobs_table
     from dj_consumer.store import Store
 

@@ -12,8 +12,6 @@ from dj_consumer.config import Config
 from dj_consumer.registry import Registry
 from dj_consumer.store import Store
 
-SHAPES = ("object", "struct", "active_job")
-
 
 def enqueue(
     config: Mapping[str, Any] | Config | str,
@@ -30,8 +28,8 @@ def enqueue(
 ) -> int:
     """Insert one job and return its id. `config` may be a database URL. The queue defaults
     to the `queue=` of the name's `@job.run` in `registry` (default: `dj_consumer.job`)."""
-    if shape not in SHAPES:
-        raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
+    if shape not in ruby_yaml.SHAPES:
+        raise ValueError(f"shape must be one of {ruby_yaml.SHAPES}, got {shape!r}")
     if isinstance(config, str):
         config = {"database_url": config}
     cfg = Config.from_mapping(config)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dj_consumer.errors import HandlerParseError
 from dj_consumer.models import ParsedHandler
 from dj_consumer.ruby_yaml._build import FAST_PARSER, MAX_DEPTH, MAX_NODES, build
-from dj_consumer.ruby_yaml._dump import dump_handler
+from dj_consumer.ruby_yaml._dump import SHAPES, dump_handler
 from dj_consumer.ruby_yaml._interpret import JOB_WRAPPER, PERFORMABLE, interpret
 from dj_consumer.ruby_yaml._like import fallback_name, like_patterns
 
@@ -30,6 +30,7 @@ __all__ = [
     "MAX_HANDLER_BYTES",
     "MAX_NODES",
     "PERFORMABLE",
+    "SHAPES",
     "dump_handler",
     "fallback_name",
     "like_patterns",

@@ -166,7 +166,7 @@ class _Builder:
             value = tagged_scalar(tag, event.value)
         if event.anchor is not None:
             self.anchors[event.anchor] = (value, 1)
-        self._add(value, tag=tag, is_plain_key=tag is None and not quoted)
+        self._add(value, tag=tag)
 
     def _open(self, event: MappingStartEvent | SequenceStartEvent) -> None:
         if len(self.stack) >= MAX_DEPTH:
@@ -186,7 +186,7 @@ class _Builder:
         if frame.anchor is not None:
             self.open_anchors.discard(frame.anchor)
             self.anchors[frame.anchor] = (value, self.nodes - frame.nodes_at_start + 1)
-        self._add(value, tag=frame.tag, is_plain_key=False)
+        self._add(value, tag=frame.tag)
 
     def _alias(self, name: str) -> None:
         if name in self.open_anchors:
@@ -195,9 +195,9 @@ class _Builder:
             raise HandlerParseError(f"unknown alias *{name}")
         value, nodes = self.anchors[name]
         self._count(nodes)
-        self._add(value, tag=None, is_plain_key=False)
+        self._add(value, tag=None)
 
-    def _add(self, value: Any, *, tag: str | None, is_plain_key: bool) -> None:
+    def _add(self, value: Any, *, tag: str | None) -> None:
         if not self.stack:
             if self.root is None:
                 self.root = Built(value, tag)

@@ -29,15 +29,15 @@ from dj_consumer.ruby_values import (
 )
 from dj_consumer.ruby_yaml._activejob import serialize_arguments
 from dj_consumer.ruby_yaml._inspect import ruby_float
+from dj_consumer.ruby_yaml._interpret import JOB_WRAPPER
 from dj_consumer.ruby_yaml._scalars import tokenize
 
-__all__ = ["dump_handler"]
+__all__ = ["SHAPES", "dump_handler"]
 
 _CLASS_NAME = re.compile(r"\A[A-Z][A-Za-z0-9_]*(?:::[A-Z][A-Za-z0-9_]*)*\Z")
 _ATTRIBUTE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 _PLAIN_SAFE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_./@-]*\Z")
-_JOB_WRAPPER = "ActiveJob::QueueAdapters::DelayedJobAdapter::JobWrapper"
-_SHAPES = ("object", "struct", "active_job")
+SHAPES = ("object", "struct", "active_job")
 
 
 def dump_handler(
@@ -59,9 +59,9 @@ def dump_handler(
         raise ValueError(f"not a Ruby class name: {name!r}")
     if shape == "active_job":
         job_data = _job_data(name, payload, queue_name=queue_name, priority=priority)
-        return _document(RubyObject(_JOB_WRAPPER, {"job_data": job_data}))
-    if shape not in _SHAPES:
-        raise ValueError(f"shape must be one of {', '.join(_SHAPES)}, not {shape!r}")
+        return _document(RubyObject(JOB_WRAPPER, {"job_data": job_data}))
+    if shape not in SHAPES:
+        raise ValueError(f"shape must be one of {', '.join(SHAPES)}, not {shape!r}")
     if not isinstance(payload, Mapping) or not all(isinstance(k, str) for k in payload):
         raise TypeError("an object or struct payload must be a dict with str keys")
     bad = [k for k in payload if not _ATTRIBUTE.match(k)]
@@ -222,8 +222,10 @@ def _scalar(value: Any) -> str | None:
 
 def _string(text: str) -> str:
     # Plain only when Psych would read it back as this very string; else double-quoted.
-    if _PLAIN_SAFE.match(text) and tokenize(text) == text and isinstance(tokenize(text), str):
-        return text
+    if _PLAIN_SAFE.match(text):
+        read_back = tokenize(text)
+        if isinstance(read_back, str) and read_back == text:
+            return text
     return _quoted(text)
 
 

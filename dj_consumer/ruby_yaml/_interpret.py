@@ -23,7 +23,7 @@ from dj_consumer.ruby_yaml._activejob import deserialize_arguments
 from dj_consumer.ruby_yaml._build import Built
 from dj_consumer.ruby_yaml._inspect import ruby_inspect
 
-__all__ = ["JOB_WRAPPER", "PERFORMABLE", "interpret", "ruby_class_name"]
+__all__ = ["BUILTIN_NAMES", "JOB_WRAPPER", "PERFORMABLE", "interpret", "ruby_class_name"]
 
 JOB_WRAPPER = "ActiveJob::QueueAdapters::DelayedJobAdapter::JobWrapper"
 PERFORMABLE = frozenset({"Delayed::PerformableMethod", "Delayed::PerformableMailer"})
@@ -152,3 +152,11 @@ def ruby_class_name(value: Any) -> str:
         if isinstance(value, python_type):
             return ruby_name
     return "Object"
+
+
+# Names load() gives to roots that Psych writes without any class name in the text (a bare
+# hash, string, number …): no LIKE pattern can find those, so they get no prefilter.
+BUILTIN_NAMES = frozenset(
+    {name for _, name in _PY_TO_RUBY} | set(_ROOT_TAG_NAMES.values())
+    | {"NilClass", "FalseClass", "Object"}
+)

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import re
 
+from dj_consumer.ruby_yaml._interpret import BUILTIN_NAMES
+
 __all__ = ["BUILTIN_NAMES", "fallback_name", "like_patterns"]
 
 # Delayed::Backend::Base::ParseObjectFromYaml = %r{\!ruby/\w+\:([^\s]+)}; Ruby's \w and \s
 # are ASCII-only here.
 _PARSE_OBJECT_FROM_YAML = re.compile(r"!ruby/[A-Za-z0-9_]+:([^ \t\r\n\f\v]+)")
-
-# Names load() gives to roots that Psych writes without any class name in the text (a bare
-# hash, string, number …): no LIKE pattern can find those, so they get no prefilter.
-BUILTIN_NAMES = frozenset(
-    {
-        "Array", "BigDecimal", "Class", "Complex", "Date", "Exception", "FalseClass", "Float",
-        "Hash", "Integer", "Module", "NilClass", "Object", "Range", "Rational", "Regexp",
-        "Set", "String", "Struct", "Time", "TrueClass", "ActiveSupport::Duration",
-    }
-)  # fmt: skip
-
 
 def fallback_name(handler: str | bytes) -> str | None:
     """The class name Ruby's Delayed::Job#name falls back to when the handler cannot load."""

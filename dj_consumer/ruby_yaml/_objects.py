@@ -11,14 +11,13 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dj_consumer.ruby_values import RubyObject, RubyRange, RubyRecord, RubySet, RubyStruct
-from dj_consumer.ruby_yaml._scalars import ScalarError
+from dj_consumer.ruby_yaml._scalars import ScalarError, is_string_tag
 
 __all__ = ["build_mapping", "build_sequence", "hashable_key"]
 
 _STRUCT = re.compile(r"^!ruby/struct:?(.*)$")
 _OBJECT = re.compile(r"^!ruby/object:?(.*)$")
 _RECORD = re.compile(r"^!ruby/(?:ActiveRecord|Mongoid|DataMapper):(.+)$")
-_STRING = re.compile(r"^!(?:str|ruby/string)(?::.*)?$")
 _EXCEPTION = re.compile(r"^!ruby/exception:?(.*)$")
 _MARSHALABLE = re.compile(r"^!ruby/marshalable:(.*)$")
 _HASH_WITH_IVARS = re.compile(r"^!ruby/hash-with-ivars(?::.*)?$")
@@ -63,7 +62,7 @@ def build_mapping(tag: str | None, mapping: dict[Any, Any], *, depth: int) -> An
 
 
 def _tagged_mapping(tag: str, mapping: dict[Any, Any]) -> Any:
-    if _STRING.match(tag) or tag == "tag:yaml.org,2002:str":
+    if is_string_tag(tag):
         return mapping.get("str")
     if tag.startswith("!ruby/array:"):
         internal = mapping.get("internal")

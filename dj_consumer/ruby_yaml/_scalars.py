@@ -19,7 +19,7 @@ from typing import Any
 
 from dj_consumer.ruby_values import RubyClass, RubyModule, RubyRange, RubyRegexp
 
-__all__ = ["ScalarError", "parse_time", "tagged_scalar", "tokenize"]
+__all__ = ["ScalarError", "is_string_tag", "parse_time", "tagged_scalar", "tokenize"]
 
 
 class ScalarError(ValueError):
@@ -68,8 +68,12 @@ def tokenize(text: str) -> Any:
     return _number_or_symbol(text)
 
 
+# Only short words starting with one of these letters can be null or a boolean.
+_NOT_NULL_OR_BOOL = re.compile(r"^[^ytonf~]", re.IGNORECASE)
+
+
 def _word(text: str) -> Any:
-    if len(text) > 5 or re.match(r"^[^ytonf~]", text, re.IGNORECASE):
+    if len(text) > 5 or _NOT_NULL_OR_BOOL.match(text):
         return text
     lowered = text.lower()
     if text == "~" or lowered == "null":
@@ -189,11 +193,19 @@ def _zone(spec: str | None) -> timezone:
     return timezone(timedelta(seconds=seconds))
 
 
+_STRING_TAG = re.compile(r"^!(?:str|ruby/string)(?::.*)?$")
+
+
+def is_string_tag(tag: str) -> bool:
+    """!str, !ruby/string[:Class] or !!str: Psych makes a String of it."""
+    return tag == "tag:yaml.org,2002:str" or _STRING_TAG.match(tag) is not None
+
+
 def tagged_scalar(tag: str, text: str) -> Any:
     """ToRuby#deserialize for a scalar with an explicit tag."""
     if tag in ("!binary", "tag:yaml.org,2002:binary"):
         return _unpack_base64(text)
-    if re.match(r"^!(?:str|ruby/string)(?::.*)?$", tag) or tag == "tag:yaml.org,2002:str":
+    if is_string_tag(tag):
         return text
     if tag == "!ruby/object:BigDecimal":
         return parse_big_decimal(text)
