@@ -22,6 +22,7 @@ from dj_consumer.ruby_yaml._build import FAST_PARSER, MAX_DEPTH, MAX_NODES, buil
 from dj_consumer.ruby_yaml._dump import SHAPES, dump_handler
 from dj_consumer.ruby_yaml._interpret import JOB_WRAPPER, PERFORMABLE, interpret
 from dj_consumer.ruby_yaml._like import fallback_name, like_patterns
+from dj_consumer.ruby_yaml._scalars import ScalarError
 
 __all__ = [
     "FAST_PARSER",
@@ -50,6 +51,8 @@ def load(handler: str | bytes) -> ParsedHandler:
         return interpret(built)
     except HandlerParseError:
         raise
+    except ScalarError as exc:  # a value Psych would refuse, found while building or interpreting
+        raise HandlerParseError(str(exc)) from None
     except RecursionError:
         raise HandlerParseError("handler nests too deeply") from None
     except MemoryError:

@@ -36,7 +36,7 @@ from ruamel.yaml.scanner import Scanner
 
 from dj_consumer.errors import HandlerParseError
 from dj_consumer.ruby_yaml._objects import build_mapping, build_sequence, hashable_key
-from dj_consumer.ruby_yaml._scalars import ScalarError, tagged_scalar, tokenize
+from dj_consumer.ruby_yaml._scalars import tagged_scalar, tokenize
 
 
 def _find_cparser() -> Any:
@@ -111,8 +111,6 @@ def build(text: str) -> Built | None:
         return _Builder().run(parser.get_event)
     except YAMLError as exc:
         raise HandlerParseError(f"invalid YAML: {_one_line(exc)}") from None
-    except ScalarError as exc:
-        raise HandlerParseError(str(exc)) from None
     finally:
         if parser is not None:
             parser.dispose()

@@ -341,6 +341,16 @@ def test_depth_limit_is_exact() -> None:
         load("--- !ruby/object:Foo\na: " + "[" * MAX_DEPTH + "]" * MAX_DEPTH + "\n")
 
 
+def test_a_value_psych_refuses_is_reported_as_such_not_as_a_bug() -> None:
+    """ActiveJob arguments that are not an array: the handler's fault, said plainly (the
+    catch-all "could not be read: <ExceptionClass>" message is for bugs of ours)."""
+    wrapper = ("--- !ruby/object:ActiveJob::QueueAdapters::DelayedJobAdapter::JobWrapper\n"
+               "job_data:\n  job_class: FooJob\n  arguments: 5\n")
+    with pytest.raises(HandlerParseError) as err:
+        load(wrapper)
+    assert str(err.value) == "ActiveJob job_data['arguments'] is not an array"
+
+
 @pytest.mark.parametrize("bad", [None, 42, ["---"]])
 def test_wrong_argument_types_are_parse_errors(bad: Any) -> None:
     with pytest.raises(HandlerParseError):
