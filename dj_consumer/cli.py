@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config(args: argparse.Namespace, **extra: Any) -> Config:
+def _config(args: argparse.Namespace) -> Config:
     flags = {
         key: getattr(args, key, None)
         for key in ("database_url", "table_name", "sql_log", "log_format", "queues",
@@ -184,15 +184,10 @@ def _config(args: argparse.Namespace, **extra: Any) -> Config:
                     "concurrency", "sleep_delay", "read_ahead", "max_attempts", "max_run_time",
                     "destroy_failed_jobs")
     }
-    queues = flags.get("queues")
-    if isinstance(queues, str):
+    # --queues wins over DJ_QUEUES; an empty name (or "nil") is the nil queue, as in Ruby.
+    queues = flags["queues"] if flags["queues"] is not None else (os.environ.get("DJ_QUEUES") or None)
+    if queues is not None:
         flags["queues"] = tuple(None if q.strip() in ("", "nil") else q.strip() for q in queues.split(","))
-    flags.update(extra)
-    if os.environ.get("DJ_QUEUES") and flags.get("queues") is None:
-        flags["queues"] = tuple(
-            None if q.strip() in ("", "nil") else q.strip()
-            for q in os.environ["DJ_QUEUES"].split(",")
-        )
     env = {k: v for k, v in os.environ.items() if k != "DJ_QUEUES"}
     return Config.from_env(env, **flags)
 
@@ -321,7 +316,7 @@ def cmd_jobs(args: argparse.Namespace, *, failed_only: bool = False) -> int:
         except HandlerParseError:
             name = f"{ruby_yaml.fallback_name(r.handler) or '?'} (unparseable)"
         if r.failed_at:
-            state = f"failed {r.failed_at:%Y-%m-%d %H:%M:%S}: {(r.last_error or '').splitlines()[0][:60] if r.last_error else ''}"
+            state = f"failed {r.failed_at:%Y-%m-%d %H:%M:%S}: {r.last_error.splitlines()[0][:60] if r.last_error else ''}"
         elif r.locked_by:
             state = f"locked by {r.locked_by}"
         else:
@@ -381,18 +376,24 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from dj_consumer import diagnose
+    from dj_consumer.db import unreachable
     from dj_consumer.store import Store
 
     cfg = _config(args)
     store = Store(cfg)
     try:
-        columns, indexes, skew = diagnose.read_setup(store)
+        try:
+            columns, indexes, skew = diagnose.read_setup(store)
+        except SQLAlchemyError as exc:
+            raise unreachable(cfg.url, exc) from None
         server = store.check() if columns is not None else None
     except ConfigError as exc:
-        if columns is None or "has no column" not in str(exc):
+        if "has no column" not in str(exc):
             raise
-        server = None
+        server = None  # advise() reports the missing columns itself
     finally:
         store.close()
     findings = diagnose.advise(cfg, server, columns, indexes, skew)

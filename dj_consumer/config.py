@@ -17,8 +17,6 @@ from sqlalchemy.engine import URL, make_url
 
 from dj_consumer.errors import ConfigError
 
-_MISSING = object()
-
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
@@ -134,6 +132,11 @@ class Config:
     @property
     def lease_ids(self) -> tuple[str, ...]:
         return self.lease_worker_ids or (self.worker_id,)
+
+    @property
+    def uses_leases(self) -> bool:
+        """Do Python peers recover each other's locks sooner than Ruby's horizon?"""
+        return self.lock_timeout < self.max_run_time
 
     def is_lease_holder(self, locked_by: str) -> bool:
         """Does this locked_by belong to a lease-renewing worker (see lease_worker_ids)?"""

@@ -329,6 +329,11 @@ class _RowTuple(tuple):  # type: ignore[type-arg]
     failed_at = property(lambda self: self[8] if len(self) > 8 else None)
 
 
+def unreachable(url: URL, exc: BaseException) -> ConfigError:
+    """The one line a worker or command prints when the database cannot be asked at start."""
+    return ConfigError(f"cannot reach the database at {safe_url(url)}: {short_error(exc)}")
+
+
 def safe_url(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection
 
 from dj_consumer import ruby_yaml
 from dj_consumer.config import Config
@@ -28,6 +29,14 @@ class Finding:
 def queue_index_sql(table: str) -> str:
     return (f"CREATE INDEX index_{table}_on_queue_priority_run_at "
             f"ON {table} (queue, priority, run_at);")
+
+
+def _queue_index_fix(table: str) -> str:
+    return f"{queue_index_sql(table)}\n-- or as a Rails migration:\n{queue_index_migration(table)}"
+
+
+def has_queue_index(indexes: list[list[str]]) -> bool:
+    return any(i[:3] == QUEUE_INDEX_COLUMNS for i in indexes)
 
 
 def queue_index_migration(table: str) -> str:
@@ -72,13 +81,12 @@ def advise(
     if ["priority", "run_at"] not in [i[:2] for i in indexes]:
         out.append(Finding("warn", "no index on (priority, run_at): every reserve scans the table",
                            f"CREATE INDEX delayed_jobs_priority ON {table} (priority, run_at);"))
-    has_queue_index = any(i[:3] == QUEUE_INDEX_COLUMNS for i in indexes)
-    if config.queues and not has_queue_index:
+    if config.queues and not has_queue_index(indexes):
         out.append(Finding(
             "warn",
             "no index on (queue, priority, run_at): a reserve for your queues scans past every "
             "ready row of other queues",
-            f"{queue_index_sql(table)}\n-- or as a Rails migration:\n{queue_index_migration(table)}",
+            _queue_index_fix(table),
         ))
     elif not config.queues:
         out.append(Finding(
@@ -86,8 +94,7 @@ def advise(
             "no --queues: a reserve finds Python jobs by handler name, scanning past ready rows "
             "only Ruby can run (fine for small tables; slow behind a large Ruby backlog)",
             "put the Python jobs in their own queue (queue_as :python), run --queues python, and "
-            f"add the index:\n{queue_index_sql(table)}\n-- or as a Rails migration:\n"
-            f"{queue_index_migration(table)}",
+            f"add the index:\n{_queue_index_fix(table)}",
         ))
     else:
         out.append(Finding("ok", "index on (queue, priority, run_at) serves --queues"))
@@ -114,7 +121,7 @@ def read_setup(store: Store) -> tuple[list[str] | None, list[list[str]], float |
         if not insp.has_table(table):
             return None, [], None
         columns = [c["name"] for c in insp.get_columns(table)]
-        indexes = [[str(c) for c in i["column_names"]] for i in insp.get_indexes(table)]
+        indexes = _indexes(conn, table)
         db_now_sql = {
             "mysql": "SELECT UTC_TIMESTAMP(6)",
             "postgresql": "SELECT (now() AT TIME ZONE 'utc')",
@@ -126,8 +133,18 @@ def read_setup(store: Store) -> tuple[list[str] | None, list[list[str]], float |
     return columns, indexes, skew
 
 
+def read_indexes(store: Store) -> list[list[str]]:
+    """The column lists of the table's indexes (what the worker checks at start)."""
+    with store.engine.connect() as conn:
+        return _indexes(conn, store.config.table_name)
+
+
+def _indexes(conn: Connection, table: str) -> list[list[str]]:
+    return [[str(c) for c in i["column_names"]] for i in inspect(conn).get_indexes(table)]
+
+
 def will_scan(config: Config, indexes: list[list[str]]) -> bool:
-    return not config.queues or not any(i[:3] == QUEUE_INDEX_COLUMNS for i in indexes)
+    return not config.queues or not has_queue_index(indexes)
 
 
 def why(row: JobRow | None, job_id: int, config: Config, registry: Registry,
@@ -162,7 +179,7 @@ def why(row: JobRow | None, job_id: int, config: Config, registry: Registry,
         age = (now - row.locked_at).total_seconds()
         horizon = row.locked_at + timedelta(seconds=config.max_run_time)
         lease = ""
-        if config.is_lease_holder(row.locked_by) and config.lock_timeout < config.max_run_time:
+        if config.is_lease_holder(row.locked_by) and config.uses_leases:
             lease = (f"; it renews its lease, so if it died the row comes back "
                      f"{_ago(max(0.0, config.lock_timeout - age))} from now")
         if horizon > now:

@@ -8,12 +8,10 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from dj_consumer.errors import RegistryError
-from dj_consumer.models import Job
 
 Hook = Callable[..., Any]
 F = TypeVar("F", bound=Hook)
 
-HOOK_KINDS = ("before", "after", "success", "error", "failure")
 TIMEOUT_MODES = ("cooperative", "process")
 
 
@@ -150,7 +148,3 @@ def _where(fn: Hook) -> str:
     if code is None:
         return repr(fn)
     return f"{getattr(fn, '__qualname__', fn)} in {code.co_filename}:{code.co_firstlineno}"
-
-
-def describe(job: Job) -> str:
-    return f"{job.name} (id {job.id})"

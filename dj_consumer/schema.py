@@ -54,8 +54,7 @@ def delayed_jobs_table(name: str = "delayed_jobs", metadata: MetaData | None = N
         Column("created_at", DateTime),
         Column("updated_at", DateTime),
     )
-    Index(f"{name}_priority" if name != "delayed_jobs" else "delayed_jobs_priority",
-          table.c.priority, table.c.run_at)
+    Index(f"{name}_priority", table.c.priority, table.c.run_at)
     return table
 
 

@@ -45,7 +45,7 @@ class Statements:
                  name_filters: Sequence[Sequence[str]]) -> None:
         self.table, self.dialect, self.config = table, dialect, config
         self.name_filters = [tuple(p) for p in name_filters]
-        self.uses_leases = config.lock_timeout < config.max_run_time
+        self.uses_leases = config.uses_leases
         self._constants = self._constant_params()
         t = table
         cfg = config

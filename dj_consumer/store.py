@@ -27,7 +27,7 @@ from dj_consumer.db import (
     is_transient,
     mysql_has_skip_locked,
     safe_url,
-    short_error,
+    unreachable,
 )
 from dj_consumer.errors import ConfigError
 from dj_consumer.models import JobRow
@@ -109,9 +109,7 @@ class Store:
         except ConfigError:
             raise
         except SQLAlchemyError as exc:
-            raise ConfigError(
-                f"cannot reach the database at {safe_url(self.config.url)}: {short_error(exc)}"
-            ) from None
+            raise unreachable(self.config.url, exc) from None
         self._build_statements()
         return self.server
 

@@ -196,7 +196,7 @@ class Worker:
         from dj_consumer import diagnose
 
         try:
-            _, indexes, _ = diagnose.read_setup(self.store)
+            indexes = diagnose.read_indexes(self.store)
         except SQLAlchemyError:
             return
         if diagnose.will_scan(self.config, indexes):

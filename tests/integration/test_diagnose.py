@@ -62,6 +62,14 @@ def test_check_reports_a_missing_table(sqlite_db: DB) -> None:
     assert "ERROR table 'nope' does not exist" in out.stdout
 
 
+def test_check_on_an_unreachable_database_prints_one_line(tmp_path: Path) -> None:
+    out = run("check", "--database-url", f"sqlite:///{tmp_path}/no_such_dir/jobs.db")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        f"dj-consumer: error: cannot reach the database at sqlite:///{tmp_path}/no_such_dir/jobs.db: "
+        "unable to open database file"]
+
+
 def test_worker_warns_once_at_start_when_it_will_scan(sqlite_db: DB, capsys: object) -> None:
     from dj_consumer import Registry, make_worker
 
