@@ -50,11 +50,7 @@ def _best(samples: list[Timing]) -> Timing:
 def _drain(table: Table, handler: str, jobs: int, run: Callable[[], Timing]) -> Timing:
     table.clear()
     table.insert(handler, jobs)
-    result = run()
-    left = table.count()
-    if left and result.jobs < jobs:
-        table.clear()
-    return result
+    return run()  # rows a run left behind are cleared by the next _drain, or dropped with the table
 
 
 # -- 1. noop -----------------------------------------------------------------------------------

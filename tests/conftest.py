@@ -24,6 +24,17 @@ POSTGRES_URL = os.environ.get("DJ_TEST_POSTGRES_URL", "postgresql+psycopg://post
 IN_CI = os.environ.get("CI", "").lower() == "true"
 BACKENDS = ["sqlite", "mariadb", "postgresql"]
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def clean_env(**more: str) -> dict[str, str]:
+    """The environment for a dj-consumer subprocess: no DJ_* settings leak in from the
+    developer's shell, `more` added, and this checkout importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DJ_")}
+    env.update(more)
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
 
 def unavailable(reason: str) -> None:
     """Skip locally, fail in CI: a missing server must never turn CI green."""

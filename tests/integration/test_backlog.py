@@ -19,10 +19,8 @@ def always_mark(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _backlog(db: DB, n: int, **cols: object) -> None:
-    now = SystemClock().now().replace(microsecond=0) - timedelta(hours=1)
-    with db.engine.begin() as conn:
-        conn.execute(sa.insert(db.t), [{"handler": obj("RubyOnlyJob", n=i), "run_at": now,
-                                        "priority": 0, "attempts": 0, **cols} for i in range(n)])
+    an_hour_ago = SystemClock().now().replace(microsecond=0) - timedelta(hours=1)
+    db.insert_many([obj("RubyOnlyJob", n=i) for i in range(n)], run_at=an_hour_ago, **cols)
 
 
 def test_jobs_behind_a_backlog_all_run_in_order(db: DB, always_mark: None) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,10 +13,8 @@ from pathlib import Path
 
 from dj_consumer import Job, Registry, make_worker
 from dj_consumer.clock import SystemClock
-from tests.conftest import DB
+from tests.conftest import DB, clean_env
 from tests.integration.test_protocol import obj
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_renewing_workers_lock_expires_after_lock_timeout_not_max_run_time(db: DB) -> None:
@@ -114,13 +111,11 @@ def test_process_mode_reports_the_childs_error_and_failjob(db: DB) -> None:
 def _work(db: DB, tmp_path: Path, code: str, *extra: str,
           env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     (tmp_path / "handlers.py").write_text(textwrap.dedent(code))
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DJ_")}
-    full_env.update(env or {}, PYTHONPATH=str(ROOT))
     return subprocess.Popen(
         [sys.executable, "-m", "dj_consumer.cli", "work", "--database-url", db.url,
          "--table-name", db.table, "--import", str(tmp_path / "handlers.py"),
          "--sleep-delay", "0.1", "--log-format", "json", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(**(env or {})), cwd=tmp_path,
     )
 
 

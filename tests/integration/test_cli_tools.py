@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from datetime import datetime
@@ -13,10 +12,9 @@ import sqlalchemy as sa
 
 from dj_consumer import enqueue, ruby_yaml
 from dj_consumer.clock import SystemClock
-from tests.conftest import DB
+from tests.conftest import DB, ROOT, clean_env
 from tests.integration.test_protocol import obj
 
-ROOT = Path(__file__).resolve().parents[2]
 PERFORMABLE = (
     "--- !ruby/object:Delayed::PerformableMethod\nobject: !ruby/object:User\n  id: 12\n"
     "  email: ada@example.com\nmethod_name: :send_welcome\nargs:\n- en\n"
@@ -24,10 +22,8 @@ PERFORMABLE = (
 
 
 def cli(*args: str, stdin: str | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DJ_")}
-    env["PYTHONPATH"] = str(ROOT)
     return subprocess.run([sys.executable, "-m", "dj_consumer.cli", *args], input=stdin,
-                          capture_output=True, text=True, env=env, cwd=cwd, timeout=60)
+                          capture_output=True, text=True, env=clean_env(), cwd=cwd, timeout=60)
 
 
 def test_parse_from_stdin_file_and_table(sqlite_db: DB, tmp_path: Path) -> None:
@@ -115,10 +111,8 @@ def test_help_teaches() -> None:
 
 
 def test_demo_runs_from_a_fresh_directory(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DJ_")}
-    env["PYTHONPATH"] = str(ROOT)
     out = subprocess.run([sys.executable, "-m", "sample_jobs.demo"], capture_output=True,
-                         text=True, env=env, cwd=tmp_path, timeout=120)
+                         text=True, env=clean_env(), cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "succeeded:   3" in out.stdout
     assert "rescheduled: 2" in out.stdout

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import textwrap
 from datetime import timedelta
 from pathlib import Path
@@ -13,16 +11,8 @@ import sqlalchemy as sa
 
 from dj_consumer.clock import SystemClock
 from tests.conftest import DB
+from tests.integration.test_cli_tools import cli as run
 from tests.integration.test_protocol import obj
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DJ_")}
-    env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run([sys.executable, "-m", "dj_consumer.cli", *args], capture_output=True,
-                          text=True, env=env, cwd=cwd, timeout=60)
 
 
 def test_check_recommends_the_queue_index_until_it_exists(db: DB) -> None:

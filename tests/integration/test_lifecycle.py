@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -19,10 +18,8 @@ from dj_consumer import Job, Registry, make_worker
 from dj_consumer.clock import SystemClock
 from dj_consumer.config import Config
 from dj_consumer.store import Store
-from tests.conftest import DB
+from tests.conftest import DB, ROOT, clean_env
 from tests.integration.test_protocol import obj
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_two_workers_racing_for_one_row_never_both_get_it(db: DB) -> None:
@@ -159,12 +156,9 @@ def test_sleep_delay_polls_again(sqlite_db: DB) -> None:
 
 
 def _cli(*args: str, env: dict[str, str] | None = None, **kw: object) -> subprocess.Popen[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DJ_")}
-    full_env.update(env or {})
-    full_env["PYTHONPATH"] = str(ROOT)
     return subprocess.Popen(
         [sys.executable, "-m", "dj_consumer.cli", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env, cwd=kw.get("cwd", ROOT),  # type: ignore[arg-type]
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(**(env or {})), cwd=kw.get("cwd", ROOT),  # type: ignore[arg-type]
     )
 
 

@@ -79,11 +79,7 @@ def test_look_alike_names_are_never_locked_and_never_starve_ours(db: DB) -> None
 def test_exit_on_complete_with_slots_drains_everything(db: DB) -> None:
     reg = Registry()
     reg.run("J")(lambda j: None)
-    now = SystemClock().now().replace(microsecond=0)
-    with db.engine.begin() as conn:
-        conn.execute(sa.insert(db.t), [{"handler": obj("J" if i % 3 else "RubyJob", n=i),
-                                        "run_at": now, "priority": 0, "attempts": 0}
-                                       for i in range(150)])
+    db.insert_many([obj("J" if i % 3 else "RubyJob", n=i) for i in range(150)])
     make_worker(db.config(concurrency=4, exit_on_complete=True, read_ahead=2), reg).start()
     assert db.count() == 50  # only the Ruby rows are left
 

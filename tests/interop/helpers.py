@@ -24,7 +24,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import ROOT, clean_env
+
 HARNESS = Path(__file__).resolve().parent / "ruby" / "harness.rb"
 PYTHON = sys.executable
 
@@ -89,9 +90,6 @@ class Ruby:
     def schema(self) -> None:
         self.run("schema")
 
-    def drop(self) -> None:
-        self.run("drop")
-
     def enqueue(self, specs: Sequence[dict[str, Any]]) -> list[int]:
         """Enqueue the Rails way; see harness.rb `enqueue` for the spec format."""
         return list(json.loads(self.run("enqueue", input=json.dumps(list(specs)))))
@@ -99,7 +97,7 @@ class Ruby:
     def work_args(self, *, queues: Sequence[str] = (), max_run_time: int | None = None,
                   max_attempts: int | None = None, sleep_delay: float = 0.1,
                   exit_on_complete: bool = True, work_off: int | None = None,
-                  name_prefix: str | None = None, read_ahead: int | None = None,
+                  name_prefix: str | None = None,
                   strategy: str | None = None, drain: bool = False) -> list[str]:
         extra: list[str] = ["--sleep-delay", str(sleep_delay)]
         if queues:
@@ -114,8 +112,6 @@ class Ruby:
             extra += ["--work-off", str(work_off)]
         if name_prefix:
             extra += ["--name-prefix", name_prefix]
-        if read_ahead is not None:
-            extra += ["--read-ahead", str(read_ahead)]
         if strategy:
             extra += ["--strategy", strategy]
         if drain:
@@ -150,12 +146,6 @@ class Ruby:
         if max_run_time is not None:
             extra += ["--max-run-time", str(max_run_time)]
         return list(json.loads(self.run("inspect", *extra)))
-
-    def ready(self, worker_name: str = "nobody", max_run_time: int | None = None) -> int:
-        extra = ["--worker-name", worker_name]
-        if max_run_time is not None:
-            extra += ["--max-run-time", str(max_run_time)]
-        return int(self.run("ready", *extra).strip())
 
     def destroy(self, ids: Iterable[int]) -> None:
         self.run("destroy", "--ids", ",".join(str(i) for i in ids))
@@ -251,8 +241,7 @@ class Runs:
 
 def py_worker_args(url: str, table: str, *, worker_id: str, concurrency: int = 1,
                    exit_on_complete: bool = True, max_run_time: float | None = None,
-                   sleep_delay: float = 0.1, queues: str | None = None,
-                   extra: Sequence[str] = ()) -> list[str]:
+                   sleep_delay: float = 0.1) -> list[str]:
     args = [PYTHON, "-m", "dj_consumer.cli", "work", "--database-url", url, "--table-name", table,
             "--import", "tests.interop.pyjobs", "--worker-id", worker_id, "--log-format", "json",
             "--sleep-delay", str(sleep_delay), "-n", str(concurrency)]
@@ -260,16 +249,11 @@ def py_worker_args(url: str, table: str, *, worker_id: str, concurrency: int = 1
         args.append("--exit-on-complete")
     if max_run_time is not None:
         args += ["--max-run-time", str(max_run_time)]
-    if queues is not None:
-        args += ["--queues", queues]
-    return args + list(extra)
+    return args
 
 
 def py_env(url: str, table: str, **more: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DJ_")}
-    env.update({"INTEROP_RUNS_URL": url, "INTEROP_RUNS_TABLE": table, "PYTHONUNBUFFERED": "1"})
-    env.update(more)
-    return env
+    return clean_env(INTEROP_RUNS_URL=url, INTEROP_RUNS_TABLE=table, PYTHONUNBUFFERED="1", **more)
 
 
 def spawn_py_worker(url: str, table: str, log_path: Path, *, env: dict[str, str] | None = None,

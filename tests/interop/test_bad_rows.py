@@ -18,7 +18,6 @@ left alone, with a log line that says which.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 import structlog
@@ -26,14 +25,10 @@ import structlog
 from dj_consumer import Job, Registry, diagnose, make_worker
 from dj_consumer.config import Config
 from dj_consumer.store import Store
+from tests.integration.test_protocol import struct
 from tests.interop.conftest import Interop
 
 pytestmark = pytest.mark.ruby
-
-
-def struct(name: str, **fields: Any) -> str:
-    """A handler as Psych writes a Struct (string and integer members only)."""
-    return f"--- !ruby/struct:{name}\n" + "".join(f"{k}: {v}\n" for k, v in fields.items())
 
 
 def test_bad_rows_in_a_live_table(interop: Interop) -> None:

@@ -144,7 +144,7 @@ def test_database_restart_mid_drain(
         assert codes == [0, 0], failed_tails(codes, logs)
 
         assert db.rows() == []
-        counts = Counter(r.job_key for r in runs.performed())
+        counts = runs.counts()
         assert len(counts) == jobs, f"lost: {jobs - len(counts)}"
         twice = {k: n for k, n in counts.items() if n > 1}
         # Only jobs in flight at the cut may run again: at most one per slot (4 slots).

@@ -21,6 +21,7 @@ import re
 import subprocess
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -53,6 +54,19 @@ JOBS = [
 TOTAL = sum(int(spec["count"]) for spec in JOBS)
 
 
+def start_fleet(interop: Interop, procs: list[subprocess.Popen[bytes]], *, concurrency: int,
+                strategy: str | None = None) -> list[Path]:
+    """2 Ruby workers (queues ruby, shared) and 2 dj_consumer processes; their log files."""
+    logs = [interop.tmp_path / f"{name}.log" for name in ("rb1", "rb2", "py1", "py2")]
+    for i, log in enumerate(logs[:2]):
+        procs.append(interop.ruby.spawn_worker(log, queues=["ruby", "shared"], name_prefix=f"rb{i + 1}",
+                                               exit_on_complete=True, drain=True, strategy=strategy))
+    for i, log in enumerate(logs[2:]):
+        procs.append(spawn_py_worker(interop.url, interop.table, log, worker_id=f"py{i + 1}",
+                                     concurrency=concurrency))
+    return logs
+
+
 
 @pytest.mark.ruby
 @pytest.mark.parametrize("concurrency", [1, 4], ids=["py-n1", "py-n4"])
@@ -65,14 +79,7 @@ def test_ruby_and_python_workers_drain_one_table(
     assert len(ids) == TOTAL
     enqueued = time.monotonic()
 
-    logs = [interop.tmp_path / f"{name}.log" for name in ("rb1", "rb2", "py1", "py2")]
-    for i, log in enumerate(logs[:2]):
-        procs.append(interop.ruby.spawn_worker(log, queues=["ruby", "shared"], name_prefix=f"rb{i + 1}",
-                                               exit_on_complete=True, drain=True,
-                                               strategy=strategy))
-    for i, log in enumerate(logs[2:]):
-        procs.append(spawn_py_worker(interop.url, interop.table, log, worker_id=f"py{i + 1}",
-                                     concurrency=concurrency))
+    logs = start_fleet(interop, procs, concurrency=concurrency, strategy=strategy)
     codes = wait_all(procs, timeout=150, logs=logs)
     drained = time.monotonic()
     assert codes == [0, 0, 0, 0], failed_tails(codes, logs)
@@ -127,13 +134,7 @@ def test_ruby_optimized_sql_deadlocks_stay_rubys_own(
     """
     interop = interop_mariadb
     interop.ruby.enqueue(JOBS)
-    logs = [interop.tmp_path / f"{name}.log" for name in ("rb1", "rb2", "py1", "py2")]
-    for i, log in enumerate(logs[:2]):
-        procs.append(interop.ruby.spawn_worker(log, queues=["ruby", "shared"], name_prefix=f"rb{i + 1}",
-                                               exit_on_complete=True, drain=True))
-    for i, log in enumerate(logs[2:]):
-        procs.append(spawn_py_worker(interop.url, interop.table, log, worker_id=f"py{i + 1}",
-                                     concurrency=4))
+    logs = start_fleet(interop, procs, concurrency=4)
     codes = wait_all(procs, timeout=150, logs=logs)
     # A Ruby worker may even die of it: ClearLocks' UPDATE at exit can be the deadlock victim.
     assert codes[2:] == [0, 0], failed_tails(codes, logs)

@@ -6,11 +6,9 @@
 #
 #   schema    create TABLE with delayed_job_active_record's own migration template, and
 #             TABLE_runs (the side table every job writes to when it performs)
-#   drop      drop both tables
 #   enqueue   read a JSON list of jobs on stdin, enqueue them the Rails way, print their ids
 #   work      run a Delayed::Worker (start, or --work-off N), as `rake jobs:work` does
 #   inspect   print Ruby's view of rows (failed?, attempts, run_at, last_error, name …) as JSON
-#   ready     print how many rows Delayed::Job.ready_to_run(--worker-name, max_run_time) finds
 #   destroy   Delayed::Job.find(ID).destroy, as a Rails console would
 #
 # URL is an ActiveRecord URL (mysql2://root@127.0.0.1:3306/test, postgresql://…).
@@ -30,7 +28,7 @@ require "active_job/queue_adapters/delayed_job_adapter"
 HERE = File.expand_path(__dir__)
 
 opts = {
-  queues: [], max_run_time: nil, max_attempts: nil, sleep_delay: 0.1, read_ahead: nil,
+  queues: [], max_run_time: nil, max_attempts: nil, sleep_delay: 0.1,
   exit_on_complete: false, work_off: nil, drain: false, name_prefix: nil, destroy_failed_jobs: false,
   strategy: nil, ids: [], worker_name: nil, python_jobs: nil
 }
@@ -42,7 +40,6 @@ OptionParser.new do |o|
   o.on("--max-run-time S", Integer) { |v| opts[:max_run_time] = v }
   o.on("--max-attempts N", Integer) { |v| opts[:max_attempts] = v }
   o.on("--sleep-delay S", Float) { |v| opts[:sleep_delay] = v }
-  o.on("--read-ahead N", Integer) { |v| opts[:read_ahead] = v }
   o.on("--exit-on-complete") { opts[:exit_on_complete] = true }
   o.on("--work-off N", Integer) { |v| opts[:work_off] = v }
   o.on("--drain", "with --exit-on-complete: leave only when no ready row is left") { opts[:drain] = true }
@@ -140,11 +137,6 @@ when "schema"
   end
   puts JSON.generate(table: TABLE, runs: RUNS, adapter: ActiveRecord::Base.connection.adapter_name)
 
-when "drop"
-  conn = ActiveRecord::Base.connection
-  conn.drop_table(TABLE, if_exists: true)
-  conn.drop_table(RUNS, if_exists: true)
-
 when "enqueue"
   # [{"kind": "struct", "class": "SharedJob", "args": {"key": "k1"}, "queue": "ruby",
   #   "priority": 0, "run_at": "2024-01-01T00:00:00Z", "count": 100, "bulk": false}, …]
@@ -210,7 +202,6 @@ when "enqueue"
 when "work"
   worker_opts = { quiet: true, sleep_delay: opts[:sleep_delay], exit_on_complete: opts[:exit_on_complete] }
   worker_opts[:queues] = opts[:queues] if opts[:queues].any?
-  worker_opts[:read_ahead] = opts[:read_ahead] if opts[:read_ahead]
   worker = Delayed::Worker.new(worker_opts)
   worker.singleton_class.prepend(Draining) if opts[:drain]
   worker.name_prefix = "#{opts[:name_prefix]} " if opts[:name_prefix]
@@ -238,10 +229,6 @@ when "inspect"
     }
   end
   puts JSON.generate(rows)
-
-when "ready"
-  name = opts[:worker_name] || "nobody"
-  puts Delayed::Job.ready_to_run(name, Delayed::Worker.max_run_time).count
 
 when "destroy"
   opts[:ids].each { |id| Delayed::Job.find(id).destroy }
