@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(work)
     g = work.add_argument_group("what to run (as Ruby's script/delayed_job)")
     g.add_argument("--queues", "--queue", metavar="A,B",
-                   help="only these queues; 'nil' (or an empty name) is the nil queue  [DJ_QUEUES]")
+                   help="only these queues (comma separated); 'nil' is the nil queue  [DJ_QUEUES]")
     g.add_argument("--min-priority", type=int, metavar="N", help="[DJ_MIN_PRIORITY]")
     g.add_argument("--max-priority", type=int, metavar="N", help="[DJ_MAX_PRIORITY]")
     g.add_argument("--exit-on-complete", "-x", action="store_true", default=None,
@@ -184,12 +184,8 @@ def _config(args: argparse.Namespace) -> Config:
                     "concurrency", "sleep_delay", "read_ahead", "max_attempts", "max_run_time",
                     "destroy_failed_jobs")
     }
-    # --queues wins over DJ_QUEUES; an empty name (or "nil") is the nil queue, as in Ruby.
-    queues = flags["queues"] if flags["queues"] is not None else (os.environ.get("DJ_QUEUES") or None)
-    if queues is not None:
-        flags["queues"] = tuple(None if q.strip() in ("", "nil") else q.strip() for q in queues.split(","))
-    env = {k: v for k, v in os.environ.items() if k != "DJ_QUEUES"}
-    return Config.from_env(env, **flags)
+    # Flags win over DJ_* variables; both go through Config's one parse ("a,nil": a and the nil queue).
+    return Config.from_env(os.environ, **flags)
 
 
 def _import_handlers(modules: Sequence[str]) -> None:

@@ -80,3 +80,23 @@ def test_from_env_mirrors_the_keys() -> None:
     assert Config.from_env(env, concurrency=2).concurrency == 2
     with pytest.raises(ConfigError, match="DJ_CONCURRENCY must be int, got 'many'"):
         Config.from_env({"DJ_DATABASE_URL": URL, "DJ_CONCURRENCY": "many"})
+
+
+@pytest.mark.parametrize(("text", "queues"), [
+    ("mail,nil", ("mail", None)),
+    ("mail, ,default,", ("mail", "default")),  # empty names are dropped, never the nil queue
+    ("nil", (None,)),
+])
+def test_queues_flag_and_env_share_one_rule(monkeypatch: pytest.MonkeyPatch, text: str,
+                                            queues: tuple[str | None, ...]) -> None:
+    from dj_consumer import cli
+
+    monkeypatch.setenv("DJ_DATABASE_URL", URL)
+    parser = cli.build_parser()
+    monkeypatch.delenv("DJ_QUEUES", raising=False)
+    assert cli._config(parser.parse_args(["work", "--queues", text])).queues == queues
+    monkeypatch.setenv("DJ_QUEUES", text)
+    assert cli._config(parser.parse_args(["work"])).queues == queues
+    assert Config.from_env().queues == queues
+    # The flag wins over the variable.
+    assert cli._config(parser.parse_args(["work", "--queues", "other"])).queues == ("other",)
