@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import multiprocessing
 import os
 import threading
@@ -90,6 +91,9 @@ def run_in_child(fn: Callable[[Job], Any], job: Job, run_time: float) -> None:
     raise ChildJobError(message or kind, trace)
 
 
+LOOK_EVERY = 0.5  # seconds the watchdog sleeps at most between looks at its deadlines
+
+
 class Watchdog:
     """One thread that fires deadlines (timed_out, heartbeats) instead of a Timer per job."""
 
@@ -101,6 +105,10 @@ class Watchdog:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        # When the thread next looks at the heap on its own (it never sleeps longer than
+        # LOOK_EVERY): a deadline after that needs no wake-up.
+        self._looks_at = -math.inf
+        self.wakeups = 0  # notifications sent: each costs a thread switch
 
     def schedule(self, delay: float, action: Callable[[], None]) -> int:
         with self._cond:
@@ -110,9 +118,10 @@ class Watchdog:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="dj-watchdog", daemon=True)
                 self._thread.start()
-            if self._heap[0] is entry:
-                # Wake the thread only when it must fire earlier than it planned: a notify
-                # per job costs a thread switch per job.
+            if entry[0] < self._looks_at:
+                # Wake the thread only when it must fire before it would look anyway: a
+                # notify per job costs a thread switch per job.
+                self.wakeups += 1
                 self._cond.notify()
             return handle
 
@@ -136,13 +145,14 @@ class Watchdog:
                 while not self._stopping:
                     while self._heap and self._heap[0][1] in self._cancelled:
                         self._cancelled.discard(heapq.heappop(self._heap)[1])
-                    if not self._heap:
-                        self._cond.wait()
-                        continue
-                    wait = self._heap[0][0] - self._monotonic()
+                    now = self._monotonic()
+                    wait = self._heap[0][0] - now if self._heap else LOOK_EVERY
                     if wait <= 0:
                         break
-                    self._cond.wait(min(wait, 0.5))
+                    wait = min(wait, LOOK_EVERY)
+                    self._looks_at = now + wait
+                    self._cond.wait(wait)
+                    self._looks_at = -math.inf  # awake: it looks at the heap before sleeping
                 if self._stopping:
                     return
                 _, _handle, action = heapq.heappop(self._heap)

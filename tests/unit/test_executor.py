@@ -130,6 +130,25 @@ def test_watchdog_cancel() -> None:
     dog.stop()
 
 
+def test_watchdog_wakes_only_for_deadlines_before_its_next_look() -> None:
+    import time
+
+    dog = Watchdog(time.monotonic)
+    dog.cancel(dog.schedule(3600, lambda: None))
+    time.sleep(0.05)  # the thread is up and asleep
+    # Jobs far from max_run_time: no thread switch each (it was one per job).
+    for _ in range(200):
+        dog.cancel(dog.schedule(3600, lambda: None))
+    assert dog.wakeups <= 2
+    # A deadline before its next look still wakes it, and fires on time.
+    fired = threading.Event()
+    started = time.monotonic()
+    dog.schedule(0.02, fired.set)
+    assert fired.wait(1)
+    assert time.monotonic() - started < 0.3
+    dog.stop()
+
+
 def test_format_error_is_message_then_backtrace() -> None:
     try:
         raise KeyError("missing")
