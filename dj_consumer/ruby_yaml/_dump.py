@@ -36,7 +36,9 @@ __all__ = ["SHAPES", "dump_handler"]
 
 _CLASS_NAME = re.compile(r"\A[A-Z][A-Za-z0-9_]*(?:::[A-Z][A-Za-z0-9_]*)*\Z")
 _ATTRIBUTE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
-_PLAIN_SAFE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_./@-]*\Z")
+# Also Ruby constant paths (Billing::ChargeJob), which Psych writes plain: a `:` that is not
+# followed by a space or the end of the line starts nothing in YAML.
+_PLAIN_SAFE = re.compile(r"\A(?:[A-Za-z_][A-Za-z0-9_./@-]*|[A-Z][A-Za-z0-9_]*(?:::[A-Z][A-Za-z0-9_]*)+)\Z")
 SHAPES = ("object", "struct", "active_job")
 
 

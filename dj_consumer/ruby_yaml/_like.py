@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from dj_consumer.ruby_yaml._interpret import BUILTIN_NAMES
+from dj_consumer.ruby_yaml._interpret import BUILTIN_NAMES, JOB_WRAPPER, PERFORMABLE
 
-__all__ = ["BUILTIN_NAMES", "fallback_name", "like_patterns"]
+__all__ = ["BUILTIN_NAMES", "fallback_name", "like_patterns", "sure_prefixes"]
 
 # Delayed::Backend::Base::ParseObjectFromYaml = %r{\!ruby/\w+\:([^\s]+)}; Ruby's \w and \s
 # are ASCII-only here.
@@ -44,6 +44,29 @@ def like_patterns(name: str) -> list[tuple[str, ...]]:
         # ActiveJob: `job_class: C` inside the JobWrapper.
         (_contains("JobWrapper"), _contains("job_class"), _contains(name)),
     ]
+
+
+# A Ruby constant path: what a tag can spell before the whitespace that ends it.
+_CONSTANT_PATH = re.compile(r"[A-Z][A-Za-z0-9_]*(?:::[A-Z][A-Za-z0-9_]*)*")
+
+
+def sure_prefixes(name: str) -> tuple[str, ...]:
+    """Handler beginnings that Psych writes for ``name``'s jobs and for no other dispatch name.
+
+    A handler that starts with one of them loads to ``name`` (or, if the rest is broken, falls
+    back to it), so a worker may claim such a row before parsing it. Plain text, not LIKE
+    patterns. Empty for names with no such beginning: methods (``C#m``), core classes, the
+    wrappers themselves. A prefix may match a hand-written handler that loads to something
+    else (``--- !ruby/object:C\n...``: an empty document); the caller re-checks and hands
+    such a row back.
+    """
+    if _CONSTANT_PATH.fullmatch(name) is None or name in BUILTIN_NAMES or name in PERFORMABLE \
+            or name == JOB_WRAPPER:
+        return ()
+    # The tag ends at the newline (attributes follow) or at a space (` {}`: no attributes).
+    tagged = [f"--- !ruby/{kind}:{name}{end}" for kind in ("object", "struct") for end in ("\n", " ")]
+    # ActiveJob: the wrapper, then job_data's first key.
+    return (*tagged, f"--- !ruby/object:{JOB_WRAPPER}\njob_data:\n  job_class: {name}\n")
 
 
 def _split_method(name: str) -> tuple[str, str, str]:
