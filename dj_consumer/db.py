@@ -3,8 +3,9 @@ and retries of transient errors around whole units of work."""
 
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -75,6 +76,10 @@ class ServerInfo:
     version: str
     skip_locked: bool
 
+    @property
+    def mariadb(self) -> bool:
+        return self.dialect == "mysql" and "mariadb" in self.version.lower()
+
 
 
 class Connections:
@@ -91,6 +96,7 @@ class Connections:
         self._conns: dict[tuple[int, bool], Connection] = {}
         self._conns_lock = threading.Lock()
         self._raw: dict[TextClause, str] = {}
+        self._scripts: dict[tuple[Any, ...], str] = {}
         self._dbapi_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
 
     def close(self) -> None:
@@ -128,19 +134,44 @@ class Connections:
         """Can run_script send several statements in one round trip (MySQL multi-statements)?"""
         return self.dialect == "mysql" and not self.sql_log
 
-    def run_script(self, conn: Connection, stmts: list[TextClause],
-                   params: dict[str, Any]) -> list[_RawResult]:
-        """Several statements in one round trip (MySQL only): one result per statement."""
-        sql = "; ".join(self._compiled(stmt) for stmt in stmts)
+    def run_script(self, conn: Connection, stmts: list[TextClause], params: dict[str, Any],
+                   constants: Mapping[str, Any] | None = None, *, block: bool = False,
+                   on_rows: Callable[[_RawResult], None] | None = None) -> list[_RawResult]:
+        """Several statements in one round trip (MySQL only): one result per statement, or
+        with `block` (MariaDB) one compound statement, `BEGIN NOT ATOMIC … END`, whose
+        results are only its SELECTs' and one OK (the server sends one reply, not one per
+        statement, and the client wakes once).
+
+        `constants` (binds that never change for this worker: name patterns, queues) are
+        written into the cached SQL once, escaped by the driver, instead of on every call.
+        `on_rows` sees each result with rows as soon as it arrives, while the server is still
+        running the statements after it (a COMMIT, say): client work there costs no time.
+        """
         dbapi_conn = conn.connection.dbapi_connection
         assert dbapi_conn is not None
+        # The escaping depends on the server's NO_BACKSLASH_ESCAPES mode.
+        key = (tuple(stmts), block, dbapi_conn.server_status & _NO_BACKSLASH_ESCAPES)
+        sql = self._scripts.get(key)
+        if sql is None:
+            sql = "; ".join(self._compiled(stmt) for stmt in stmts)
+            if block:
+                sql = f"BEGIN NOT ATOMIC {sql}; END"
+            if constants:
+                sql = _inline(sql, constants, dbapi_conn.escape)
+            self._scripts[key] = sql
+        if constants:
+            params = {k: v for k, v in params.items() if k not in constants}
         cursor = dbapi_conn.cursor()
         try:
             cursor.execute(sql, params)
-            results = [_RawResult(cursor)]
-            while cursor.nextset():
-                results.append(_RawResult(cursor))
-            return results
+            results = []
+            while True:
+                result = _RawResult(cursor)
+                results.append(result)
+                if on_rows is not None and result.has_rows:
+                    on_rows(result)
+                if not cursor.nextset():
+                    return results
         except self._dbapi_error as exc:
             raise self._translate(exc, conn, dbapi_conn, cursor, sql, params) from exc
         finally:
@@ -241,7 +272,7 @@ def make_engine(url: URL, config: Config, *, autocommit: bool) -> Engine:
     if dialect in ("mysql", "mariadb"):
         kwargs["connect_args"] = {"connect_timeout": 10}
         if autocommit:
-            # Multi-statements let a reserve travel in two round trips (Connections.run_script).
+            # Multi-statements let a reserve travel in one round trip (Connections.run_script).
             # FOUND_ROWS is SQLAlchemy's own flag, restated because client_flag replaces it:
             # rowcount must count matched rows, or a renew in the same second reads as lost.
             from pymysql.constants import CLIENT
@@ -290,15 +321,32 @@ def make_engine(url: URL, config: Config, *, autocommit: bool) -> Engine:
     return engine
 
 
+# pymysql.constants.SERVER_STATUS.SERVER_STATUS_NO_BACKSLASH_ESCAPES
+_NO_BACKSLASH_ESCAPES = 512
+# A pyformat bind, or an escaped percent sign (which must stay escaped).
+_PYFORMAT = re.compile(r"%%|%\((\w+)\)s")
+
+
+def _inline(sql: str, values: Mapping[str, Any], escape: Callable[[Any], str]) -> str:
+    """`sql` (pyformat) with the binds named in `values` replaced by the driver's literals."""
+    def literal(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name is None or name not in values:
+            return match.group(0)
+        return escape(values[name]).replace("%", "%%")
+    return _PYFORMAT.sub(literal, sql)
+
+
 class _RawResult:
     """The little of a Result that the store reads, from a driver cursor already executed."""
 
-    __slots__ = ("_rows", "lastrowid", "rowcount")
+    __slots__ = ("_rows", "has_rows", "lastrowid", "rowcount")
 
     def __init__(self, cursor: Any) -> None:
         self.rowcount = cursor.rowcount
         self.lastrowid = getattr(cursor, "lastrowid", None)
-        self._rows = cursor.fetchall() if cursor.description else []
+        self.has_rows = cursor.description is not None
+        self._rows = cursor.fetchall() if self.has_rows else []
 
     def first(self) -> Any:
         return _RowTuple(self._rows[0]) if self._rows else None

@@ -19,6 +19,16 @@ from dj_consumer.store import Store, is_transient
 log = structlog.get_logger(__name__)
 
 
+class Pending:
+    """A success whose DELETE travels with the slot's next reserve; what its log line said."""
+
+    __slots__ = ("duration_ms", "job", "logged")
+
+    def __init__(self, job: Job, duration_ms: float) -> None:
+        self.job, self.duration_ms = job, duration_ms
+        self.logged: bool | None = None  # the `deleted` already logged, if any
+
+
 class Recorder:
     def __init__(self, store: Store, clock: Clock, config: Config, stopping: threading.Event) -> None:
         self.store = store
@@ -26,12 +36,16 @@ class Recorder:
         self.config = config
         self.stopping = stopping
 
-    def log_deleted(self, done: tuple[Job, float], deleted: bool) -> None:
-        job, duration_ms = done
+    def log_deleted(self, pending: Pending, deleted: bool) -> None:
+        """job.succeeded once its DELETE is known (or job.lock_lost); each line once, however
+        often a reserve that failed after the DELETE is retried."""
+        if pending.logged is deleted:
+            return
+        pending.logged = deleted
         if deleted:
-            self.log_outcome(job, Succeeded(), duration_ms)
+            self.log_outcome(pending.job, Succeeded(), pending.duration_ms)
         else:
-            self.log_lock_lost(job, Succeeded())
+            self.log_lock_lost(pending.job, Succeeded())
 
     def flush_deletes(self, done: list[tuple[Job, float]], me: str) -> None:
         if not done:

@@ -29,6 +29,7 @@ class ReserveSQL:
 
     candidates: TextClause
     lock_next: TextClause
+    select_next_into: TextClause
     lock_next_excluding: TextClause
     update_returning: TextClause
     update_returning_excluding: TextClause
@@ -42,11 +43,15 @@ class Statements:
     """The named statements of the row protocol for one table and one worker config."""
 
     def __init__(self, *, table: str, dialect: str, config: Config, skip_locked: bool,
-                 name_filters: Sequence[Sequence[str]]) -> None:
+                 name_filters: Sequence[Sequence[str]], sure_prefixes: Sequence[str] = (),
+                 sure_regex: str | None = None) -> None:
         self.table, self.dialect, self.config = table, dialect, config
         self.name_filters = [tuple(p) for p in name_filters]
+        # MariaDB gets the prefixes as one regex (shorter SQL to parse on every reserve).
+        self.sure_regex = sure_regex
+        self.sure_prefixes = () if sure_regex else tuple(sure_prefixes)
         self.uses_leases = config.uses_leases
-        self._constants = self._constant_params()
+        self.constants = self._constant_params()
         t = table
         cfg = config
         # A lock older than max_run_time is abandoned for everyone (Ruby's horizon). A lock
@@ -86,6 +91,15 @@ class Statements:
         lock = " FOR UPDATE SKIP LOCKED" if skip_locked else ""
 
         set_lock = f"UPDATE {t} SET locked_at = :locked_at, locked_by = :me"
+        # The one-round-trip MySQL reserve claims the row it found only if its handler starts
+        # the way Psych writes one of our names (ruby_yaml.sure_prefixes; BINARY: MySQL's text
+        # comparison ignores case); any other row is parsed by the client first, so rows we
+        # cannot run are never locked.
+        if self.sure_regex:
+            self.sure = "handler REGEXP BINARY :sure_regex"
+        else:
+            self.sure = " OR ".join(f"handler LIKE BINARY :sure_{i} ESCAPE '!'"
+                                    for i in range(len(self.sure_prefixes))) or "1 = 0"
         self.plain = self._reserve_statements(where, order, lock)
         # The backlog mark (README "Behind a Ruby backlog"): resume the scan where the last
         # row we could run was found instead of re-reading every Ruby row ahead of it.
@@ -114,6 +128,16 @@ class Statements:
             f"UPDATE {t} SET locked_at = NULL, locked_by = NULL WHERE id IN :ids AND locked_by = :me"
         )
         self.start_transaction = _typed("START TRANSACTION")
+        # The one-round-trip MySQL reserve (Store._reserve_skip_locked_scripted) keeps what
+        # it learns in session variables: right after its DELETE, the count (and no row yet);
+        # select_next_into then reads the row into @dj_*; the claim; one result row at the end
+        # (no table read: the row is already in hand).
+        self.count_deleted = _typed("SET @dj_deleted = ROW_COUNT(), @dj_id = NULL")
+        self.claim_selected = _typed(
+            f"UPDATE {t} SET locked_at = :locked_at, locked_by = :me WHERE id = @dj_id AND @dj_sure")
+        self.read_selected = _typed(
+            "SELECT @dj_deleted, ROW_COUNT(), "
+            + ", ".join(f"@dj_{c.strip()}" for c in RESERVE_COLUMNS.split(",")), rows=True)
         self.commit = _typed("COMMIT")
         self.renew_all = _typed(
             f"UPDATE {t} SET locked_at = :now WHERE locked_by = :me AND failed_at IS NULL"
@@ -184,6 +208,13 @@ class Statements:
             # every other worker (who would then sleep, or exit_on_complete) meanwhile.
             lock_next=_typed(
                 f"SELECT {RESERVE_COLUMNS} FROM {t} WHERE {where} {order} LIMIT 1{lock}", rows=True),
+            # The one-round-trip MySQL reserve: the row, and whether it is surely ours, into
+            # session variables (left as they were when there is no row: count_deleted
+            # resets @dj_id first).
+            select_next_into=_typed(
+                f"SELECT {RESERVE_COLUMNS}, :claim_sure = 1 AND ({self.sure}) INTO "
+                + ", ".join(f"@dj_{c.strip()}" for c in RESERVE_COLUMNS.split(","))
+                + f", @dj_sure FROM {t} WHERE {where} {order} LIMIT 1{lock}"),
             lock_next_excluding=_typed(
                 f"SELECT {RESERVE_COLUMNS} FROM {t} WHERE {where} {excl}{order} LIMIT 1{lock}",
                 rows=True),
@@ -212,7 +243,7 @@ class Statements:
 
     def ready_params(self, me: str, now: datetime, ts: Callable[[datetime], datetime]) -> dict[str, Any]:
         """Bind values for the ready query at `now` (times through `ts`: MySQL drops fractions)."""
-        params = dict(self._constants, now=ts(now),
+        params = dict(self.constants, now=ts(now),
                       stale=ts(now - timedelta(seconds=self.config.max_run_time)), me=me)
         if self.uses_leases:
             params["lease_stale"] = ts(now - timedelta(seconds=self.config.lock_timeout))
@@ -236,6 +267,10 @@ class Statements:
         for i, patterns in enumerate(self.name_filters):
             for j, pattern in enumerate(patterns):
                 params[f"n{i}_{j}"] = pattern
+        for i, prefix in enumerate(self.sure_prefixes):
+            params[f"sure_{i}"] = like_literal(prefix) + "%"
+        if self.sure_regex:
+            params["sure_regex"] = self.sure_regex
         return params
 
 

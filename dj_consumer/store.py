@@ -47,6 +47,9 @@ MARK_TTL = 30.0
 #: The mark is only used once a full reserve is slow (a backlog is there): with a small table,
 #: every reserve looks at every ready row, and the order is exact.
 MARK_MIN_SCAN = 0.005
+#: After a row that began like one of ours turned out not to be (hand-written YAML), claim
+#: nothing before parsing it for this long, so such a row is not locked on every reserve.
+SURE_PAUSE = 300.0
 #: default_sql reads read_ahead candidates per round; this many rounds at most per reserve.
 MAX_SCAN_ROUNDS = 50
 
@@ -77,6 +80,9 @@ class Store:
         self.server: ServerInfo | None = None
         self.last_error_limit = 1 << 20
         self._name_filters = [tuple(p) for p in name_filters]
+        self._sure_prefixes: tuple[str, ...] = ()
+        self._sure_regex: str | None = None
+        self._sure_paused_until = 0.0
         self._mark: tuple[int, datetime] | None = None
         self._mark_since = 0.0
         self._mark_lock = threading.Lock()
@@ -118,8 +124,9 @@ class Store:
         """How reserve locks a row: Rails' own statements per dialect, SKIP LOCKED where it helps."""
         if self.config.reserve_sql != "auto":
             return self.config.reserve_sql
-        # Only strategies that check a row's name *before* writing to it: a handler that merely
-        # resembles one of ours (FooBar for Foo) must never be locked, even for an instant.
+        # Only strategies that know a row's name *before* writing to it (by parsing it, or by
+        # a beginning only Psych's dump of that name has): a handler that merely resembles one
+        # of ours (FooBar for Foo) must never be locked, even for an instant.
         if self.dialect == "mysql" and self.server is not None and self.server.skip_locked:
             return "skip_locked"
         return "default_sql"
@@ -148,9 +155,14 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
-    def set_name_filters(self, name_filters: Sequence[Sequence[str]]) -> None:
-        """The LIKE prefilters of the names we can run (rebuilds the statements)."""
+    def set_name_filters(self, name_filters: Sequence[Sequence[str]],
+                         sure_prefixes: Sequence[str] = (), sure_regex: str | None = None) -> None:
+        """The LIKE prefilters of the names we can run, and the handler beginnings that are
+        surely ours (ruby_yaml.sure_prefixes, and as one ruby_yaml.sure_regex); rebuilds the
+        statements."""
         self._name_filters = [tuple(p) for p in name_filters]
+        self._sure_prefixes = tuple(sure_prefixes)
+        self._sure_regex = sure_regex
         self._build_statements()
 
     @property
@@ -161,7 +173,8 @@ class Store:
         self.sql = Statements(
             table=self.table, dialect=self.dialect, config=self.config,
             skip_locked=bool(self.server and self.server.skip_locked),
-            name_filters=self._name_filters,
+            name_filters=self._name_filters, sure_prefixes=self._sure_prefixes,
+            sure_regex=self._sure_regex if self.server and self.server.mariadb else None,
         )
 
     def ts(self, value: datetime) -> datetime:
@@ -181,11 +194,15 @@ class Store:
             self.strategy == "default_sql" and self.dialect == "postgresql")
 
     def reserve_after(self, me: str, now: datetime, accept: Callable[[JobRow], bool],
-                      finished: int | None = None) -> tuple[JobRow | None, bool]:
+                      finished: int | None = None, *,
+                      on_deleted: Callable[[bool], None] | None = None) -> tuple[JobRow | None, bool]:
         """Delete `finished` (a success of ours) and reserve the next row, in one commit where
-        the strategy allows; (the row or None, whether `finished` was still ours to delete)."""
+        the strategy allows; (the row or None, whether `finished` was still ours to delete).
+
+        `on_deleted` may hear that answer early, while the server commits (the one-round-trip
+        MySQL reserve): a commit that then fails is retried, so it may hear it again."""
         def once() -> tuple[JobRow | None, bool]:
-            done = _Done(finished)
+            done = _Done(finished, on_deleted)
             row = self._reserve_once(me, now, accept, done)
             if done.id is not None and done.deleted is None:
                 done.deleted = self.delete(done.id, me)
@@ -308,28 +325,51 @@ class Store:
 
     def _reserve_skip_locked_scripted(self, params: dict[str, Any], accept: Callable[[JobRow], bool],
                                       sql: ReserveSQL, done: _Done) -> JobRow | None:
-        """_reserve_skip_locked in two round trips: START TRANSACTION; [DELETE the previous
-        success;] SELECT … FOR UPDATE SKIP LOCKED — then UPDATE; COMMIT (or just COMMIT)."""
+        """_reserve_skip_locked in one round trip: START TRANSACTION; DELETE the previous
+        success (if any); SET @dj_id to the next ready id … FOR UPDATE SKIP LOCKED; UPDATE it
+        if its handler starts the way Psych writes one of our names; read it; COMMIT. On
+        MariaDB the six travel as one compound statement (Connections.run_script).
+
+        A row the script did not claim (a `.delay` job, a look-alike) is checked by `accept`
+        first and then claimed only if it is still ready; one it did claim is re-checked and,
+        if not ours after all (hand-written YAML), handed straight back."""
         me, locked_at = params["me"], params["locked_at"]
-        first = [self.sql.start_transaction]
-        if done.id is not None and done.deleted is None:
-            first.append(self.sql.delete)
-        first.append(sql.lock_next)
+        s = self.sql
+        script = [s.start_transaction, s.delete, s.count_deleted, sql.select_next_into,
+                  s.claim_selected, s.read_selected, s.commit]
+        deleting = done.id if done.deleted is None else None  # `id = NULL` deletes nothing
+        picked: list[tuple[Any, JobRow | None, bool]] = []
+
+        def check(result: Any) -> None:  # runs while the server commits
+            out = result.first()
+            if deleting is not None and done.report is not None:
+                done.report(out[0] == 1)
+            job = None if out[2] is None else _row(_RowTuple(_from_variables(out[2:])))
+            picked.append((out, job, job is not None and accept(job)))
+
         with self.db.connection() as conn:
-            results = self.db.run_script(conn, first, dict(params, id=done.id))
-            if len(first) == 3:
-                done.deleted = results[1].rowcount == 1
-            row = results[-1].first()
-            if row is None:
-                self.db.run(conn, self.sql.commit, {})
+            claim_sure = int(time.monotonic() >= self._sure_paused_until)
+            self.db.run_script(conn, script, dict(params, id=deleting, claim_sure=claim_sure),
+                               s.constants, block=bool(self.server and self.server.mariadb),
+                               on_rows=check)
+            out, job, ours = picked[0]
+            if deleting is not None:
+                done.deleted = out[0] == 1
+            if job is None:
                 return None
-            job = _row(row)
-            if not accept(job):
-                self.db.run(conn, self.sql.commit, {})
-                return self._reserve_skip_locked(dict(params, excluded=[job.id]), accept, sql, done)
-            self.db.run_script(conn, [self.sql.claim_locked, self.sql.commit],
-                               {"id": job.id, "now": locked_at, "me": me})
-        return _locked(job, locked_at, me)
+            claimed = out[1] == 1
+            if ours:
+                if claimed or self.db.run(conn, self.sql.claim_if_ready, dict(
+                        params, id=job.id, attempts=job.attempts, now=locked_at)).rowcount == 1:
+                    return _locked(job, locked_at, me)
+            elif claimed:
+                self.db.run(conn, self.sql.unclaim, {"id": job.id, "me": me})
+                self._sure_paused_until = time.monotonic() + SURE_PAUSE
+                log.warning("reserve.not_ours_after_all", job_id=job.id, pause_s=SURE_PAUSE,
+                            hint="its handler begins like Psych's dump of a job of ours but is "
+                                 "not one (hand-written?); handed back at once. Rows are now "
+                                 "parsed before they are claimed for a while")
+        return self._reserve_skip_locked(dict(params, excluded=[job.id]), accept, sql, done)
 
     def _reserve_default_sql(self, params: dict[str, Any], accept: Callable[[JobRow], bool],
                              sql: ReserveSQL, done: _Done) -> JobRow | None:
@@ -510,11 +550,20 @@ class Store:
 class _Done:
     """The previous success to delete with the next reserve, and whether that happened."""
 
-    __slots__ = ("deleted", "id")
+    __slots__ = ("deleted", "id", "report")
 
-    def __init__(self, job_id: int | None) -> None:
+    def __init__(self, job_id: int | None, report: Callable[[bool], None] | None = None) -> None:
         self.id = job_id
         self.deleted: bool | None = None
+        self.report = report
+
+
+def _from_variables(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """RESERVE_COLUMNS read back from MySQL session variables: run_at comes back as text."""
+    run_at = values[4]
+    if isinstance(run_at, str):
+        return (*values[:4], datetime.fromisoformat(run_at), *values[5:])
+    return values
 
 
 def _row(row: Any) -> JobRow:

@@ -6,6 +6,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from types import FrameType
 from typing import Any
 
@@ -24,7 +25,7 @@ from dj_consumer.models import (
     ParsedHandler,
     Succeeded,
 )
-from dj_consumer.recorder import Recorder
+from dj_consumer.recorder import Pending, Recorder
 from dj_consumer.registry import JobSpec, Registry
 from dj_consumer.store import Store, escape_like
 
@@ -66,7 +67,7 @@ class Worker:
         self._interrupt_reason = "interrupted"
         self._interrupted: set[int] = set()
         self._holding: set[str] = set()  # slots holding a reserved batch
-        self._pending: dict[str, tuple[Job, float]] = {}  # a success per slot, deleted next reserve
+        self._pending: dict[str, Pending] = {}  # a success per slot, deleted next reserve
         self._heartbeat: threading.Thread | None = None
         self._heartbeat_stop = threading.Event()
         self._checked = False
@@ -210,7 +211,9 @@ class Worker:
     def _set_filters(self) -> None:
         self._names = self.registry.names()
         self.store.set_name_filters(
-            [escape_like(p) for name in self._names for p in ruby_yaml.like_patterns(name)])
+            [escape_like(p) for name in self._names for p in ruby_yaml.like_patterns(name)],
+            [p for name in self._names for p in ruby_yaml.sure_prefixes(name)],
+            ruby_yaml.sure_regex(self._names))
 
     def _slot_loop(self, me: str) -> None:
         batch = self.config.reserve_batch
@@ -250,9 +253,12 @@ class Worker:
     def _run_one(self, me: str) -> RunResult:
         accept, parsed = self._acceptor()
         pending = self._pending.pop(me, None)
+        # The success's log line is written as soon as its DELETE is known (on MySQL while the
+        # server still commits), not on the way to the next job.
+        report = None if pending is None else partial(self.recorder.log_deleted, pending)
         try:
             row, deleted = self.store.reserve_after(
-                me, self.clock.now(), accept, pending[0].id if pending else None)
+                me, self.clock.now(), accept, pending.job.id if pending else None, on_deleted=report)
         except SQLAlchemyError as exc:
             if pending:
                 self._pending[me] = pending  # its delete was rolled back with the reserve
@@ -270,7 +276,7 @@ class Worker:
         """Delete a success still waiting for the next reserve (the slot is stopping)."""
         pending = self._pending.pop(me, None)
         if pending is not None:
-            self.recorder.record(pending[0], Succeeded(), me, pending[1])
+            self.recorder.record(pending.job, Succeeded(), me, pending.duration_ms)
 
     def _run_batch(self, me: str, limit: int) -> tuple[int, int] | str | None:
         """reserve_batch: lock up to `limit` rows in one statement, run them, delete the
@@ -339,7 +345,7 @@ class Worker:
             return True
         if pending and isinstance(outcome, Succeeded):
             # Deleted by the next reserve, in its transaction (README "Row protocol").
-            self._pending[me] = (job, duration_ms)
+            self._pending[me] = Pending(job, duration_ms)
             return True
         self.recorder.record(job, outcome, me, duration_ms)
         return isinstance(outcome, Succeeded)

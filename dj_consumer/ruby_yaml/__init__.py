@@ -6,7 +6,8 @@
 - ``dump_handler(name, payload, shape=...)``: YAML that Ruby's ``YAML.load_dj`` reads back as
   the same values (for enqueueing from Python).
 - ``like_patterns(name)``: SQL ``LIKE`` prefilters for the rows a dispatch name may own.
-- ``sure_prefixes(name)``: handler beginnings Psych writes only for that name's jobs.
+- ``sure_prefixes(name)``: handler beginnings Psych writes only for that name's jobs;
+  ``sure_regex(names)``: all of them as one regular expression.
 
 Limits (each refusal is a HandlerParseError naming the limit): ``MAX_HANDLER_BYTES``, nesting
 depth ``MAX_DEPTH``, and ``MAX_NODES`` values after expanding aliases. Within them a handler
@@ -22,7 +23,7 @@ from dj_consumer.models import ParsedHandler
 from dj_consumer.ruby_yaml._build import FAST_PARSER, MAX_DEPTH, MAX_NODES, build
 from dj_consumer.ruby_yaml._dump import SHAPES, dump_handler
 from dj_consumer.ruby_yaml._interpret import JOB_WRAPPER, PERFORMABLE, interpret
-from dj_consumer.ruby_yaml._like import fallback_name, like_patterns, sure_prefixes
+from dj_consumer.ruby_yaml._like import fallback_name, like_patterns, sure_prefixes, sure_regex
 from dj_consumer.ruby_yaml._scalars import ScalarError
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "like_patterns",
     "load",
     "sure_prefixes",
+    "sure_regex",
 ]
 
 MAX_HANDLER_BYTES = 16 * 1024 * 1024 if FAST_PARSER else 64 * 1024

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dj_consumer.ruby_yaml import fallback_name, like_patterns, load, sure_prefixes
+from dj_consumer.ruby_yaml import fallback_name, like_patterns, load, sure_prefixes, sure_regex
 from tests.unit.conftest_yaml import Fixture, assert_same, fixtures
 
 CORPUS = fixtures()
@@ -51,6 +51,20 @@ def test_a_sure_prefix_belongs_to_one_name(fixture: Fixture) -> None:
     for name in NAMES:
         if any(fixture.handler.startswith(p) for p in sure_prefixes(name)):
             assert name == fixture.name == load(fixture.handler).name
+
+
+@pytest.mark.parametrize("fixture", CORPUS, ids=lambda f: f.slug)
+def test_sure_regex_is_the_sure_prefixes(fixture: Fixture) -> None:
+    import re
+
+    for names in [[n] for n in NAMES] + [NAMES]:
+        regex = sure_regex(names)
+        by_prefix = any(fixture.handler.startswith(p) for n in names for p in sure_prefixes(n))
+        assert (regex is not None and re.match(regex, fixture.handler) is not None) == by_prefix
+        # Also behind other text, or with the tag's case changed: never.
+        if regex is not None:
+            assert re.match(regex, "x\n" + fixture.handler) is None
+            assert re.match(regex, fixture.handler.replace("ruby/", "Ruby/")) is None
 
 
 @pytest.mark.parametrize("fixture", [f for f in CORPUS if f.slug.startswith(("object_", "struct_", "aj_"))],
