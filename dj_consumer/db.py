@@ -95,7 +95,7 @@ class Connections:
         self.tx_engine = make_engine(url, config, autocommit=False) if dialect != "sqlite" else self.engine
         self._conns: dict[tuple[int, bool], Connection] = {}
         self._conns_lock = threading.Lock()
-        self._raw: dict[TextClause, str] = {}
+        self._raw: dict[Any, str] = {}
         self._scripts: dict[tuple[Any, ...], str] = {}
         self._dbapi_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
 
@@ -111,9 +111,11 @@ class Connections:
     def run(self, conn: Connection, stmt: TextClause, params: dict[str, Any]) -> Any:
         """Execute on the driver's cursor when the statement allows (the hot path: about a
         third of SQLAlchemy's per-statement cost), else through SQLAlchemy."""
-        if self.dialect == "sqlite" or self.sql_log or "excluded" in params or "ids" in params:
+        if self.dialect == "sqlite" or self.sql_log or not all(params.get(k, True) for k in _LISTS):
             return conn.execute(stmt, params)
         sql = self._compiled(stmt)
+        if any(k in params for k in _LISTS):
+            sql, params = self._expanded(stmt, sql, params)
         dbapi_conn = conn.connection.dbapi_connection
         assert dbapi_conn is not None
         cursor = dbapi_conn.cursor()
@@ -176,6 +178,25 @@ class Connections:
             raise self._translate(exc, conn, dbapi_conn, cursor, sql, params) from exc
         finally:
             cursor.close()
+
+    def _expanded(self, stmt: TextClause, sql: str,
+                  params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """`IN :ids` with one bind per element, as SQLAlchemy's expanding binds render it,
+        cached per list length (a batch's ids, a scan's excluded rows)."""
+        sizes = tuple(len(params[k]) if k in params else -1 for k in _LISTS)
+        key = (stmt, sizes)
+        expanded = self._raw.get(key)
+        if expanded is None:
+            expanded = sql
+            for name, size in zip(_LISTS, sizes, strict=True):
+                expanded = expanded.replace(
+                    f"__[POSTCOMPILE_{name}]", ", ".join(f"%({name}_{i})s" for i in range(size)))
+            self._raw[key] = expanded
+        flat = {k: v for k, v in params.items() if k not in _LISTS}
+        for name in _LISTS:
+            for i, value in enumerate(params.get(name, ())):
+                flat[f"{name}_{i}"] = value
+        return expanded, flat
 
     def _compiled(self, stmt: TextClause) -> str:
         sql = self._raw.get(stmt)
@@ -321,6 +342,9 @@ def make_engine(url: URL, config: Config, *, autocommit: bool) -> Engine:
     return engine
 
 
+# The list binds (`IN :ids`) the driver fast path expands itself; an empty one goes through
+# SQLAlchemy, which knows how to write an empty IN.
+_LISTS = ("ids", "excluded")
 # pymysql.constants.SERVER_STATUS.SERVER_STATUS_NO_BACKSLASH_ESCAPES
 _NO_BACKSLASH_ESCAPES = 512
 # A pyformat bind, or an escaped percent sign (which must stay escaped).

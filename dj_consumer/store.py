@@ -423,8 +423,8 @@ class Store:
                 ours = [job for job in found if accept(job)]
                 if not ours:
                     return []
-                claimed = set(conn.execute(self.sql.claim_ids_if_ready,
-                                           dict(params, ids=[j.id for j in ours])).scalars().all())
+                claimed = {r[0] for r in self.db.run(conn, self.sql.claim_ids_if_ready,
+                                                     dict(params, ids=[j.id for j in ours])).all()}
             return [_locked(job, locked_at, me) for job in ours if job.id in claimed]
         if strategy == "default_sql":
             rows: list[JobRow] = []
@@ -440,7 +440,7 @@ class Store:
                 found = [_row(r) for r in self.db.run(conn, self.sql.lock_n, params).all()]
                 mine = [job for job in found if accept(job)]
                 if mine:
-                    conn.execute(self.sql.claim_ids, {"ids": [j.id for j in mine],
+                    self.db.run(conn, self.sql.claim_ids, {"ids": [j.id for j in mine],
                                                    "locked_at": locked_at, "me": me})
             return [_locked(job, locked_at, me) for job in mine]
         with self.db.connection() as conn:
@@ -455,16 +455,16 @@ class Store:
             mine = [job for job in found if accept(job)]
             others = [job.id for job in found if job not in mine]
             if others:
-                conn.execute(self.sql.unclaim_ids, {"ids": others, "me": me})
+                self.db.run(conn, self.sql.unclaim_ids, {"ids": others, "me": me})
         return [_locked(job, locked_at, me) for job in mine]
 
     def delete_many(self, ids: list[int], me: str) -> int:
         return self._retried("delete_many", lambda conn: int(
-            conn.execute(self.sql.delete_ids, {"ids": ids, "me": me}).rowcount))
+            self.db.run(conn, self.sql.delete_ids, {"ids": ids, "me": me}).rowcount))
 
     def unclaim_many(self, ids: list[int], me: str) -> int:
         return self._retried("unclaim", lambda conn: int(
-            conn.execute(self.sql.unclaim_ids, {"ids": ids, "me": me}).rowcount))
+            self.db.run(conn, self.sql.unclaim_ids, {"ids": ids, "me": me}).rowcount))
 
     def renew_all(self, me: str, now: datetime) -> int:
         return self._retried("renew", lambda conn: int(
