@@ -6,7 +6,7 @@ Values are always bound; only the (quoted) table name and the fixed shape of the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,6 +16,7 @@ from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.types import DateTime, Integer, String, Text
 
 from dj_consumer.config import Config
+from dj_consumer.ruby_yaml import like_literal
 
 ROW_COLUMNS = "id, priority, attempts, handler, run_at, queue, locked_at, locked_by, failed_at"
 # What a reserve reads back: what the worker needs and no more (every column costs the driver
@@ -298,26 +299,3 @@ def _typed(sql: str, *, rows: bool = False) -> TextClause:
         present = {k: v for k, v in types.items() if k in sql}
         return stmt.columns(**present)  # type: ignore[return-value,arg-type]
     return stmt
-
-
-def like_literal(value: str) -> str:
-    """`value` matched literally by LIKE … ESCAPE '!'."""
-    return value.replace("!", "!!").replace("%", "!%").replace("_", "!_")
-
-
-def escape_like(patterns: Iterable[str]) -> tuple[str, ...]:
-    """ruby_yaml.like_patterns escape with a backslash; we send ESCAPE '!' (same on all dialects)."""
-    out = []
-    for pattern in patterns:
-        converted, i = [], 0
-        while i < len(pattern):
-            ch = pattern[i]
-            if ch == "\\" and i + 1 < len(pattern):
-                nxt = pattern[i + 1]
-                converted.append("!" + nxt if nxt in "%_" else ("!!" if nxt == "!" else nxt))
-                i += 2
-                continue
-            converted.append("!!" if ch == "!" else ch)
-            i += 1
-        out.append("".join(converted))
-    return tuple(out)

@@ -32,10 +32,9 @@ from dj_consumer.db import (
 from dj_consumer.errors import ConfigError
 from dj_consumer.models import JobRow
 from dj_consumer.schema import REQUIRED_COLUMNS
-from dj_consumer.sql import ReserveSQL, Statements, escape_like, like_literal
+from dj_consumer.sql import ReserveSQL, Statements
 
-__all__ = ["ServerInfo", "Store", "escape_like", "is_transient", "like_literal",
-           "mysql_has_skip_locked"]
+__all__ = ["ServerInfo", "Store", "is_transient", "mysql_has_skip_locked"]
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

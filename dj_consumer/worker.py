@@ -27,7 +27,7 @@ from dj_consumer.models import (
 )
 from dj_consumer.recorder import Pending, Recorder
 from dj_consumer.registry import JobSpec, Registry
-from dj_consumer.store import Store, escape_like
+from dj_consumer.store import Store
 
 log = structlog.get_logger(__name__)
 
@@ -211,7 +211,7 @@ class Worker:
     def _set_filters(self) -> None:
         self._names = self.registry.names()
         self.store.set_name_filters(
-            [escape_like(p) for name in self._names for p in ruby_yaml.like_patterns(name)],
+            [p for name in self._names for p in ruby_yaml.like_patterns(name)],
             [p for name in self._names for p in ruby_yaml.sure_prefixes(name)],
             ruby_yaml.sure_regex(self._names))
 

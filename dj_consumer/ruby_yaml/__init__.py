@@ -23,7 +23,13 @@ from dj_consumer.models import ParsedHandler
 from dj_consumer.ruby_yaml._build import FAST_PARSER, MAX_DEPTH, MAX_NODES, build
 from dj_consumer.ruby_yaml._dump import SHAPES, dump_handler
 from dj_consumer.ruby_yaml._interpret import JOB_WRAPPER, PERFORMABLE, interpret
-from dj_consumer.ruby_yaml._like import fallback_name, like_patterns, sure_prefixes, sure_regex
+from dj_consumer.ruby_yaml._like import (
+    fallback_name,
+    like_literal,
+    like_patterns,
+    sure_prefixes,
+    sure_regex,
+)
 from dj_consumer.ruby_yaml._scalars import ScalarError
 
 __all__ = [
@@ -36,6 +42,7 @@ __all__ = [
     "SHAPES",
     "dump_handler",
     "fallback_name",
+    "like_literal",
     "like_patterns",
     "load",
     "sure_prefixes",

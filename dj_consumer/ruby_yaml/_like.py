@@ -7,7 +7,8 @@ from collections.abc import Iterable
 
 from dj_consumer.ruby_yaml._interpret import BUILTIN_NAMES, JOB_WRAPPER, PERFORMABLE
 
-__all__ = ["BUILTIN_NAMES", "fallback_name", "like_patterns", "sure_prefixes", "sure_regex"]
+__all__ = ["BUILTIN_NAMES", "fallback_name", "like_literal", "like_patterns", "sure_prefixes",
+           "sure_regex"]
 
 # Delayed::Backend::Base::ParseObjectFromYaml = %r{\!ruby/\w+\:([^\s]+)}; Ruby's \w and \s
 # are ASCII-only here.
@@ -24,8 +25,9 @@ def like_patterns(name: str) -> list[tuple[str, ...]]:
     """SQL LIKE prefilters for rows whose handler may load() to dispatch name ``name``.
 
     A row can be ``name``'s only if its handler matches every pattern of at least one tuple;
-    an empty tuple matches every row. Patterns escape ``%``, ``_`` and ``\\`` with a backslash:
-    the caller must write ``handler LIKE :p ESCAPE '\\'`` (SQLite has no default escape).
+    an empty tuple matches every row. Patterns escape ``%``, ``_`` and ``!`` with ``!`` (see
+    like_literal): the caller writes ``handler LIKE :p ESCAPE '!'``, the same on every dialect
+    (SQLite has no default escape; a backslash means different things to MySQL and the rest).
     They over-approximate — re-check with load() — but never miss a form Psych writes.
     """
     receiver, separator, method = _split_method(name)
@@ -41,7 +43,7 @@ def like_patterns(name: str) -> list[tuple[str, ...]]:
         return [()]
     return [
         # !ruby/object:C, !ruby/struct:C, !ruby/ActiveRecord:C, !ruby/hash:C, …
-        (f"%!ruby/%:{_escape(name)}%",),
+        (f"%{like_literal('!ruby/')}%:{like_literal(name)}%",),
         # ActiveJob: `job_class: C` inside the JobWrapper.
         (_contains("JobWrapper"), _contains("job_class"), _contains(name)),
     ]
@@ -94,8 +96,9 @@ def _split_method(name: str) -> tuple[str, str, str]:
 
 
 def _contains(text: str) -> str:
-    return f"%{_escape(text)}%"
+    return f"%{like_literal(text)}%"
 
 
-def _escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+def like_literal(text: str) -> str:
+    """``text`` matched literally by ``LIKE … ESCAPE '!'``."""
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")

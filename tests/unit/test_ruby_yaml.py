@@ -390,12 +390,12 @@ def test_fallback_name(handler: str | bytes, name: str | None) -> None:
 
 
 def test_like_patterns_escape_wildcards() -> None:
-    assert like_patterns("Odd_Name%Job") == [
-        ("%!ruby/%:Odd\\_Name\\%Job%",),
-        ("%JobWrapper%", "%job\\_class%", "%Odd\\_Name\\%Job%"),
+    assert like_patterns("Odd_Name%Job!") == [
+        ("%!!ruby/%:Odd!_Name!%Job!!%",),
+        ("%JobWrapper%", "%job!_class%", "%Odd!_Name!%Job!!%"),
     ]
     assert like_patterns("User#send_welcome") == [
-        ("%Delayed::Performable%", "%send\\_welcome%", "%User%")
+        ("%Delayed::Performable%", "%send!_welcome%", "%User%")
     ]
     assert like_patterns("String#upcase") == [("%Delayed::Performable%", "%upcase%")]
     assert like_patterns("Hash") == [()]

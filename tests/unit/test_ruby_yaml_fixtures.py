@@ -93,13 +93,13 @@ def test_fallback_name_is_rubys_regex(fixture: Fixture) -> None:
 
 
 def _like(pattern: str, text: str) -> bool:
-    """SQL LIKE with ESCAPE '\\', evaluated in Python (as SQLite does, case-sensitively)."""
+    """SQL LIKE with ESCAPE '!', evaluated in Python (as SQLite does, case-sensitively)."""
     import re
 
     regex = []
     chars = iter(pattern)
     for char in chars:
-        if char == "\\":
+        if char == "!":
             regex.append(re.escape(next(chars)))
         elif char == "%":
             regex.append(".*")
