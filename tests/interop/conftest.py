@@ -45,8 +45,9 @@ def require_ruby() -> None:
         unavailable(reason)
 
 
-def make_interop(backend: str, tmp_path: Path) -> Iterator[Interop]:
-    url = server_url(backend, tmp_path)
+def make_interop(backend: str, tmp_path: Path, url: str | None = None) -> Iterator[Interop]:
+    """A fresh delayed_jobs table made by Ruby's own migration, on the shared server (or `url`)."""
+    url = url or server_url(backend, tmp_path)
     require_ruby()
     table = f"dj_interop_{uuid.uuid4().hex[:10]}"
     ruby = Ruby(url, table)

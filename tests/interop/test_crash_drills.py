@@ -16,19 +16,17 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
-from tests.conftest import DB, unavailable
-from tests.interop.conftest import Interop, require_ruby
+from tests.conftest import unavailable
+from tests.interop.conftest import Interop, make_interop, require_ruby
 from tests.interop.helpers import (
-    Ruby,
     Runs,
     events_named,
     failed_tails,
@@ -122,14 +120,10 @@ def private_server(request: pytest.FixtureRequest) -> Iterator[PrivateServer]:
 def test_database_restart_mid_drain(
     private_server: PrivateServer, procs: list[subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
-    table = f"dj_interop_{uuid.uuid4().hex[:10]}"
-    ruby = Ruby(private_server.url, table)
-    ruby.schema()
-    jobs = 600
-    ruby.enqueue([shared_jobs("r", jobs, seconds=0.02)])
-    db = DB(private_server.backend, private_server.url, table, sa.create_engine(private_server.url))
-    runs = Runs(private_server.url, table)
-    try:
+    with contextmanager(make_interop)(private_server.backend, tmp_path, private_server.url) as it:
+        table, db, runs = it.db.table, it.db, it.runs
+        jobs = 600
+        it.ruby.enqueue([shared_jobs("r", jobs, seconds=0.02)])
         logs = [tmp_path / "py1.log", tmp_path / "py2.log"]
         for i, log in enumerate(logs):
             procs.append(spawn_py_worker(private_server.url, table, log, worker_id=f"py{i + 1}",
@@ -156,9 +150,6 @@ def test_database_restart_mid_drain(
         assert events["job.failed"] == 0, events
         print(f"\n{private_server.backend}: outage {outage:.1f}s, {jobs} jobs, ran twice: "
               f"{len(twice)} {sorted(twice)}, log events {events}")
-    finally:
-        runs.dispose()
-        db.engine.dispose()
 
 
 # -- (c) SIGTERM ----------------------------------------------------------------------------
