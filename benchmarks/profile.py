@@ -1,7 +1,8 @@
 """Where one worker's time goes: cProfile of work_off(N) and the database round trips per job.
 
     python -m benchmarks.profile [--backend mariadb] [--jobs 2000] [--top 10] [--sort cumulative]
-    python -m benchmarks.profile --split [--backend mariadb]   # CPU per job by part, no profiler
+    python -m benchmarks.profile --split [--backend mariadb]   # CPU per job by part, no profiler;
+                                                               # on MySQL also the reserve's wall-clock phases
 
 Round trips are counted at the driver (PyMySQL commands sent, psycopg queries executed), so
 pool pings, BEGIN/COMMIT and rollback-on-return show up alongside the protocol's statements.
@@ -16,6 +17,7 @@ import pstats
 import time
 from collections import Counter
 from collections.abc import Callable
+from itertools import pairwise
 from typing import Any
 
 from benchmarks import env
@@ -125,10 +127,33 @@ def cpu_split(t: env.Target, jobs: int) -> int:
 
         setattr(owner, name, wrapper)
 
+    phases: list[tuple[float, float, float, float]] = []
+
+    def phased(db: Any) -> None:
+        """Wall clock around each one-round-trip reserve (MySQL): sent → row arrived →
+        client work done (on_rows) → server's reply complete (its COMMIT)."""
+        original = db.run_script
+
+        def wrapper(*a: Any, on_rows: Any = None, **kw: Any) -> Any:
+            marks = [time.perf_counter()]
+
+            def timed_rows(result: Any) -> None:
+                marks.append(time.perf_counter())
+                on_rows(result)
+                marks.append(time.perf_counter())
+
+            out = original(*a, on_rows=timed_rows if on_rows else None, **kw)
+            if len(marks) == 3:
+                phases.append((marks[0], marks[1], marks[2], time.perf_counter()))
+            return out
+
+        db.run_script = wrapper
+
     with env.Table(t, "split") as table:
         table.insert(env.NOOP_HANDLER, jobs)
         worker = _worker({"url": t.url, "table": table.name})
         worker.work_off(0)
+        phased(worker.store.db)
         timed(worker.store, "reserve_after", "reserve (all of it)")
         timed(worker.store.db, "run", "  driver: run")
         timed(worker.store.db, "run_script", "  driver: run_script")
@@ -143,6 +168,17 @@ def cpu_split(t: env.Target, jobs: int) -> int:
     print(f"{t.backend}: main-thread CPU {1e6 * total / max(done, 1):.0f} us per job ({done} jobs)")
     for label, seconds in spent.items():
         print(f"  {label:<36} {1e6 * seconds / max(done, 1):7.1f} us")
+    if phases:
+        def median_us(values: list[float]) -> float:
+            return 1e6 * sorted(values)[len(values) // 2]
+
+        gaps = [b[0] - a[3] for a, b in pairwise(phases)]
+        print("one-round-trip reserve, wall clock (medians): on MySQL the handler parse and the "
+              "previous job's log line run inside run_script, while the server commits")
+        print(f"  sent -> row arrived                  {median_us([p[1] - p[0] for p in phases]):7.1f} us")
+        print(f"  client work meanwhile (parse, log)   {median_us([p[2] - p[1] for p in phases]):7.1f} us")
+        print(f"  then until the reply is complete     {median_us([p[3] - p[2] for p in phases]):7.1f} us")
+        print(f"  client gap to the next reserve       {median_us(gaps):7.1f} us")
     return 0
 
 
