@@ -68,8 +68,10 @@ class Recorder:
             log.warning("job.lock_lost", outcome="Succeeded", expected=len(ids), deleted=deleted,
                         hint="some rows were taken over or deleted meanwhile; left alone")
 
-    def record(self, job: Job, outcome: Outcome, me: str, duration_ms: float) -> None:
-        """Write the outcome, fenced by locked_by; keep trying while the database is away."""
+    def record(self, job: Job, outcome: Outcome, me: str, duration_ms: float, *,
+               logged: bool = False) -> None:
+        """Write the outcome, fenced by locked_by; keep trying while the database is away.
+        `logged`: its log line is out already (a success logged while its reserve committed)."""
         waited_since: float | None = None
         while True:
             try:
@@ -92,7 +94,8 @@ class Recorder:
         if not written:
             self.log_lock_lost(job, outcome)
             return
-        self.log_outcome(job, outcome, duration_ms)
+        if not logged:
+            self.log_outcome(job, outcome, duration_ms)
 
     def log_lock_lost(self, job: Job, outcome: Outcome) -> None:
         """A fenced outcome write touched nothing: say who holds the row now."""

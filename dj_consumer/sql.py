@@ -99,7 +99,7 @@ class Statements:
         if self.sure_regex:
             self.sure = "handler REGEXP BINARY :sure_regex"
         else:
-            self.sure = " OR ".join(f"handler LIKE BINARY :sure_{i} ESCAPE '!'"
+            self.sure = " OR ".join(f"CAST(handler AS BINARY) LIKE :sure_{i} ESCAPE '!'"
                                     for i in range(len(self.sure_prefixes))) or "1 = 0"
         self.plain = self._reserve_statements(where, order, lock)
         # The backlog mark (README "Behind a Ruby backlog"): resume the scan where the last
@@ -136,9 +136,11 @@ class Statements:
         self.count_deleted = _typed("SET @dj_deleted = ROW_COUNT(), @dj_id = NULL")
         self.claim_selected = _typed(
             f"UPDATE {t} SET locked_at = :locked_at, locked_by = :me WHERE id = @dj_id AND @dj_sure")
+        # A user variable holds a DATETIME as a string (MySQL 8: a binary one): cast it back.
         self.read_selected = _typed(
             "SELECT @dj_deleted, ROW_COUNT(), "
-            + ", ".join(f"@dj_{c.strip()}" for c in RESERVE_COLUMNS.split(",")), rows=True)
+            + ", ".join("CAST(@dj_run_at AS DATETIME(6))" if c.strip() == "run_at" else f"@dj_{c.strip()}"
+                        for c in RESERVE_COLUMNS.split(",")), rows=True)
         self.commit = _typed("COMMIT")
         self.renew_all = _typed(
             f"UPDATE {t} SET locked_at = :now WHERE locked_by = :me AND failed_at IS NULL"

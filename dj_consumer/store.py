@@ -337,20 +337,31 @@ class Store:
         script = [s.start_transaction, s.delete, s.count_deleted, sql.select_next_into,
                   s.claim_selected, s.read_selected, s.commit]
         deleting = done.id if done.deleted is None else None  # `id = NULL` deletes nothing
+        rows: list[Any] = []
         picked: list[tuple[Any, JobRow | None, bool]] = []
 
         def check(result: Any) -> None:  # runs while the server commits
             out = result.first()
-            if deleting is not None and done.report is not None:
-                done.report(out[0] == 1)
-            job = None if out[2] is None else _row(_RowTuple(_from_variables(out[2:])))
+            rows.append(out)
+            if deleting is not None and done.report is not None and out[0] == 1:
+                done.report(True)  # (job.lock_lost asks the database: not from in here)
+            job = None if out[2] is None else _row(_RowTuple(out[2:]))
             picked.append((out, job, job is not None and accept(job)))
 
         with self.db.connection() as conn:
             claim_sure = int(time.monotonic() >= self._sure_paused_until)
-            self.db.run_script(conn, script, dict(params, id=deleting, claim_sure=claim_sure),
-                               s.constants, block=bool(self.server and self.server.mariadb),
-                               on_rows=check)
+            try:
+                self.db.run_script(conn, script, dict(params, id=deleting, claim_sure=claim_sure),
+                                   s.constants, block=bool(self.server and self.server.mariadb),
+                                   on_rows=check)
+            except SQLAlchemyError:
+                raise  # the script did not commit: nothing of it is left behind
+            except Exception:
+                # check() failed (a parser bug, say) while the server claimed and committed
+                # the row: hand it back, or it stays locked by us.
+                if rows and rows[0][2] is not None and rows[0][1] == 1:
+                    self.db.run(conn, self.sql.unclaim, {"id": rows[0][2], "me": me})
+                raise
             out, job, ours = picked[0]
             if deleting is not None:
                 done.deleted = out[0] == 1
@@ -555,14 +566,6 @@ class _Done:
         self.id = job_id
         self.deleted: bool | None = None
         self.report = report
-
-
-def _from_variables(values: tuple[Any, ...]) -> tuple[Any, ...]:
-    """RESERVE_COLUMNS read back from MySQL session variables: run_at comes back as text."""
-    run_at = values[4]
-    if isinstance(run_at, str):
-        return (*values[:4], datetime.fromisoformat(run_at), *values[5:])
-    return values
 
 
 def _row(row: Any) -> JobRow:

@@ -276,7 +276,8 @@ class Worker:
         """Delete a success still waiting for the next reserve (the slot is stopping)."""
         pending = self._pending.pop(me, None)
         if pending is not None:
-            self.recorder.record(pending.job, Succeeded(), me, pending.duration_ms)
+            self.recorder.record(pending.job, Succeeded(), me, pending.duration_ms,
+                                 logged=pending.logged is True)
 
     def _run_batch(self, me: str, limit: int) -> tuple[int, int] | str | None:
         """reserve_batch: lock up to `limit` rows in one statement, run them, delete the
