@@ -114,15 +114,17 @@ class Connections:
         if self.dialect == "sqlite" or self.sql_log or not all(params.get(k, True) for k in _LISTS):
             return conn.execute(stmt, params)
         sql = self._compiled(stmt)
-        if any(k in params for k in _LISTS):
+        lists = any(k in params for k in _LISTS)
+        if lists:
             sql, params = self._expanded(stmt, sql, params)
         dbapi_conn = conn.connection.dbapi_connection
         assert dbapi_conn is not None
         cursor = dbapi_conn.cursor()
         try:
             if self.dialect == "postgresql":
-                # Prepared from the first run: the same few statements run for every job.
-                cursor.execute(sql, params, prepare=True)  # type: ignore[call-arg]
+                # Prepared from the first run: the same few statements run for every job (a
+                # list of ids is a new statement per length: psycopg prepares it if it recurs).
+                cursor.execute(sql, params, prepare=None if lists else True)  # type: ignore[call-arg]
             else:
                 cursor.execute(sql, params)
             return _RawResult(cursor)
