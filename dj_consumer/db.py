@@ -95,8 +95,8 @@ class Connections:
         self.tx_engine = make_engine(url, config, autocommit=False) if dialect != "sqlite" else self.engine
         self._conns: dict[tuple[int, bool], Connection] = {}
         self._conns_lock = threading.Lock()
+        # Driver SQL per statement, per expanded list length, per script (see run_script).
         self._raw: dict[Any, str] = {}
-        self._scripts: dict[tuple[Any, ...], str] = {}
         self._dbapi_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
 
     def close(self) -> None:
@@ -155,14 +155,14 @@ class Connections:
         assert dbapi_conn is not None
         # The escaping depends on the server's NO_BACKSLASH_ESCAPES mode.
         key = (tuple(stmts), block, dbapi_conn.server_status & _NO_BACKSLASH_ESCAPES)
-        sql = self._scripts.get(key)
+        sql = self._raw.get(key)
         if sql is None:
             sql = "; ".join(self._compiled(stmt) for stmt in stmts)
             if block:
                 sql = f"BEGIN NOT ATOMIC {sql}; END"
             if constants:
                 sql = _inline(sql, constants, dbapi_conn.escape)
-            self._scripts[key] = sql
+            self._raw[key] = sql
         if constants:
             params = {k: v for k, v in params.items() if k not in constants}
         cursor = dbapi_conn.cursor()

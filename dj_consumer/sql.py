@@ -16,7 +16,7 @@ from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.types import DateTime, Integer, String, Text
 
 from dj_consumer.config import Config
-from dj_consumer.ruby_yaml import like_literal
+from dj_consumer.ruby_yaml import like_literal, sure_prefixes, sure_regex
 
 ROW_COLUMNS = "id, priority, attempts, handler, run_at, queue, locked_at, locked_by, failed_at"
 # What a reserve reads back: what the worker needs and no more (every column costs the driver
@@ -44,13 +44,14 @@ class Statements:
     """The named statements of the row protocol for one table and one worker config."""
 
     def __init__(self, *, table: str, dialect: str, config: Config, skip_locked: bool,
-                 name_filters: Sequence[Sequence[str]], sure_prefixes: Sequence[str] = (),
-                 sure_regex: str | None = None) -> None:
+                 name_filters: Sequence[Sequence[str]], names: Sequence[str] = (),
+                 mariadb: bool = False) -> None:
         self.table, self.dialect, self.config = table, dialect, config
         self.name_filters = [tuple(p) for p in name_filters]
-        # MariaDB gets the prefixes as one regex (shorter SQL to parse on every reserve).
-        self.sure_regex = sure_regex
-        self.sure_prefixes = () if sure_regex else tuple(sure_prefixes)
+        # The sure beginnings of `names`: on MariaDB as one regex (shorter SQL to parse on
+        # every reserve), elsewhere one LIKE each.
+        self.sure_regex = sure_regex(names) if mariadb else None
+        self.sure_prefixes = () if mariadb else tuple(p for n in names for p in sure_prefixes(n))
         self.uses_leases = config.uses_leases
         self.constants = self._constant_params()
         t = table

@@ -79,8 +79,7 @@ class Store:
         self.server: ServerInfo | None = None
         self.last_error_limit = 1 << 20
         self._name_filters = [tuple(p) for p in name_filters]
-        self._sure_prefixes: tuple[str, ...] = ()
-        self._sure_regex: str | None = None
+        self._names: tuple[str, ...] = ()
         self._sure_paused_until = 0.0
         self._mark: tuple[int, datetime] | None = None
         self._mark_since = 0.0
@@ -155,13 +154,12 @@ class Store:
         self.db.close()
 
     def set_name_filters(self, name_filters: Sequence[Sequence[str]],
-                         sure_prefixes: Sequence[str] = (), sure_regex: str | None = None) -> None:
-        """The LIKE prefilters of the names we can run, and the handler beginnings that are
-        surely ours (ruby_yaml.sure_prefixes, and as one ruby_yaml.sure_regex); rebuilds the
-        statements."""
+                         names: Sequence[str] = ()) -> None:
+        """The LIKE prefilters of the names we can run, and the names themselves (whose sure
+        beginnings, ruby_yaml.sure_prefixes, let a reserve claim before parsing); rebuilds
+        the statements."""
         self._name_filters = [tuple(p) for p in name_filters]
-        self._sure_prefixes = tuple(sure_prefixes)
-        self._sure_regex = sure_regex
+        self._names = tuple(names)
         self._build_statements()
 
     @property
@@ -172,8 +170,8 @@ class Store:
         self.sql = Statements(
             table=self.table, dialect=self.dialect, config=self.config,
             skip_locked=bool(self.server and self.server.skip_locked),
-            name_filters=self._name_filters, sure_prefixes=self._sure_prefixes,
-            sure_regex=self._sure_regex if self.server and self.server.mariadb else None,
+            name_filters=self._name_filters, names=self._names,
+            mariadb=bool(self.server and self.server.mariadb),
         )
 
     def ts(self, value: datetime) -> datetime:
@@ -325,9 +323,10 @@ class Store:
     def _reserve_skip_locked_scripted(self, params: dict[str, Any], accept: Callable[[JobRow], bool],
                                       sql: ReserveSQL, done: _Done) -> JobRow | None:
         """_reserve_skip_locked in one round trip: START TRANSACTION; DELETE the previous
-        success (if any); SET @dj_id to the next ready id … FOR UPDATE SKIP LOCKED; UPDATE it
-        if its handler starts the way Psych writes one of our names; read it; COMMIT. On
-        MariaDB the six travel as one compound statement (Connections.run_script).
+        success (if any); SELECT the next ready row … FOR UPDATE SKIP LOCKED into session
+        variables; UPDATE it if its handler starts the way Psych writes one of our names;
+        return it; COMMIT. On MariaDB they travel as one compound statement
+        (Connections.run_script).
 
         A row the script did not claim (a `.delay` job, a look-alike) is checked by `accept`
         first and then claimed only if it is still ready; one it did claim is re-checked and,
@@ -337,16 +336,16 @@ class Store:
         script = [s.start_transaction, s.delete, s.count_deleted, sql.select_next_into,
                   s.claim_selected, s.read_selected, s.commit]
         deleting = done.id if done.deleted is None else None  # `id = NULL` deletes nothing
-        rows: list[Any] = []
-        picked: list[tuple[Any, JobRow | None, bool]] = []
+        # The script's one row, (deleted, claimed, *RESERVE_COLUMNS), as a job, and whether
+        # accept wants it: filled in by check() while the server commits.
+        got: dict[str, Any] = {}
 
-        def check(result: Any) -> None:  # runs while the server commits
-            out = result.first()
-            rows.append(out)
+        def check(result: Any) -> None:
+            out = got["out"] = result.first()
             if deleting is not None and done.report is not None and out[0] == 1:
                 done.report(True)  # (job.lock_lost asks the database: not from in here)
-            job = None if out[2] is None else _row(_RowTuple(out[2:]))
-            picked.append((out, job, job is not None and accept(job)))
+            job = got["job"] = None if out[2] is None else _row(_RowTuple(out[2:]))
+            got["ours"] = job is not None and accept(job)
 
         with self.db.connection() as conn:
             claim_sure = int(time.monotonic() >= self._sure_paused_until)
@@ -359,16 +358,16 @@ class Store:
             except Exception:
                 # check() failed (a parser bug, say) while the server claimed and committed
                 # the row: hand it back, or it stays locked by us.
-                if rows and rows[0][2] is not None and rows[0][1] == 1:
-                    self.db.run(conn, self.sql.unclaim, {"id": rows[0][2], "me": me})
+                if got.get("job") is not None and got["out"][1] == 1:
+                    self.db.run(conn, self.sql.unclaim, {"id": got["job"].id, "me": me})
                 raise
-            out, job, ours = picked[0]
+            out, job = got["out"], got["job"]
             if deleting is not None:
                 done.deleted = out[0] == 1
             if job is None:
                 return None
             claimed = out[1] == 1
-            if ours:
+            if got["ours"]:
                 if claimed or self.db.run(conn, self.sql.claim_if_ready, dict(
                         params, id=job.id, attempts=job.attempts, now=locked_at)).rowcount == 1:
                     return _locked(job, locked_at, me)

@@ -211,9 +211,7 @@ class Worker:
     def _set_filters(self) -> None:
         self._names = self.registry.names()
         self.store.set_name_filters(
-            [p for name in self._names for p in ruby_yaml.like_patterns(name)],
-            [p for name in self._names for p in ruby_yaml.sure_prefixes(name)],
-            ruby_yaml.sure_regex(self._names))
+            [p for name in self._names for p in ruby_yaml.like_patterns(name)], self._names)
 
     def _slot_loop(self, me: str) -> None:
         batch = self.config.reserve_batch
