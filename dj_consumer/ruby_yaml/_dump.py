@@ -34,11 +34,12 @@ from dj_consumer.ruby_yaml._scalars import tokenize
 
 __all__ = ["SHAPES", "dump_handler"]
 
-_CLASS_NAME = re.compile(r"\A[A-Z][A-Za-z0-9_]*(?:::[A-Z][A-Za-z0-9_]*)*\Z")
+_CONSTANT_PATH = r"[A-Z][A-Za-z0-9_]*(?:::[A-Z][A-Za-z0-9_]*)*"
+CLASS_NAME = re.compile(rf"\A{_CONSTANT_PATH}\Z")  # a Ruby constant path: Billing::ChargeJob
 _ATTRIBUTE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 # Also Ruby constant paths (Billing::ChargeJob), which Psych writes plain: a `:` that is not
 # followed by a space or the end of the line starts nothing in YAML.
-_PLAIN_SAFE = re.compile(r"\A(?:[A-Za-z_][A-Za-z0-9_./@-]*|[A-Z][A-Za-z0-9_]*(?:::[A-Z][A-Za-z0-9_]*)+)\Z")
+_PLAIN_SAFE = re.compile(rf"\A(?:[A-Za-z_][A-Za-z0-9_./@-]*|{_CONSTANT_PATH})\Z")
 SHAPES = ("object", "struct", "active_job")
 
 
@@ -57,7 +58,7 @@ def dump_handler(
     class ``name``; ``payload`` is the argument list or a job_data dict (its ``arguments``
     are serialized the ActiveJob way; missing keys get ActiveJob's defaults).
     """
-    if not _CLASS_NAME.match(name):
+    if not CLASS_NAME.match(name):
         raise ValueError(f"not a Ruby class name: {name!r}")
     if shape == "active_job":
         job_data = _job_data(name, payload, queue_name=queue_name, priority=priority)
@@ -112,7 +113,7 @@ def _document(root: RubyObject) -> str:
 
 
 def _tag(value: RubyObject) -> str:
-    if not _CLASS_NAME.match(value.ruby_class):
+    if not CLASS_NAME.match(value.ruby_class):
         raise ValueError(f"not a Ruby class name: {value.ruby_class!r}")
     kind = "struct" if isinstance(value, RubyStruct) else "object"
     return f"!ruby/{kind}:{value.ruby_class}"

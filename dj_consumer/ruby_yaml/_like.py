@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from dj_consumer.ruby_yaml._dump import CLASS_NAME
 from dj_consumer.ruby_yaml._interpret import BUILTIN_NAMES, JOB_WRAPPER, PERFORMABLE
 
 __all__ = ["BUILTIN_NAMES", "fallback_name", "like_literal", "like_patterns", "sure_prefixes",
@@ -49,10 +50,6 @@ def like_patterns(name: str) -> list[tuple[str, ...]]:
     ]
 
 
-# A Ruby constant path: what a tag can spell before the whitespace that ends it.
-_CONSTANT_PATH = re.compile(r"[A-Z][A-Za-z0-9_]*(?:::[A-Z][A-Za-z0-9_]*)*")
-
-
 def sure_prefixes(name: str) -> tuple[str, ...]:
     """Handler beginnings that Psych writes for ``name``'s jobs and for no other dispatch name.
 
@@ -63,7 +60,8 @@ def sure_prefixes(name: str) -> tuple[str, ...]:
     else (``--- !ruby/object:C\n...``: an empty document); the caller re-checks and hands
     such a row back.
     """
-    if _CONSTANT_PATH.fullmatch(name) is None or name in BUILTIN_NAMES or name in PERFORMABLE \
+    # A constant path is all a tag can spell before the whitespace that ends it.
+    if not CLASS_NAME.match(name) or name in BUILTIN_NAMES or name in PERFORMABLE \
             or name == JOB_WRAPPER:
         return ()
     # The tag ends at the newline (attributes follow) or at a space (` {}`: no attributes).
