@@ -86,10 +86,19 @@ def parse(expr: str, *, default_zone: str | tzinfo = "UTC") -> Schedule:
         fields = parse_fields(expr)
     except SyntaxProblem as problem:
         raise CronError(f"invalid cron expression {expr!r}: {problem}") from None
-    zone = fields.zone or (ZoneInfo(default_zone) if isinstance(default_zone, str) else default_zone)
+    zone = fields.zone or _default(default_zone)
     schedule = Schedule(expr, fields, zone)
     _cronsim()  # a missing extra is reported when the schedule is made, not when it runs
     return schedule
+
+
+def _default(zone: str | tzinfo) -> tzinfo:
+    if not isinstance(zone, str):
+        return zone
+    try:
+        return ZoneInfo(zone)
+    except (KeyError, ValueError, OSError):
+        raise CronError(f"unknown default time zone {zone!r}") from None
 
 
 def _cronsim() -> type[CronSim]:

@@ -54,6 +54,8 @@ def test_zone_suffix_and_default_zone() -> None:
     tokyo = cron.parse("0 9 * * *", default_zone="Asia/Tokyo")
     assert tokyo.next_after(t("2024-05-06 07:00:00")) == t("2024-05-07 00:00:00")
     assert cron.parse("0 9 * * * UTC", default_zone="Asia/Tokyo").zone == ZoneInfo("UTC")
+    with pytest.raises(cron.CronError, match="unknown default time zone 'Mars/Olympus'"):
+        cron.parse("0 9 * * *", default_zone="Mars/Olympus")
 
 
 def test_six_fields_are_seconds_first_unless_the_sixth_is_a_zone() -> None:
