@@ -36,6 +36,7 @@ bench: $(STAMP)
 
 fixtures:
 	ruby tests/fixtures/generate.rb
+	ruby tests/fixtures/cron_fugit.rb
 
 clean:
 	rm -rf $(VENV) demo.db *.egg-info .pytest_cache .mypy_cache .ruff_cache
