@@ -35,7 +35,7 @@ def like_patterns(name: str) -> list[tuple[str, ...]]:
     if separator:
         # Delayed::PerformableMethod / PerformableMailer: `method_name: :m`, `!ruby/symbol m`,
         # old `method: :m`; receiver `!ruby/object:C`, `!ruby/ActiveRecord:C`, `!ruby/class
-        # 'C'`, old "AR:C:1" / "CLASS:C" all spell C out — unless C is a core class.
+        # 'C'`, old "AR:C:1" / "CLASS:C" / "LOAD;C;1" all spell C out — unless C is a core class.
         patterns = [_contains("Delayed::Performable"), _contains(method)]
         if receiver not in BUILTIN_NAMES:
             patterns.append(_contains(receiver))

@@ -238,6 +238,34 @@ def test_performable_method_with_nil_receiver_names_like_ruby() -> None:
     assert parsed.name == "NilClass#go"
 
 
+# delayed_job 1.9.0pre-2.0.x wrote `"LOAD;#{dump_for_delayed_job}"`: a class's name, or a
+# record's "Class;id"; its STRING_FORMAT is /^LOAD\;([A-Z][\w\:]+)(?:\;(\w+))?$/. The
+# handlers are hand-typed in Syck's style (Ruby 1.8: a space after a tag and after `args:`).
+DJ20 = "--- !ruby/struct:Delayed::PerformableMethod \nobject: {}\nmethod: :{}\nargs: \n- {}\n"
+
+
+@pytest.mark.parametrize(
+    ("receiver", "arg", "name", "obj", "decoded"),
+    [
+        ("LOAD;UserMailer", "LOAD;User;12", "UserMailer.deliver", RubyClass("UserMailer"),
+         RubyRecord("User", {"id": 12})),
+        ("LOAD;Admin::User;7", "LOAD;Reports::Daily", "Admin::User#deliver",
+         RubyRecord("Admin::User", {"id": 7}), RubyClass("Reports::Daily")),
+        # MongoMapper ids are hex strings: kept as text.
+        ("LOAD;MongoStory;4c2f8e1a9d", "x", "MongoStory#deliver",
+         RubyRecord("MongoStory", {"id": "4c2f8e1a9d"}), "x"),
+        # Not STRING_FORMAT (lower case, one letter, a space): plain strings, as in 2.0.
+        ("LOAD;user", "LOAD;A", "String#deliver", "LOAD;user", "LOAD;A"),
+        ("LOAD;User;1 2", "LOAD;User;", "String#deliver", "LOAD;User;1 2", "LOAD;User;"),
+    ],
+)
+def test_delayed_job_2_load_strings(receiver: str, arg: str, name: str, obj: Any,
+                                    decoded: Any) -> None:
+    parsed = load(DJ20.format(receiver, "deliver", arg))
+    assert (parsed.name, parsed.display_name) == (name, name)
+    assert_same(parsed.payload, {"object": obj, "method_name": "deliver", "args": [decoded]})
+
+
 @pytest.mark.parametrize(
     "handler",
     [
