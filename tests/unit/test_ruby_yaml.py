@@ -266,6 +266,56 @@ def test_delayed_job_2_load_strings(receiver: str, arg: str, name: str, obj: Any
     assert_same(parsed.payload, {"object": obj, "method_name": "deliver", "args": [decoded]})
 
 
+PM = "--- !ruby/object:Delayed::PerformableMethod\nobject: {}\nmethod_name: :send_welcome\nargs: []\n"
+CONCISE = ("!ruby/object:User\n  concise_attributes:\n"
+           "  - !ruby/object:ActiveModel::Attribute::FromDatabase\n"
+           "    name: {}\n    value_before_type_cast: {}\n  new_record: false\n"
+           "  active_record_yaml_version: 2")
+
+
+@pytest.mark.parametrize(
+    ("receiver", "reason"),
+    [
+        # Indentation collapsed: `attributes` is nil and id a sibling of it. delayed_job
+        # 4.1.9: payload['attributes'][pk] raises NoMethodError → DeserializationError.
+        ("!ruby/ActiveRecord:User\n attributes:\n id: 1\n name: Alice", "no `attributes` hash"),
+        ("!ruby/ActiveRecord:User\n  attributes:\n  id: 1", "no `attributes` hash"),
+        ("!ruby/ActiveRecord:User {}", "no `attributes` hash"),
+        # The record is found again by id (`klass.unscoped.find(id)`): find(nil) fails.
+        ("!ruby/ActiveRecord:User\n  attributes:\n    name: Alice", "without its id"),
+        ("!ruby/ActiveRecord:User\n  attributes:\n    id:\n    name: Alice", "without its id"),
+        ("!ruby/object:User\n  raw_attributes:\n    name: Alice\n  new_record: true", "without its id"),
+        (CONCISE.format("name", "Alice"), "without its id"),
+        (CONCISE.format("id", ""), "without its id"),
+    ],
+)
+def test_a_record_without_its_id_is_unparseable(receiver: str, reason: str) -> None:
+    with pytest.raises(HandlerParseError, match=f"record User .*{reason}"):
+        load(PM.format(receiver))
+
+
+def test_a_record_as_an_argument_needs_its_id_too() -> None:
+    handler = ("--- !ruby/object:Delayed::PerformableMethod\nobject: !ruby/class 'Mailer'\n"
+               "method_name: :welcome\nargs:\n- !ruby/ActiveRecord:User\n  attributes:\n  id: 1\n")
+    with pytest.raises(HandlerParseError, match="record User"):
+        load(handler)
+
+
+def test_records_with_their_id_still_load() -> None:
+    assert load(PM.format(CONCISE.format("id", "5"))).payload["object"] == RubyRecord("User", {"id": 5})
+    syck = "!ruby/ActiveRecord:User\n  attributes:\n    id: 1\n    name: Alice"
+    assert load(PM.format(syck)).payload["object"] == RubyRecord("User", {"id": 1, "name": "Alice"})
+
+
+def test_a_nested_object_with_bare_attributes_and_no_id_is_a_plain_object() -> None:
+    # Rails 3.x-4.1 wrote records this way, but so does any object with an @attributes hash;
+    # without an id it cannot be a saved record, so it is not taken for one.
+    handler = "--- !ruby/object:Job\nform: !ruby/object:SignupForm\n  attributes:\n    email: a@b.c\n"
+    form = load(handler).payload["form"]
+    assert form == RubyObject("SignupForm", {"attributes": {"email": "a@b.c"}})
+    assert not isinstance(form, RubyRecord)
+
+
 @pytest.mark.parametrize(
     "handler",
     [
