@@ -164,7 +164,7 @@ def why(row: JobRow | None, job_id: int, config: Config, registry: Registry,
             reasons.append(f"no Python handler for {parsed.name!r} in this process; "
                            f"registered: {known}. A Ruby worker runs it")
     except HandlerParseError as exc:
-        name = ruby_yaml.fallback_name(row.handler)
+        name = ruby_yaml.fallback_dispatch_name(row.handler)
         if name is None or registry.spec(name) is None:
             name = f"{name} (not registered here either)"
         reasons.append(f"the handler cannot be parsed ({exc}); a worker with a handler for "

@@ -240,7 +240,8 @@ class Worker:
 
         def accept(row: JobRow) -> bool:
             result = _parse(row.handler)
-            name = result.name if isinstance(result, ParsedHandler) else ruby_yaml.fallback_name(row.handler)
+            name = (result.name if isinstance(result, ParsedHandler)
+                    else ruby_yaml.fallback_dispatch_name(row.handler))
             if name is None or self.registry.spec(name) is None:
                 return False
             parsed[row.id] = result
@@ -370,9 +371,10 @@ class Worker:
 
     def _fail_unparseable(self, row: JobRow, error: HandlerParseError, me: str) -> bool:
         """Ruby's DeserializationError: failed for good at once, attempts unchanged."""
-        name = ruby_yaml.fallback_name(row.handler) or "?"
+        name = ruby_yaml.fallback_dispatch_name(row.handler) or "?"
         spec = self.registry.spec(name)
-        job = self._job(row, ParsedHandler(name, name, None), spec, me)
+        display = ruby_yaml.fallback_name(row.handler) or name  # Ruby's Delayed::Job#name
+        job = self._job(row, ParsedHandler(name, display, None), spec, me)
         handler = row.handler if len(row.handler) <= 500 else row.handler[:500] + "…"
         message = f"Job failed to load: {error}. Handler: {handler!r}"
         job.log.error("job.unparseable", error=str(error))

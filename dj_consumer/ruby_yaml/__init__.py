@@ -2,7 +2,8 @@
 
 - ``load(handler)`` → ``ParsedHandler(name, display_name, payload)``; raises only
   ``HandlerParseError``, within bounded time and memory for any input.
-- ``fallback_name(handler)``: Ruby's ``ParseObjectFromYaml`` regex, for logs when load fails.
+- ``fallback_name(handler)``: Ruby's ``ParseObjectFromYaml`` regex, for logs when load fails;
+  ``fallback_dispatch_name(handler)``: the dispatch name it would have had (who fails it).
 - ``dump_handler(name, payload, shape=...)``: YAML that Ruby's ``YAML.load_dj`` reads back as
   the same values (for enqueueing from Python).
 - ``like_patterns(name)``: SQL ``LIKE`` prefilters for the rows a dispatch name may own.
@@ -24,6 +25,7 @@ from dj_consumer.ruby_yaml._build import FAST_PARSER, MAX_DEPTH, MAX_NODES, buil
 from dj_consumer.ruby_yaml._dump import SHAPES, dump_handler
 from dj_consumer.ruby_yaml._interpret import JOB_WRAPPER, PERFORMABLE, interpret
 from dj_consumer.ruby_yaml._like import (
+    fallback_dispatch_name,
     fallback_name,
     like_literal,
     like_patterns,
@@ -41,6 +43,7 @@ __all__ = [
     "PERFORMABLE",
     "SHAPES",
     "dump_handler",
+    "fallback_dispatch_name",
     "fallback_name",
     "like_literal",
     "like_patterns",

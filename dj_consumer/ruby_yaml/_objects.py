@@ -14,7 +14,7 @@ from dj_consumer.errors import HandlerParseError
 from dj_consumer.ruby_values import RubyObject, RubyRange, RubyRecord, RubySet, RubyStruct
 from dj_consumer.ruby_yaml._scalars import ScalarError, is_string_tag
 
-__all__ = ["build_mapping", "build_sequence", "hashable_key"]
+__all__ = ["SPECIAL_CLASSES", "build_mapping", "build_sequence", "hashable_key"]
 
 _STRUCT = re.compile(r"^!ruby/struct:?(.*)$")
 _OBJECT = re.compile(r"^!ruby/object:?(.*)$")
@@ -249,3 +249,5 @@ _SPECIAL_OBJECTS: dict[str, Any] = {
     "Set": _set,
     "Hash": _hash,
 }
+# `!ruby/object:` classes that load as another value (and so under another class name).
+SPECIAL_CLASSES = frozenset(_SPECIAL_OBJECTS)

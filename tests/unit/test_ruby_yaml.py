@@ -29,14 +29,18 @@ from dj_consumer.ruby_values import (
 )
 from dj_consumer.ruby_yaml import (
     FAST_PARSER,
+    JOB_WRAPPER,
     MAX_DEPTH,
     MAX_HANDLER_BYTES,
     dump_handler,
+    fallback_dispatch_name,
     fallback_name,
     like_patterns,
     load,
 )
 from tests.unit.conftest_yaml import TRICKY_STRINGS, assert_same, fixtures
+
+PERFORMABLE_METHOD = "Delayed::PerformableMethod"
 
 
 def value(text: str) -> Any:
@@ -465,6 +469,41 @@ def test_pure_python_parser_reads_the_corpus_alike(monkeypatch: pytest.MonkeyPat
 )
 def test_fallback_name(handler: str | bytes, name: str | None) -> None:
     assert fallback_name(handler) == name
+
+
+AJW = "--- !ruby/object:ActiveJob::QueueAdapters::DelayedJobAdapter::JobWrapper\n"
+PMW = "--- !ruby/object:Delayed::PerformableMethod\n"
+
+
+@pytest.mark.parametrize(
+    ("handler", "name"),
+    [
+        (AJW + "job_data:\n  job_class: Billing::ChargeJob\n  arguments: [", "Billing::ChargeJob"),
+        (PMW + "object: !ruby/object:User\n  x: [\nmethod_name: :send_welcome\n", "User#send_welcome"),
+        (PMW + "object: !ruby/ActiveRecord:User\n attributes:\n\n id: 1\nmethod_name: :save!\n",
+         "User#save!"),
+        (PMW + "object: !ruby/class 'UserMailer'\nmethod_name: !ruby/symbol welcome\nargs: [",
+         "UserMailer.welcome"),
+        # Anything less certain: Ruby's own fallback, the wrapper class.
+        (AJW + "job_data:\n  job_id: 1\n  job_class: HelloJob\n  x: [", JOB_WRAPPER),
+        (AJW + "job_data:\n  arguments:\n  - job_class: HelloJob\n  x: [", JOB_WRAPPER),
+        (AJW + "job_data: {job_class: HelloJob, x: [", JOB_WRAPPER),
+        (PMW + "args: []\nobject: !ruby/object:User\nmethod_name: :go\n[", PERFORMABLE_METHOD),
+        (PMW + "object: !ruby/object:User\nname: x\nmethod_name: :go\n[", PERFORMABLE_METHOD),
+        (PMW + "object: !ruby/object:User\n  method_name: :go\n[", PERFORMABLE_METHOD),
+        (PMW + "object: !ruby/object:ActiveSupport::TimeWithZone\nmethod_name: :go\n[",
+         PERFORMABLE_METHOD),
+        (PMW + "object: !ruby/module 'Maint'\nmethod_name: :go\n[", PERFORMABLE_METHOD),
+        (PMW + "object: !ruby/class 'UserMailer'\nmethod_name: :\"[]\"\n[", PERFORMABLE_METHOD),
+        ("--- !ruby/object:Foo\n[", "Foo"),
+        ("--- [", None),
+    ],
+)
+def test_fallback_dispatch_name(handler: str, name: str | None) -> None:
+    with pytest.raises(HandlerParseError):
+        load(handler)
+    assert fallback_dispatch_name(handler) == name
+    assert fallback_dispatch_name(handler.encode()) == name
 
 
 def test_like_patterns_escape_wildcards() -> None:
