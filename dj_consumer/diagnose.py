@@ -158,7 +158,8 @@ def why(row: JobRow | None, job_id: int, config: Config, registry: Registry,
         reasons.append(f"failed for good at {row.failed_at:%Y-%m-%d %H:%M:%S} UTC after "
                        f"{row.attempts} attempts: {first}  (dj-consumer failed --retry {row.id})")
     try:
-        parsed = ruby_yaml.load(row.handler)
+        parsed = ruby_yaml.load(row.handler, max_bytes=config.max_handler_bytes,
+                                max_values=config.max_handler_values)
         if registry.spec(parsed.name) is None:
             known = ", ".join(registry.names()) or "none (pass --import MODULE)"
             reasons.append(f"no Python handler for {parsed.name!r} in this process; "

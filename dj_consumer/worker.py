@@ -239,7 +239,7 @@ class Worker:
         parsed: dict[int, ParsedHandler | HandlerParseError] = {}
 
         def accept(row: JobRow) -> bool:
-            result = _parse(row.handler)
+            result = _parse(row.handler, self.config)
             name = (result.name if isinstance(result, ParsedHandler)
                     else ruby_yaml.fallback_dispatch_name(row.handler))
             if name is None or self.registry.spec(name) is None:
@@ -488,8 +488,9 @@ def make_worker(
                   registry if registry is not None else default_registry, clock=clock)
 
 
-def _parse(handler: str) -> ParsedHandler | HandlerParseError:
+def _parse(handler: str, config: Config) -> ParsedHandler | HandlerParseError:
     try:
-        return ruby_yaml.load(handler)
+        return ruby_yaml.load(handler, max_bytes=config.max_handler_bytes,
+                              max_values=config.max_handler_values)
     except HandlerParseError as exc:
         return exc

@@ -104,3 +104,21 @@ def test_a_sure_claim_of_an_unparseable_active_job_fails_it_once(mariadb_db: DB)
     finally:
         with db.engine.begin() as conn:
             conn.execute(sa.text(f"DROP TABLE {db.table}_audit"))
+
+
+def test_a_job_over_the_handler_caps_fails_naming_the_setting(db: DB) -> None:
+    ran: list[int] = []
+    reg = Registry()
+    reg.run("HelloJob")(lambda j: ran.append(len(j.payload["arguments"][0])))
+    small = dump_handler("HelloJob", [[1] * 10], shape="active_job")
+    big = dump_handler("HelloJob", [[1] * 300], shape="active_job")
+    many = dump_handler("HelloJob", [[1] * 100], shape="active_job")
+    assert len(small) < 3000 < len(big) and len(many) < 3000
+    ids = [db.insert(h) for h in (small, big, many)]
+    w = make_worker(db.config(max_handler_bytes=3000, max_handler_values=100), reg)
+    assert w.work_off() == (1, 2)
+    assert ran == [10]
+    big_row, many_row = db.row(ids[1]), db.row(ids[2])
+    assert big_row.failed_at is not None and many_row.failed_at is not None
+    assert "byte limit (the max_handler_bytes setting)" in big_row.last_error
+    assert "values after expanding aliases (the max_handler_values setting)" in many_row.last_error

@@ -16,6 +16,8 @@ from dj_consumer.ruby_yaml import (
 )
 from tests.unit.conftest_yaml import Fixture, assert_same, fixtures
 
+pytestmark = pytest.mark.usefixtures("yaml_parser")
+
 CORPUS = fixtures()
 
 
