@@ -198,11 +198,13 @@ class Worker:
 
         try:
             indexes = diagnose.read_indexes(self.store)
+            # Only where it matters: a big table (a bounded count), not a 7-row demo.
+            scans = diagnose.will_scan(self.config, indexes) and diagnose.backlog_at_least(self.store)
         except SQLAlchemyError:
             return
-        if diagnose.will_scan(self.config, indexes):
+        if scans:
             log.warning(
-                "worker.will_scan",
+                "worker.will_scan", unfinished_rows_at_least=diagnose.BACKLOG_ROWS,
                 hint="reserves read past ready rows we cannot run; behind a large Ruby backlog "
                      "that is slow. Serve a queue (--queues python) with an index on "
                      "(queue, priority, run_at): `dj-consumer check` prints the migration",
