@@ -15,7 +15,7 @@ Limits (each refusal is a HandlerParseError naming the limit): ``max_bytes`` (de
 ``max_values`` values after expanding aliases (default ``MAX_NODES``); the worker passes its
 ``max_handler_bytes`` / ``max_handler_values`` settings. Within the defaults a handler loads
 in well under a second with the libyaml binding (``FAST_PARSER``); ruamel's pure-Python
-parser reads the same handlers the same way ~20-30x slower (~10 s at the caps).
+parser reads the same handlers the same way, ~10x slower (~10 s at the caps).
 """
 
 from __future__ import annotations

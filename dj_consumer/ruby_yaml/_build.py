@@ -6,10 +6,11 @@ instead of subclassing its Composer/SafeConstructor: that keeps every limit in o
 hostile input cannot exhaust the Python stack. Each node becomes one of a fixed set of
 plain values (see ``_objects``) chosen by its Psych tag; no tag can name a Python callable.
 
-ruamel's libyaml binding parses ~30x faster than its pure-Python parser and is the very parser
-Psych wraps, so we use it when installed: ``ruamel.yaml.clib`` (wheels for CPython on Linux,
-macOS and Windows, installed with dj_consumer there) or ``ruamel.yaml.clibz`` (built from
-source). Elsewhere the pure parser reads the same handlers the same way, only slower.
+ruamel's libyaml binding parses ~10x faster than its pure-Python parser (more on big handlers)
+and is the very parser Psych wraps, so we use it when installed: ``ruamel.yaml.clib`` (wheels
+for CPython on Linux, macOS and Windows, installed with dj_consumer there) or
+``ruamel.yaml.clibz`` (built from source). Elsewhere the pure parser reads the same handlers
+the same way, only slower.
 """
 
 from __future__ import annotations

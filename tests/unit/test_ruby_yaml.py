@@ -384,7 +384,7 @@ def _hostile() -> Iterator[tuple[str, str | bytes]]:
     yield "binary_garbage", bytes(range(256)) * 64
 
 
-# The pure-Python parser is ~20-30x slower: with the default caps a handler at the cap takes
+# The pure-Python parser is 10-60x slower: with the default caps a handler at the cap takes
 # it ~10 s, so it is held to the same second under caps a 20th as large (README "Large jobs").
 PURE_CAPS = {"max_bytes": 64 * 1024, "max_values": 5_000}
 
@@ -415,7 +415,7 @@ def _load_or_parse_error(handler: str | bytes, **caps: int) -> None:
 
 def test_libyaml_binding_is_installed() -> None:
     if not FAST_PARSER:
-        unavailable("ruamel.yaml.clib is not installed: handlers parse ~20-30x slower")
+        unavailable("ruamel.yaml.clib is not installed: handlers parse ~10x slower")
 
 
 def test_depth_limit_is_exact() -> None:
