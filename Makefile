@@ -2,41 +2,50 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+# What is installed: the runtime alone (demo), or with the dev extra (tests, lint, bench).
+RUNTIME := $(VENV)/.installed-runtime
+DEV     := $(VENV)/.installed-dev
 
 .PHONY: demo test test-fast lint bench fixtures clean help
 
 help:
-	@echo "make demo   - venv + install + SQLite table + sample jobs + run the worker until done"
-	@echo "make test   - lint (ruff, mypy --strict) and the whole test suite"
-	@echo "make bench  - throughput, latency and memory against the bare protocol and Ruby"
+	@echo "make demo   - venv + install (runtime only) + SQLite table + sample jobs + run the worker until done"
+	@echo "make test   - lint (ruff, mypy --strict) and the whole test suite (installs the dev extra)"
+	@echo "make bench  - throughput, latency, memory and parse speed against the bare protocol and Ruby;"
+	@echo "              results in .bench/results.md, or benchmarks/results.md with SAVE=1"
 	@echo "make lint   - ruff + mypy --strict only"
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(PY):
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
-	touch $(STAMP)
 
-demo: $(STAMP)
+$(RUNTIME): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(DEV): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@ $(RUNTIME)
+
+demo: $(RUNTIME)
 	$(PY) -m sample_jobs.demo
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(VENV)/bin/ruff check dj_consumer tests sample_jobs benchmarks
 	$(VENV)/bin/mypy
 
-test: $(STAMP) lint
+test: $(DEV) lint
 	$(VENV)/bin/pytest -q -ra
 
-test-fast: $(STAMP)
+test-fast: $(DEV)
 	$(VENV)/bin/pytest -q -ra -x -m "not slow"
 
-bench: $(STAMP)
-	$(PY) -m benchmarks.run
+bench: $(DEV)
+	$(PY) -m benchmarks.run $(if $(SAVE),--output benchmarks/results.md)
 
 fixtures:
 	ruby tests/fixtures/generate.rb
 	ruby tests/fixtures/cron_fugit.rb
 
 clean:
-	rm -rf $(VENV) demo.db *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo.db *.egg-info .pytest_cache .mypy_cache .ruff_cache .bench

@@ -1,7 +1,9 @@
-"""`make bench`: run the scenarios, print one table, write benchmarks/results.md.
+"""`make bench`: run the scenarios, print one table, write it as markdown to .bench/results.md
+(ignored by git); `make bench SAVE=1` (--output benchmarks/results.md) updates the committed one.
 
     python -m benchmarks.run [--jobs N] [--only sqlite,mariadb,postgresql]
-                             [--scenario noop,concurrency,io,memory,latency,backlog] [--quick]
+                             [--scenario parse,noop,concurrency,io,memory,latency,backlog]
+                             [--quick] [--output FILE]
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from benchmarks import env, procs
 from benchmarks.report import Report
 from benchmarks.scenarios import SCENARIOS, Context
 
-RESULTS = Path(__file__).resolve().parent / "results.md"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / ".bench" / "results.md"  # SAVE=1: benchmarks/results.md, the committed one
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,7 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="scenarios to run: " + ",".join(SCENARIOS))
     p.add_argument("--quick", action="store_true", help="fewer jobs and rounds (about 2 minutes)")
     p.add_argument("--no-ruby", action="store_true", help="skip the Ruby delayed_job workers")
-    p.add_argument("--output", type=Path, default=RESULTS, help=f"markdown file (default {RESULTS.name})")
+    p.add_argument("--output", type=Path, default=RESULTS,
+                   help=f"markdown file (default {RESULTS.relative_to(ROOT)})")
     args = p.parse_args(argv)
     for name in _split(args.scenario):
         if name not in SCENARIOS:
@@ -105,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     load = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     header.append(("load avg", f"{load} at end; run took {time.monotonic() - started:.0f} s"))
     sys.stdout.write(report.text())
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report.markdown())
     _log(f"wrote {args.output}")
     return 0

@@ -312,7 +312,14 @@ def backlog(ctx: Context) -> None:
     ctx.report.sections.append(s)
 
 
+def _parse(ctx: Context) -> None:
+    from benchmarks.parse import parse  # imports Context from here
+
+    parse(ctx)
+
+
 SCENARIOS: dict[str, Callable[[Context], None]] = {
+    "parse": _parse,
     "noop": noop,
     "concurrency": concurrency,
     "io": io,

@@ -50,6 +50,10 @@ class Config:
     reserve_sql: str = "auto"
     # Lock up to this many rows per reserve and delete successes together (README: "Batching").
     reserve_batch: int = 1
+    # Caps on one handler (README "Large jobs"); a job over them fails to load. Ruby has none:
+    # the column's type bounds it (MySQL text 64 KiB, mediumtext 16 MiB). ruby_yaml's defaults.
+    max_handler_bytes: int = 16 * 1024 * 1024
+    max_handler_values: int = 100_000
     hostname: str = field(default_factory=socket.gethostname)
 
     def __post_init__(self) -> None:
@@ -69,6 +73,8 @@ class Config:
         _positive("reserve_batch", self.reserve_batch)
         _positive("heartbeat_interval", self.heartbeat_interval)
         _positive("lock_timeout", self.lock_timeout)
+        _positive("max_handler_bytes", self.max_handler_bytes)
+        _positive("max_handler_values", self.max_handler_values)
         if self.sleep_delay < 0:
             raise ConfigError(f"sleep_delay must be >= 0 seconds, got {self.sleep_delay!r}")
         if self.shutdown_timeout is not None and self.shutdown_timeout < 0:

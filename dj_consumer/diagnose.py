@@ -143,8 +143,21 @@ def _indexes(conn: Connection, table: str) -> list[list[str]]:
     return [[str(c) for c in i["column_names"]] for i in inspect(conn).get_indexes(table)]
 
 
+# Unfinished rows from which a reserve that reads past rows it cannot run is worth a warning:
+# ~10,000 rows cost a first reserve tens of milliseconds; README "Behind a Ruby backlog".
+BACKLOG_ROWS = 10_000
+
+
 def will_scan(config: Config, indexes: list[list[str]]) -> bool:
     return not config.queues or not has_queue_index(indexes)
+
+
+def backlog_at_least(store: Store, rows: int = BACKLOG_ROWS) -> bool:
+    """Does the table hold at least `rows` unfinished rows? Reads at most that many."""
+    bounded = text(f"SELECT COUNT(*) FROM (SELECT 1 AS one FROM {store.table} "
+                   "WHERE failed_at IS NULL LIMIT :rows) AS backlog")
+    with store.engine.connect() as conn:
+        return int(conn.execute(bounded, {"rows": rows}).scalar_one()) >= rows
 
 
 def why(row: JobRow | None, job_id: int, config: Config, registry: Registry,
@@ -158,13 +171,14 @@ def why(row: JobRow | None, job_id: int, config: Config, registry: Registry,
         reasons.append(f"failed for good at {row.failed_at:%Y-%m-%d %H:%M:%S} UTC after "
                        f"{row.attempts} attempts: {first}  (dj-consumer failed --retry {row.id})")
     try:
-        parsed = ruby_yaml.load(row.handler)
+        parsed = ruby_yaml.load(row.handler, max_bytes=config.max_handler_bytes,
+                                max_values=config.max_handler_values)
         if registry.spec(parsed.name) is None:
             known = ", ".join(registry.names()) or "none (pass --import MODULE)"
             reasons.append(f"no Python handler for {parsed.name!r} in this process; "
                            f"registered: {known}. A Ruby worker runs it")
     except HandlerParseError as exc:
-        name = ruby_yaml.fallback_name(row.handler)
+        name = ruby_yaml.fallback_dispatch_name(row.handler)
         if name is None or registry.spec(name) is None:
             name = f"{name} (not registered here either)"
         reasons.append(f"the handler cannot be parsed ({exc}); a worker with a handler for "

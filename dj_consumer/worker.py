@@ -198,11 +198,13 @@ class Worker:
 
         try:
             indexes = diagnose.read_indexes(self.store)
+            # Only where it matters: a big table (a bounded count), not a 7-row demo.
+            scans = diagnose.will_scan(self.config, indexes) and diagnose.backlog_at_least(self.store)
         except SQLAlchemyError:
             return
-        if diagnose.will_scan(self.config, indexes):
+        if scans:
             log.warning(
-                "worker.will_scan",
+                "worker.will_scan", unfinished_rows_at_least=diagnose.BACKLOG_ROWS,
                 hint="reserves read past ready rows we cannot run; behind a large Ruby backlog "
                      "that is slow. Serve a queue (--queues python) with an index on "
                      "(queue, priority, run_at): `dj-consumer check` prints the migration",
@@ -239,8 +241,9 @@ class Worker:
         parsed: dict[int, ParsedHandler | HandlerParseError] = {}
 
         def accept(row: JobRow) -> bool:
-            result = _parse(row.handler)
-            name = result.name if isinstance(result, ParsedHandler) else ruby_yaml.fallback_name(row.handler)
+            result = _parse(row.handler, self.config)
+            name = (result.name if isinstance(result, ParsedHandler)
+                    else ruby_yaml.fallback_dispatch_name(row.handler))
             if name is None or self.registry.spec(name) is None:
                 return False
             parsed[row.id] = result
@@ -370,9 +373,10 @@ class Worker:
 
     def _fail_unparseable(self, row: JobRow, error: HandlerParseError, me: str) -> bool:
         """Ruby's DeserializationError: failed for good at once, attempts unchanged."""
-        name = ruby_yaml.fallback_name(row.handler) or "?"
+        name = ruby_yaml.fallback_dispatch_name(row.handler) or "?"
         spec = self.registry.spec(name)
-        job = self._job(row, ParsedHandler(name, name, None), spec, me)
+        display = ruby_yaml.fallback_name(row.handler) or name  # Ruby's Delayed::Job#name
+        job = self._job(row, ParsedHandler(name, display, None), spec, me)
         handler = row.handler if len(row.handler) <= 500 else row.handler[:500] + "…"
         message = f"Job failed to load: {error}. Handler: {handler!r}"
         job.log.error("job.unparseable", error=str(error))
@@ -486,8 +490,9 @@ def make_worker(
                   registry if registry is not None else default_registry, clock=clock)
 
 
-def _parse(handler: str) -> ParsedHandler | HandlerParseError:
+def _parse(handler: str, config: Config) -> ParsedHandler | HandlerParseError:
     try:
-        return ruby_yaml.load(handler)
+        return ruby_yaml.load(handler, max_bytes=config.max_handler_bytes,
+                              max_values=config.max_handler_values)
     except HandlerParseError as exc:
         return exc

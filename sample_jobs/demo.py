@@ -12,6 +12,7 @@ from sample_jobs.enqueue import enqueue_all
 
 DB_FILE = "demo.db"
 URL = f"sqlite:///{DB_FILE}"
+HANDLERS_FILE = "sample_jobs/__init__.py"
 
 
 def main() -> int:
@@ -45,6 +46,9 @@ def main() -> int:
     print(f"  untouched:   {len(untouched)} (no Python handler: left for Ruby workers)\n")
     cli.main(["jobs", "--database-url", URL])
     print(f"\nInspect it yourself: DJ_DATABASE_URL={URL} .venv/bin/dj-consumer jobs")
+    left_for_ruby = untouched[0].id if untouched else ids[-1]
+    print(f"next: write your own handler ({HANDLERS_FILE} shows how) / try "
+          f"`DJ_DATABASE_URL={URL} .venv/bin/dj-consumer why {left_for_ruby} --import sample_jobs`")
     return 0
 
 

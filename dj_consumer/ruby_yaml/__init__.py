@@ -2,18 +2,20 @@
 
 - ``load(handler)`` → ``ParsedHandler(name, display_name, payload)``; raises only
   ``HandlerParseError``, within bounded time and memory for any input.
-- ``fallback_name(handler)``: Ruby's ``ParseObjectFromYaml`` regex, for logs when load fails.
+- ``fallback_name(handler)``: Ruby's ``ParseObjectFromYaml`` regex, for logs when load fails;
+  ``fallback_dispatch_name(handler)``: the dispatch name it would have had (who fails it).
 - ``dump_handler(name, payload, shape=...)``: YAML that Ruby's ``YAML.load_dj`` reads back as
   the same values (for enqueueing from Python).
 - ``like_patterns(name)``: SQL ``LIKE`` prefilters for the rows a dispatch name may own.
 - ``sure_prefixes(name)``: handler beginnings Psych writes only for that name's jobs;
   ``sure_regex(names)``: all of them as one regular expression.
 
-Limits (each refusal is a HandlerParseError naming the limit): ``MAX_HANDLER_BYTES``, nesting
-depth ``MAX_DEPTH``, and ``MAX_NODES`` values after expanding aliases. Within them a handler
-loads in well under a second. The size cap is 16 MiB (Rails' MySQL ``mediumtext``) with the
-libyaml binding (``ruamel.yaml.clibz``); without it parsing is ~30x slower and the cap drops
-to 64 KiB (MySQL ``text``, what Rails' default migration gives on MySQL).
+Limits (each refusal is a HandlerParseError naming the limit): ``max_bytes`` (default
+``MAX_HANDLER_BYTES``, 16 MiB: Rails' MySQL ``mediumtext``), nesting depth ``MAX_DEPTH``, and
+``max_values`` values after expanding aliases (default ``MAX_NODES``); the worker passes its
+``max_handler_bytes`` / ``max_handler_values`` settings. Within the defaults a handler loads
+in well under a second with the libyaml binding (``FAST_PARSER``); ruamel's pure-Python
+parser reads the same handlers the same way, ~10x slower (~10 s at the caps).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dj_consumer.ruby_yaml._build import FAST_PARSER, MAX_DEPTH, MAX_NODES, buil
 from dj_consumer.ruby_yaml._dump import SHAPES, dump_handler
 from dj_consumer.ruby_yaml._interpret import JOB_WRAPPER, PERFORMABLE, interpret
 from dj_consumer.ruby_yaml._like import (
+    fallback_dispatch_name,
     fallback_name,
     like_literal,
     like_patterns,
@@ -41,6 +44,7 @@ __all__ = [
     "PERFORMABLE",
     "SHAPES",
     "dump_handler",
+    "fallback_dispatch_name",
     "fallback_name",
     "like_literal",
     "like_patterns",
@@ -49,14 +53,16 @@ __all__ = [
     "sure_regex",
 ]
 
-MAX_HANDLER_BYTES = 16 * 1024 * 1024 if FAST_PARSER else 64 * 1024
+MAX_HANDLER_BYTES = 16 * 1024 * 1024
 
 
-def load(handler: str | bytes) -> ParsedHandler:
-    """What a handler means to Ruby: dispatch name, Delayed::Job#name, and plain payload."""
+def load(handler: str | bytes, *, max_bytes: int = MAX_HANDLER_BYTES,
+         max_values: int = MAX_NODES, pure: bool = False) -> ParsedHandler:
+    """What a handler means to Ruby: dispatch name, Delayed::Job#name, and plain payload.
+    ``pure``: parse with ruamel's pure-Python parser even where libyaml is installed."""
     try:
-        text = _text(handler)
-        built = build(text)
+        text = _text(handler, max_bytes)
+        built = build(text, max_values=max_values, pure=pure)
         if built is None:
             raise HandlerParseError("handler is empty (no YAML document)")
         return interpret(built)
@@ -72,10 +78,9 @@ def load(handler: str | bytes) -> ParsedHandler:
         raise HandlerParseError(f"handler could not be read: {type(exc).__name__}: {exc}") from exc
 
 
-def _text(handler: str | bytes) -> str:
+def _text(handler: str | bytes, max_bytes: int) -> str:
     if isinstance(handler, (bytes, bytearray, memoryview)):
-        size = len(handler)
-        _check_size(size)
+        _check_size(len(handler), max_bytes)
         try:
             return bytes(handler).decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -85,11 +90,13 @@ def _text(handler: str | bytes) -> str:
     if not isinstance(handler, str):
         raise HandlerParseError(f"handler must be str or bytes, not {type(handler).__name__}")
     # A str's UTF-8 size is at most 4 bytes per character; count exactly only near the cap.
-    if len(handler) * 4 > MAX_HANDLER_BYTES:
-        _check_size(len(handler.encode("utf-8", "surrogatepass")))
+    if len(handler) * 4 > max_bytes:
+        _check_size(len(handler.encode("utf-8", "surrogatepass")), max_bytes)
     return handler
 
 
-def _check_size(size: int) -> None:
-    if size > MAX_HANDLER_BYTES:
-        raise HandlerParseError(f"handler is {size} bytes, over the {MAX_HANDLER_BYTES} byte limit")
+def _check_size(size: int, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise HandlerParseError(
+            f"handler is {size} bytes, over the {max_bytes} byte limit (the max_handler_bytes "
+            "setting)")

@@ -6,9 +6,11 @@ instead of subclassing its Composer/SafeConstructor: that keeps every limit in o
 hostile input cannot exhaust the Python stack. Each node becomes one of a fixed set of
 plain values (see ``_objects``) chosen by its Psych tag; no tag can name a Python callable.
 
-ruamel's libyaml binding (the ``ruamel.yaml.clibz`` package, extra ``ruamel.yaml[libyaml]``)
-parses ~30x faster than its pure-Python parser and is the very parser Psych wraps, so we use
-it when installed and fall back to the pure parser (with a smaller size cap) otherwise.
+ruamel's libyaml binding parses ~10x faster than its pure-Python parser (more on big handlers)
+and is the very parser Psych wraps, so we use it when installed: ``ruamel.yaml.clib`` (wheels
+for CPython on Linux, macOS and Windows, installed with dj_consumer there) or
+``ruamel.yaml.clibz`` (built from source). Elsewhere the pure parser reads the same handlers
+the same way, only slower.
 """
 
 from __future__ import annotations
@@ -58,9 +60,10 @@ FAST_PARSER: bool = _CParser is not None
 # Nesting deeper than this is refused. Rails handlers nest < 15 levels (job → receiver →
 # attributes → value); the cap also bounds recursion in code that walks a payload.
 MAX_DEPTH = 100
-# Values after expanding aliases. Bounds "billion laughs" (10 aliases of 10 aliases of …),
-# parse time (~5 µs a value) and the cost of walking the payload. A handler that fills
-# MySQL's 64 KB text column holds ~10,000 values.
+# Values after expanding aliases (default of the max_handler_values setting). Bounds "billion
+# laughs" (10 aliases of 10 aliases of …), parse time (~3 µs a value with libyaml, ~60 µs
+# without) and the cost of walking the payload. A handler that fills MySQL's 64 KB text
+# column holds ~10,000 values.
 MAX_NODES = 100_000
 
 
@@ -100,15 +103,16 @@ class _PureEvents(Reader, Scanner, Parser):
         Parser.dispose(self)
 
 
-def build(text: str) -> Built | None:
+def build(text: str, *, max_values: int = MAX_NODES, pure: bool = False) -> Built | None:
     """The first document of ``text`` as Ruby values; None when there is no document.
+    ``pure``: ruamel's pure-Python parser even where libyaml is installed.
 
     Raises HandlerParseError for syntax errors and for input over the limits.
     """
     parser: Any = None
     try:
-        parser = _CParser(text) if _CParser is not None else _PureEvents(text)
-        return _Builder().run(parser.get_event)
+        parser = _CParser(text) if _CParser is not None and not pure else _PureEvents(text)
+        return _Builder(max_values).run(parser.get_event)
     except YAMLError as exc:
         raise HandlerParseError(f"invalid YAML: {_one_line(exc)}") from None
     finally:
@@ -123,7 +127,8 @@ def _one_line(exc: Exception) -> str:
 class _Builder:
     """One pass over the events; the stack replaces recursion."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_values: int) -> None:
+        self.max_values = max_values
         self.stack: list[_Frame] = []
         self.anchors: dict[str, tuple[Any, int]] = {}
         self.open_anchors: set[str] = set()
@@ -147,9 +152,10 @@ class _Builder:
 
     def _count(self, nodes: int) -> None:
         self.nodes += nodes
-        if self.nodes > MAX_NODES:
+        if self.nodes > self.max_values:
             raise HandlerParseError(
-                f"handler too large: more than {MAX_NODES} values after expanding aliases"
+                f"handler too large: more than {self.max_values} values after expanding aliases "
+                "(the max_handler_values setting)"
             )
 
     def _scalar(self, event: ScalarEvent) -> None:

@@ -34,12 +34,12 @@ from dj_consumer.ruby_yaml._scalars import tokenize
 
 __all__ = ["SHAPES", "dump_handler"]
 
-_CONSTANT_PATH = r"[A-Z][A-Za-z0-9_]*(?:::[A-Z][A-Za-z0-9_]*)*"
-CLASS_NAME = re.compile(rf"\A{_CONSTANT_PATH}\Z")  # a Ruby constant path: Billing::ChargeJob
+CONSTANT_PATH = r"[A-Z][A-Za-z0-9_]*(?:::[A-Z][A-Za-z0-9_]*)*"
+CLASS_NAME = re.compile(rf"\A{CONSTANT_PATH}\Z")  # a Ruby constant path: Billing::ChargeJob
 _ATTRIBUTE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 # Also Ruby constant paths (Billing::ChargeJob), which Psych writes plain: a `:` that is not
 # followed by a space or the end of the line starts nothing in YAML.
-_PLAIN_SAFE = re.compile(rf"\A(?:[A-Za-z_][A-Za-z0-9_./@-]*|{_CONSTANT_PATH})\Z")
+_PLAIN_SAFE = re.compile(rf"\A(?:[A-Za-z_][A-Za-z0-9_./@-]*|{CONSTANT_PATH})\Z")
 SHAPES = ("object", "struct", "active_job")
 
 

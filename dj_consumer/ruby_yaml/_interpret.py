@@ -39,9 +39,12 @@ _ROOT_TAG_NAMES = {
     "!ruby/struct": "Struct",
     "!ruby/exception": "Exception",
 }
-# delayed_job 1.x/2.0 wrote receivers and args of its Struct PerformableMethod as strings.
+# delayed_job 1.x-2.0 wrote receivers and args of its Struct PerformableMethod as strings:
+# "AR:Class:id" / "CLASS:Class" up to 1.8, "LOAD;Class[;id]" in 1.9.0pre-2.0.x (its
+# STRING_FORMAT, a Ruby regex: ^ and $ are line anchors, \w is ASCII).
 _OLD_AR = re.compile(r"^AR:([A-Z][\w:]*):(\d+)$")
 _OLD_CLASS = re.compile(r"^CLASS:([A-Z][\w:]*)$")
+_OLD_LOAD = re.compile(r"^LOAD;([A-Z][\w:]+)(?:;(\w+))?$", re.ASCII | re.MULTILINE)
 
 
 def interpret(built: Built) -> ParsedHandler:
@@ -83,11 +86,26 @@ def _performable(root: RubyObject) -> ParsedHandler:
 
 
 def _old_receiver(value: Any) -> Any:
+    """A receiver or argument as the delayed_job that wrote the string loaded it.
+
+    delayed_job 4.1.9 cannot load these Struct handlers at all (its PerformableMethod is no
+    Struct: DeserializationError), so a Ruby 4.1 worker fails such a row. We decode them as
+    the version that wrote them did instead, like its display_name: the only fleet that still
+    writes them is a delayed_job 2.0 app, whose own workers run them this way, and a Python
+    handler registered for the name asks for exactly that.
+    """
     if isinstance(value, str) and not isinstance(value, RubyClass):
         if match := _OLD_AR.match(value):
             return RubyRecord(match.group(1), {"id": int(match.group(2))})
         if match := _OLD_CLASS.match(value):
             return RubyClass(match.group(1))
+        if match := _OLD_LOAD.search(value):
+            # 2.0's load: `$1.constantize.load_for_delayed_job($2)`: Class#load_for_delayed_job
+            # is the class itself; a record class (ActiveRecord, MongoMapper) finds the id.
+            name, key = match.group(1), match.group(2)
+            if key is None:
+                return RubyClass(name)
+            return RubyRecord(name, {"id": int(key) if key.isdigit() else key})
     return value
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from dj_consumer.ruby_yaml._dump import CLASS_NAME
+from dj_consumer.ruby_yaml._dump import CLASS_NAME, CONSTANT_PATH
 from dj_consumer.ruby_yaml._interpret import BUILTIN_NAMES, JOB_WRAPPER, PERFORMABLE
+from dj_consumer.ruby_yaml._objects import SPECIAL_CLASSES
 
-__all__ = ["BUILTIN_NAMES", "fallback_name", "like_literal", "like_patterns", "sure_prefixes",
-           "sure_regex"]
+__all__ = ["BUILTIN_NAMES", "fallback_dispatch_name", "fallback_name", "like_literal",
+           "like_patterns", "sure_prefixes", "sure_regex"]
 
 # Delayed::Backend::Base::ParseObjectFromYaml = %r{\!ruby/\w+\:([^\s]+)}; Ruby's \w and \s
 # are ASCII-only here.
@@ -20,6 +21,38 @@ def fallback_name(handler: str | bytes) -> str | None:
     text = handler.decode("utf-8", "replace") if isinstance(handler, bytes) else handler
     match = _PARSE_OBJECT_FROM_YAML.search(text)
     return match.group(1) if match else None
+
+
+# The beginnings Psych writes for the two wrappers, read only as far as they are certain:
+# job_data's first key is job_class; a PerformableMethod's keys are object (whose nested
+# lines are all indented), then method_name.
+_AJ_HEAD = re.compile(rf"--- !ruby/object:{re.escape(JOB_WRAPPER)}\njob_data:\n  job_class: ({CONSTANT_PATH})\n")
+_PM_HEAD = re.compile(
+    rf"--- !ruby/object:Delayed::Performable(?:Method|Mailer)\n"
+    rf"object: (?:!ruby/(?:object|ActiveRecord):({CONSTANT_PATH})|!ruby/class '({CONSTANT_PATH})')(?: \{{\}})?\n"
+    r"(?:[ ][^\n]*\n|\n)*"
+    r"method_name: (?::|!ruby/sym(?:bol)? )([A-Za-z_][A-Za-z0-9_]*[!?=]?)\n")
+
+
+def fallback_dispatch_name(handler: str | bytes) -> str | None:
+    """The dispatch name of a handler that cannot load, for choosing who fails it: what load()
+    gives the same handler intact — an ActiveJob's job_class, a `.delay` call's C#m / C.m —
+    where its beginning says so for certain (Psych's own layout); else fallback_name.
+
+    Ruby's fallback regex names the wrapper class (JobWrapper, PerformableMethod), which no
+    Python handler is registered for, so such a row of ours would never be failed.
+    """
+    text = handler.decode("utf-8", "replace") if isinstance(handler, bytes) else handler
+    if match := _AJ_HEAD.match(text):
+        return match.group(1)
+    if (match := _PM_HEAD.match(text)) is not None:
+        instance_of, klass, method = match.groups()
+        if klass is not None:
+            return f"{klass}.{method}"
+        # load() names a few classes after the Ruby value they become (TimeWithZone → Time).
+        if instance_of not in BUILTIN_NAMES and instance_of not in SPECIAL_CLASSES:
+            return f"{instance_of}#{method}"
+    return fallback_name(text)
 
 
 def like_patterns(name: str) -> list[tuple[str, ...]]:
@@ -35,7 +68,7 @@ def like_patterns(name: str) -> list[tuple[str, ...]]:
     if separator:
         # Delayed::PerformableMethod / PerformableMailer: `method_name: :m`, `!ruby/symbol m`,
         # old `method: :m`; receiver `!ruby/object:C`, `!ruby/ActiveRecord:C`, `!ruby/class
-        # 'C'`, old "AR:C:1" / "CLASS:C" all spell C out — unless C is a core class.
+        # 'C'`, old "AR:C:1" / "CLASS:C" / "LOAD;C;1" all spell C out — unless C is a core class.
         patterns = [_contains("Delayed::Performable"), _contains(method)]
         if receiver not in BUILTIN_NAMES:
             patterns.append(_contains(receiver))

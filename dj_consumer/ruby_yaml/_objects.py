@@ -10,10 +10,11 @@ from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from dj_consumer.errors import HandlerParseError
 from dj_consumer.ruby_values import RubyObject, RubyRange, RubyRecord, RubySet, RubyStruct
 from dj_consumer.ruby_yaml._scalars import ScalarError, is_string_tag
 
-__all__ = ["build_mapping", "build_sequence", "hashable_key"]
+__all__ = ["SPECIAL_CLASSES", "build_mapping", "build_sequence", "hashable_key"]
 
 _STRUCT = re.compile(r"^!ruby/struct:?(.*)$")
 _OBJECT = re.compile(r"^!ruby/object:?(.*)$")
@@ -57,7 +58,7 @@ def build_mapping(tag: str | None, mapping: dict[Any, Any], *, depth: int) -> An
     if match := _STRUCT.match(tag):
         return RubyStruct(match.group(1) or "Struct", _ivars(mapping))
     if match := _RECORD.match(tag):
-        return RubyRecord(match.group(1), _record_columns(mapping) or {})
+        return _tagged_record(match.group(0), match.group(1), mapping)
     return _tagged_mapping(tag, mapping)
 
 
@@ -91,21 +92,51 @@ def _object(class_name: str, mapping: dict[Any, Any], *, top_level: bool) -> Any
     special = _SPECIAL_OBJECTS.get(class_name)
     if special is not None:
         return special(mapping)
-    columns = _record_columns(mapping, allow_bare=not top_level)
+    columns = _record_columns(mapping)
+    if columns is None and not top_level:
+        # Rails 3.x-4.1's bare `attributes` hash looks like any object with an @attributes
+        # hash: taken for a record only with an id (not trusted at all for the job object).
+        bare = _bare_columns(mapping)
+        columns = bare if bare is not None and bare.get("id") is not None else None
     if columns is not None:
-        return RubyRecord(class_name, columns)
+        return _record(class_name, columns)
     return RubyObject(class_name, _ivars(mapping))
 
 
-def _record_columns(mapping: dict[Any, Any], *, allow_bare: bool = True) -> dict[str, Any] | None:
-    """The column values of an ActiveRecord record, in whichever form Rails wrote it; None
-    when ``mapping`` is not a record.
+def _tagged_record(tag: str, class_name: str, mapping: dict[Any, Any]) -> RubyRecord:
+    """delayed_job's ``!ruby/ActiveRecord:X`` (and Mongoid/DataMapper): psych_ext reads
+    ``payload['attributes'][primary_key]`` and finds the record again; a mapping without an
+    ``attributes`` hash (its indentation collapsed, say) raises NoMethodError there."""
+    columns = _record_columns(mapping)
+    attributes = mapping.get("attributes")
+    if columns is None and type(attributes) is dict:
+        columns = {str(k): v for k, v in attributes.items()}
+    if columns is None:
+        raise HandlerParseError(
+            f"record {class_name} ({tag.split(':')[0]}) has no `attributes` hash: Ruby cannot "
+            "load it either (its indentation may have been lost)")
+    if tag.startswith("!ruby/ActiveRecord:"):
+        return _record(class_name, columns)
+    return RubyRecord(class_name, columns)
+
+
+def _record(class_name: str, columns: dict[str, Any]) -> RubyRecord:
+    """An ActiveRecord record, which delayed_job 4.1.9 reloads (``klass.unscoped.find(id)``)
+    as it loads the handler: without its id that is ``find(nil)``, RecordNotFound, and the
+    job fails to load. (The id is read from the ``id`` column, Rails' default primary key.)"""
+    if columns.get("id") is None:
+        raise HandlerParseError(
+            f"record {class_name} without its id: Ruby's find(nil) fails to load it "
+            "(RecordNotFound)")
+    return RubyRecord(class_name, columns)
+
+
+def _record_columns(mapping: dict[Any, Any]) -> dict[str, Any] | None:
+    """The column values of an ActiveRecord record in the forms only a record has; None when
+    ``mapping`` has none of them.
 
     Rails 5.2+: ``concise_attributes`` (a list of ActiveModel::Attribute); Rails 4.2-5.1:
-    ``raw_attributes`` (plus an AttributeSet under ``attributes``); Rails 3.x-4.1 and
-    delayed_job's Syck-era ``!ruby/ActiveRecord:X``: ``attributes``, a plain hash. The bare
-    ``attributes`` form looks like any object with an @attributes hash, so it is not trusted
-    for the job object itself (``allow_bare`` false at the root).
+    ``raw_attributes`` (plus an AttributeSet under ``attributes``).
     """
     concise = mapping.get("concise_attributes")
     if isinstance(concise, list):
@@ -116,7 +147,14 @@ def _record_columns(mapping: dict[Any, Any], *, allow_bare: bool = True) -> dict
     attributes = mapping.get("attributes")
     if isinstance(attributes, RubyObject) and attributes.ruby_class.endswith("AttributeSet"):
         return _attribute_set_columns(attributes)
-    if allow_bare and type(attributes) is dict and set(mapping) <= _BARE_RECORD_KEYS:
+    return None
+
+
+def _bare_columns(mapping: dict[Any, Any]) -> dict[str, Any] | None:
+    """Rails 3.x-4.1 and delayed_job's Syck-era ``!ruby/ActiveRecord:X``: ``attributes``, a
+    plain hash of column values."""
+    attributes = mapping.get("attributes")
+    if type(attributes) is dict and set(mapping) <= _BARE_RECORD_KEYS:
         return {str(k): v for k, v in attributes.items()}
     return None
 
@@ -211,3 +249,5 @@ _SPECIAL_OBJECTS: dict[str, Any] = {
     "Set": _set,
     "Hash": _hash,
 }
+# `!ruby/object:` classes that load as another value (and so under another class name).
+SPECIAL_CLASSES = frozenset(_SPECIAL_OBJECTS)

@@ -10,6 +10,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from dj_consumer.clock import SystemClock
+from dj_consumer.config import Config
 from tests.conftest import DB
 from tests.integration.test_cli_tools import cli as run
 from tests.integration.test_protocol import obj
@@ -62,15 +63,31 @@ def test_check_on_an_unreachable_database_prints_one_line(tmp_path: Path) -> Non
 
 def test_worker_warns_once_at_start_when_it_will_scan(sqlite_db: DB, capsys: object) -> None:
     from dj_consumer import Registry, make_worker
+    from dj_consumer.diagnose import BACKLOG_ROWS
 
     reg = Registry()
     reg.run("J")(lambda j: None)
+    make_worker(sqlite_db.config(), reg).work_off()
+    assert "worker.will_scan" not in capsys.readouterr().out  # type: ignore[attr-defined]
+    # Only behind a backlog big enough for scanning it to matter.
+    sqlite_db.insert_many([obj("RubyJob")] * BACKLOG_ROWS)
     make_worker(sqlite_db.config(), reg).work_off()
     with sqlite_db.engine.begin() as conn:
         conn.execute(sa.text(f"CREATE INDEX ix_{sqlite_db.table}_q ON {sqlite_db.table} (queue, priority, run_at)"))
     make_worker(sqlite_db.config(queues=["python"]), reg).work_off()
     out = capsys.readouterr().out  # type: ignore[attr-defined]
     assert out.count("worker.will_scan") == 1
+
+
+def test_the_backlog_count_is_bounded(db: DB) -> None:
+    from dj_consumer.diagnose import backlog_at_least
+    from dj_consumer.store import Store
+
+    store = Store(Config.from_mapping(db.config()))
+    db.insert_many([obj("RubyJob")] * 30)
+    db.insert(obj("RubyJob"), failed_at=SystemClock().now())  # finished: not a backlog
+    assert backlog_at_least(store, 30) and not backlog_at_least(store, 31)
+    store.close()
 
 
 HANDLERS = textwrap.dedent("""

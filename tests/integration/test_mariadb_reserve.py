@@ -155,7 +155,7 @@ def test_a_parser_bug_after_a_sure_claim_leaves_the_row_unlocked(
     w.work_off()
     job_id = mariadb_db.insert(obj("Foo", n=1))
 
-    def parser_bug(handler: str) -> Any:
+    def parser_bug(handler: str, config: Any) -> Any:
         raise RecursionError("a bug of ours")
 
     monkeypatch.setattr(worker_module, "_parse", parser_bug)

@@ -140,11 +140,24 @@ def test_a_failed_row_reads_like_rubys(interop: Interop, py_worker: Any, how: st
     assert sorted(r.job_key for r in interop.runs.performed()) == ["py", "rb"]
 
 
+BROKEN = {
+    "struct": ("--- !ruby/struct:SharedJob\nkey: [unclosed\n", "SharedJob"),
+    # Named by Ruby after the wrapper; by us after job_class / receiver#method (ours).
+    "active_job": ("--- !ruby/object:ActiveJob::QueueAdapters::DelayedJobAdapter::JobWrapper\n"
+                   "job_data:\n  job_class: SharedJob\n  arguments: [unclosed\n",
+                   "ActiveJob::QueueAdapters::DelayedJobAdapter::JobWrapper"),
+    "record_without_id": ("--- !ruby/object:Delayed::PerformableMethod\n"
+                          "object: !ruby/ActiveRecord:Greeter\n attributes:\n id: 1\n"
+                          "method_name: :greet\nargs: []\n", "Delayed::PerformableMethod"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BROKEN))
 def test_an_unparseable_handler_fails_like_rubys_deserialization_error(
-    interop: Interop, py_worker: Any
+    interop: Interop, py_worker: Any, kind: str
 ) -> None:
-    """A SharedJob handler Psych cannot load: failed at once, attempts unchanged, not retried."""
-    broken = "--- !ruby/struct:SharedJob\nkey: [unclosed\n"
+    """A handler of ours Psych cannot load: failed at once, attempts unchanged, not retried."""
+    broken, name = BROKEN[kind]
     now = utcnow().replace(microsecond=0)
     rb_id = interop.db.insert(broken, queue="rq", run_at=now, attempts=2)
     py_id = interop.db.insert(broken, queue="pq", run_at=now, attempts=2)
@@ -153,7 +166,7 @@ def test_an_unparseable_handler_fails_like_rubys_deserialization_error(
 
     rows = by_id(interop.ruby.inspect([rb_id, py_id]))
     rb, py = rows[rb_id], rows[py_id]
-    assert rb["name"] == py["name"] == "SharedJob"  # Ruby's ParseObjectFromYaml fallback
+    assert rb["name"] == py["name"] == name  # Ruby's ParseObjectFromYaml fallback
     assert rb["failed"] is py["failed"] is True
     assert rb["attempts"] == py["attempts"] == 2
     for row in (rb, py):

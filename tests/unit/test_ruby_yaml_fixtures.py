@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from dj_consumer.ruby_yaml import fallback_name, like_patterns, load, sure_prefixes, sure_regex
+from dj_consumer.errors import HandlerParseError
+from dj_consumer.ruby_yaml import (
+    JOB_WRAPPER,
+    fallback_dispatch_name,
+    fallback_name,
+    like_patterns,
+    load,
+    sure_prefixes,
+    sure_regex,
+)
 from tests.unit.conftest_yaml import Fixture, assert_same, fixtures
+
+pytestmark = pytest.mark.usefixtures("yaml_parser")
 
 CORPUS = fixtures()
 
@@ -108,3 +119,41 @@ def _like(pattern: str, text: str) -> bool:
         else:
             regex.append(re.escape(char))
     return re.fullmatch("".join(regex), text, re.DOTALL) is not None
+
+
+# A broken tail after the part Psych always writes first.
+BREAKS = ["  oops: [unclosed\n", "\tbad: tab\n", "x: *nowhere\n"]
+
+
+@pytest.mark.parametrize("fixture", CORPUS, ids=lambda f: f.slug)
+def test_fallback_dispatch_name_is_the_intact_name_or_rubys(fixture: Fixture) -> None:
+    # Whatever is cut off or broken, the fallback is either Ruby's regex name or the name the
+    # intact handler has: never a third name (it decides which worker fails the row).
+    for cut in [*range(0, len(fixture.handler), 7), len(fixture.handler)]:
+        for tail in ["", "--- !ruby/object:Other\n", *BREAKS]:
+            broken = fixture.handler[:cut] + tail
+            assert fallback_dispatch_name(broken) in (fallback_name(broken), fixture.name), broken
+
+
+def _wrapper_with_readable_name(fixture: Fixture) -> bool:
+    first, second = fixture.handler.split("\n")[:2]
+    return first.endswith(JOB_WRAPPER) or (first.endswith(("PerformableMethod", "PerformableMailer"))
+                                           and second.startswith(("object: !ruby/object:",
+                                                                  "object: !ruby/ActiveRecord:",
+                                                                  "object: !ruby/class ")))
+
+
+WRAPPERS = [f for f in CORPUS if _wrapper_with_readable_name(f)]
+
+
+def test_most_wrappers_in_the_corpus_have_a_readable_name() -> None:
+    assert len(WRAPPERS) >= 15
+
+
+@pytest.mark.parametrize("fixture", WRAPPERS, ids=lambda f: f.slug)
+def test_a_broken_wrapper_keeps_the_name_its_beginning_gives(fixture: Fixture) -> None:
+    for tail in BREAKS:
+        broken = fixture.handler + tail
+        with pytest.raises(HandlerParseError):
+            load(broken)
+        assert fallback_dispatch_name(broken) == fixture.name
