@@ -93,9 +93,11 @@ class Config:
             )
         if not self.worker_id or any(c.isspace() for c in self.worker_id):
             raise ConfigError(f"worker_id must be a non-empty word without spaces, got {self.worker_id!r}")
+        _not_rubys("worker_id", self.worker_id)
         for wid in self.lease_worker_ids or ():
             if not wid or any(c.isspace() for c in wid):
                 raise ConfigError(f"lease_worker_ids must be worker_ids without spaces, got {wid!r}")
+            _not_rubys("lease_worker_ids", wid)
         if not self.table_name:
             raise ConfigError("table_name must not be empty")
         _ = self.url  # validates database_url / db_config now, not at first use
@@ -202,6 +204,15 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
+
+
+def _not_rubys(key: str, worker_id: str) -> None:
+    """Ruby's daemons lock rows as "delayed_job[.N] host:… pid:…" (script/delayed_job names its
+    processes delayed_job, delayed_job.0, delayed_job.<identifier>): with such a worker_id,
+    their live locks would read as our leases and be taken after lock_timeout."""
+    if worker_id == "delayed_job" or worker_id.startswith("delayed_job."):
+        raise ConfigError(f"{key} {worker_id!r} is the name Ruby's delayed_job daemons lock rows "
+                          "with; their live jobs would look like our leases. Pick another, e.g. 'py'")
 
 
 def _positive(key: str, value: float) -> None:

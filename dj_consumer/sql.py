@@ -54,7 +54,9 @@ class Statements:
         self.uses_leases = config.uses_leases
         self.constants = self._constant_params()
         t = table
-        self.owned = "locked_by = :me"
+        # Owner tests are byte-exact: MySQL's text comparison follows the column's collation
+        # (case, accents, trailing spaces ignored), so `PY host:…` would pass for `py`.
+        self.owned = "CAST(locked_by AS BINARY) = :me" if dialect == "mysql" else "locked_by = :me"
         self.lt, self.ge = "<", ">="
         where = self._ready_where()
         order = "ORDER BY priority ASC, run_at ASC"
@@ -172,7 +174,9 @@ class Statements:
         # renew, so they keep the full horizon and no live Ruby job is ever taken early.
         stale = f"locked_at {self.lt} :stale"
         if self.uses_leases:
-            by = "locked_by LIKE :lease_{} ESCAPE '!'"
+            by = {"mysql": "CAST(locked_by AS BINARY) LIKE :lease_{} ESCAPE '!'",
+                  "postgresql": "locked_by LIKE :lease_{} ESCAPE '!'"}.get(
+                      self.dialect, "locked_by GLOB :lease_{}")  # SQLite's LIKE ignores case
             owners = " OR ".join(by.format(i) for i in range(2 * len(cfg.lease_ids)))
             since = f"{self.lt} :lease_stale"
             stale += f" OR (locked_at {since} AND ({owners}))"
@@ -285,9 +289,12 @@ class Statements:
         cfg = self.config
         params: dict[str, Any] = {}
         if self.uses_leases:
+            # "{id} host:… pid:…" or "{id}:{slot} host:… pid:…", matched exactly (_ready_where)
+            glob = self.dialect == "sqlite"
+            literal, anything = (_glob_literal, "*") if glob else (like_literal, "%")
             for i, wid in enumerate(cfg.lease_ids):
-                params[f"lease_{2 * i}"] = like_literal(wid) + " host:% pid:%"
-                params[f"lease_{2 * i + 1}"] = like_literal(wid) + ":% host:% pid:%"
+                params[f"lease_{2 * i}"] = f"{literal(wid)} host:{anything} pid:{anything}"
+                params[f"lease_{2 * i + 1}"] = f"{literal(wid)}:{anything} host:{anything} pid:{anything}"
         if cfg.queues:
             for i, queue in enumerate(q for q in cfg.queues if q is not None):
                 params[f"queue_{i}"] = queue
@@ -307,6 +314,11 @@ class Statements:
 
 _TIMES = ("now", "stale", "lease_stale", "run_at", "locked_at", "mark_run_at", "key_run_at",
           "from_run_at")
+
+
+def _glob_literal(text: str) -> str:
+    """``text`` matched literally by SQLite's GLOB (case-sensitive, unlike its LIKE)."""
+    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 def _typed(sql: str, *, rows: bool = False) -> TextClause:
