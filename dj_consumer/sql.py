@@ -57,7 +57,11 @@ class Statements:
         # Owner tests are byte-exact: MySQL's text comparison follows the column's collation
         # (case, accents, trailing spaces ignored), so `PY host:…` would pass for `py`.
         self.owned = "CAST(locked_by AS BINARY) = :me" if dialect == "mysql" else "locked_by = :me"
-        self.lt, self.ge = "<", ">="
+        # SQLite keeps times as text, and Rails writes `…:00` where we write `…:00.000000`:
+        # equal instants that compare as unequal strings. `<=` and `>` against our form are
+        # right for both, so on SQLite `x < T` is asked as `x <= T - 1µs` and `x >= T` as
+        # `x > T - 1µs` (Statements.earlier shifts the bound); both keep using the index.
+        self.lt, self.ge = ("<=", ">") if dialect == "sqlite" else ("<", ">=")
         where = self._ready_where()
         order = "ORDER BY priority ASC, run_at ASC"
         lock = " FOR UPDATE SKIP LOCKED" if skip_locked else ""
@@ -219,7 +223,7 @@ class Statements:
 
     def earlier(self, value: datetime) -> datetime:
         """The bound for `x {lt} :b` / `x {ge} :b` meaning `x < value` / `x >= value`."""
-        return value
+        return value - _MICROSECOND if self.dialect == "sqlite" else value
 
     def _reserve_statements(self, where: str, order: str, lock: str) -> ReserveSQL:
         t = self.table
@@ -312,6 +316,7 @@ class Statements:
         return params
 
 
+_MICROSECOND = timedelta(microseconds=1)
 _TIMES = ("now", "stale", "lease_stale", "run_at", "locked_at", "mark_run_at", "key_run_at",
           "from_run_at")
 
