@@ -17,6 +17,11 @@ from sqlalchemy.engine import URL, make_url
 
 from dj_consumer.errors import ConfigError
 
+#: Every renewing worker refreshes its leases at least this often (seconds, by the database's
+#: clock), whatever its own settings: so a peer of another deployment with lock_timeout >=
+#: 2 x LEASE_RENEW_MAX never takes a live lease (README "Lease renewal").
+LEASE_RENEW_MAX = 60.0
+
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
@@ -148,8 +153,10 @@ class Config:
     @property
     def heartbeat(self) -> float:
         """The renewal period actually used: well under every horizon that could expire a live
-        lock (lock_timeout for Python peers, max_run_time for everyone), whatever was set."""
-        return min(self.heartbeat_interval, self.lock_timeout / 4, self.max_run_time / 4)
+        lock (lock_timeout for Python peers, max_run_time for everyone), whatever was set, and
+        never above LEASE_RENEW_MAX, which peers of other deployments rely on."""
+        return min(self.heartbeat_interval, self.lock_timeout / 4, self.max_run_time / 4,
+                   LEASE_RENEW_MAX)
 
     def worker_name(self, slot: int | None = None) -> str:
         """locked_by for one slot: "{worker_id}[:{slot}] host:{hostname} pid:{pid}"."""

@@ -121,7 +121,8 @@ class Statements:
             + ", ".join("CAST(@dj_run_at AS DATETIME(6))" if c.strip() == "run_at" else f"@dj_{c.strip()}"
                         for c in RESERVE_COLUMNS.split(",")), rows=True)
         self.commit = _typed("COMMIT")
-        renewed = ":now"
+        # Renewals write the database's clock where there is one (README "Lease renewal").
+        renewed = DB_NOW.get(dialect, ":now")
         self.renew_all = _typed(
             f"UPDATE {t} SET locked_at = {renewed} WHERE {self.owned} AND failed_at IS NULL"
         )
@@ -174,7 +175,7 @@ class Statements:
         cfg = self.config
         # A lock older than max_run_time is abandoned for everyone (Ruby's horizon). A lock
         # held by a lease-renewing worker (ours: it refreshes locked_at every heartbeat) is
-        # abandoned sooner, after lock_timeout; Ruby's locks never
+        # abandoned sooner, after lock_timeout by the database's clock; Ruby's locks never
         # renew, so they keep the full horizon and no live Ruby job is ever taken early.
         stale = f"locked_at {self.lt} :stale"
         if self.uses_leases:
@@ -182,7 +183,7 @@ class Statements:
                   "postgresql": "locked_by LIKE :lease_{} ESCAPE '!'"}.get(
                       self.dialect, "locked_by GLOB :lease_{}")  # SQLite's LIKE ignores case
             owners = " OR ".join(by.format(i) for i in range(2 * len(cfg.lease_ids)))
-            since = f"{self.lt} :lease_stale"
+            since = LEASE_STALE.get(self.dialect, f"{self.lt} :lease_stale")
             stale += f" OR (locked_at {since} AND ({owners}))"
         ready = [
             f"((run_at <= :now AND (locked_at IS NULL OR {stale})) OR {self.owned})",
@@ -283,7 +284,7 @@ class Statements:
         """Bind values for the ready query at `now` (times through `ts`: MySQL drops fractions)."""
         stale = ts(now - timedelta(seconds=self.config.max_run_time))
         params = dict(self.constants, now=ts(now), stale=self.earlier(stale), me=me)
-        if self.uses_leases:
+        if self.uses_leases and self.dialect not in LEASE_STALE:
             lease_stale = ts(now - timedelta(seconds=self.config.lock_timeout))
             params["lease_stale"] = self.earlier(lease_stale)
         return params
@@ -299,6 +300,8 @@ class Statements:
             for i, wid in enumerate(cfg.lease_ids):
                 params[f"lease_{2 * i}"] = f"{literal(wid)} host:{anything} pid:{anything}"
                 params[f"lease_{2 * i + 1}"] = f"{literal(wid)}:{anything} host:{anything} pid:{anything}"
+            params["lease_s"] = cfg.lock_timeout
+            params["lease_us"] = round(cfg.lock_timeout * 1_000_000)
         if cfg.queues:
             for i, queue in enumerate(q for q in cfg.queues if q is not None):
                 params[f"queue_{i}"] = queue
@@ -316,6 +319,12 @@ class Statements:
         return params
 
 
+#: The database's own clock (naive UTC, as Rails writes times), where it has one; SQLite's
+#: writers all share the one host's clock.
+DB_NOW = {"mysql": "UTC_TIMESTAMP()", "postgresql": "(CURRENT_TIMESTAMP AT TIME ZONE 'UTC')"}
+#: `locked_at` is older than lock_timeout by that clock.
+LEASE_STALE = {"mysql": "< UTC_TIMESTAMP() - INTERVAL :lease_us MICROSECOND",
+               "postgresql": f"< {DB_NOW['postgresql']} - :lease_s * INTERVAL '1 second'"}
 _MICROSECOND = timedelta(microseconds=1)
 _TIMES = ("now", "stale", "lease_stale", "run_at", "locked_at", "mark_run_at", "key_run_at",
           "from_run_at")

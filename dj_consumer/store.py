@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 from sqlalchemy.sql.elements import TextClause
 
-from dj_consumer.config import Config
+from dj_consumer.config import LEASE_RENEW_MAX, Config
 from dj_consumer.db import (
     Connections,
     ServerInfo,
@@ -117,6 +117,7 @@ class Store:
                 self.last_error_limit = _text_limit(self.dialect, columns["last_error"]["type"])
                 self.server = self._server_info(conn)
                 self._check_strategy(self.server)
+                self._warn_if_short_lease()
         except ConfigError:
             raise
         except SQLAlchemyError as exc:
@@ -146,6 +147,17 @@ class Store:
         if not fits:
             raise ConfigError(f"reserve_sql {wanted!r} does not work on {server.dialect} "
                               f"{server.version}; leave it at 'auto'")
+
+    def _warn_if_short_lease(self) -> None:
+        cfg = self.config
+        if cfg.uses_leases and cfg.lock_timeout < 2 * LEASE_RENEW_MAX:
+            log.warning("lease.short_lock_timeout", lock_timeout=cfg.lock_timeout,
+                        lease_worker_ids=list(cfg.lease_ids),
+                        hint=f"a peer of these worker_ids that renews less often than every "
+                             f"{cfg.lock_timeout:g}s (other deployments renew every "
+                             f"{LEASE_RENEW_MAX:g}s at most) would lose live jobs to this worker; "
+                             "give every one of them the same lock_timeout, or this worker a "
+                             "worker_id of its own")
 
     def _server_info(self, conn: Connection) -> ServerInfo:
         if self.dialect == "sqlite":
