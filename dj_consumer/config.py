@@ -17,6 +17,11 @@ from sqlalchemy.engine import URL, make_url
 
 from dj_consumer.errors import ConfigError
 
+#: Every renewing worker refreshes its leases at least this often (seconds, by the database's
+#: clock), whatever its own settings: so a peer of another deployment with lock_timeout >=
+#: 2 x LEASE_RENEW_MAX never takes a live lease (README "Lease renewal").
+LEASE_RENEW_MAX = 60.0
+
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
@@ -99,9 +104,11 @@ class Config:
             )
         if not self.worker_id or any(c.isspace() for c in self.worker_id):
             raise ConfigError(f"worker_id must be a non-empty word without spaces, got {self.worker_id!r}")
+        _not_rubys("worker_id", self.worker_id)
         for wid in self.lease_worker_ids or ():
             if not wid or any(c.isspace() for c in wid):
                 raise ConfigError(f"lease_worker_ids must be worker_ids without spaces, got {wid!r}")
+            _not_rubys("lease_worker_ids", wid)
         if not self.table_name:
             raise ConfigError("table_name must not be empty")
         _ = self.url  # validates database_url / db_config now, not at first use
@@ -152,8 +159,10 @@ class Config:
     @property
     def heartbeat(self) -> float:
         """The renewal period actually used: well under every horizon that could expire a live
-        lock (lock_timeout for Python peers, max_run_time for everyone), whatever was set."""
-        return min(self.heartbeat_interval, self.lock_timeout / 4, self.max_run_time / 4)
+        lock (lock_timeout for Python peers, max_run_time for everyone), whatever was set, and
+        never above LEASE_RENEW_MAX, which peers of other deployments rely on."""
+        return min(self.heartbeat_interval, self.lock_timeout / 4, self.max_run_time / 4,
+                   LEASE_RENEW_MAX)
 
     def worker_name(self, slot: int | None = None) -> str:
         """locked_by for one slot: "{worker_id}[:{slot}] host:{hostname} pid:{pid}"."""
@@ -208,6 +217,15 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
+
+
+def _not_rubys(key: str, worker_id: str) -> None:
+    """Ruby's daemons lock rows as "delayed_job[.N] host:… pid:…" (script/delayed_job names its
+    processes delayed_job, delayed_job.0, delayed_job.<identifier>): with such a worker_id,
+    their live locks would read as our leases and be taken after lock_timeout."""
+    if worker_id == "delayed_job" or worker_id.startswith("delayed_job."):
+        raise ConfigError(f"{key} {worker_id!r} is the name Ruby's delayed_job daemons lock rows "
+                          "with; their live jobs would look like our leases. Pick another, e.g. 'py'")
 
 
 def _positive(key: str, value: float) -> None:

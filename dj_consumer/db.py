@@ -184,7 +184,7 @@ class Connections:
     def _expanded(self, stmt: TextClause, sql: str,
                   params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """`IN :ids` with one bind per element, as SQLAlchemy's expanding binds render it,
-        cached per list length (a batch's ids, a scan's excluded rows)."""
+        cached per list length (a batch's ids)."""
         sizes = tuple(len(params[k]) if k in params else -1 for k in _LISTS)
         key = (stmt, sizes)
         expanded = self._raw.get(key)
@@ -346,7 +346,7 @@ def make_engine(url: URL, config: Config, *, autocommit: bool) -> Engine:
 
 # The list binds (`IN :ids`) the driver fast path expands itself; an empty one goes through
 # SQLAlchemy, which knows how to write an empty IN.
-_LISTS = ("ids", "excluded")
+_LISTS = ("ids",)
 # pymysql.constants.SERVER_STATUS.SERVER_STATUS_NO_BACKSLASH_ESCAPES
 _NO_BACKSLASH_ESCAPES = 512
 # A pyformat bind, or an escaped percent sign (which must stay escaped).

@@ -6,6 +6,7 @@ Values are always bound; only the (quoted) table name and the fixed shape of the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,13 +32,11 @@ class ReserveSQL:
     candidates: TextClause
     lock_next: TextClause
     select_next_into: TextClause
-    lock_next_excluding: TextClause
     update_returning: TextClause
-    update_returning_excluding: TextClause
     update_limit: TextClause
-    update_limit_excluding: TextClause
     update_returning_after: TextClause
-    candidates_excluding: TextClause
+    scan: TextClause
+    scan_after: TextClause
 
 
 class Statements:
@@ -55,19 +54,139 @@ class Statements:
         self.uses_leases = config.uses_leases
         self.constants = self._constant_params()
         t = table
-        cfg = config
+        # Owner tests are byte-exact: MySQL's text comparison follows the column's collation
+        # (case, accents, trailing spaces ignored), so `PY host:…` would pass for `py`.
+        self.owned = "CAST(locked_by AS BINARY) = :me" if dialect == "mysql" else "locked_by = :me"
+        # SQLite keeps times as text, and Rails writes `…:00` where we write `…:00.000000`:
+        # equal instants that compare as unequal strings. `<=` and `>` against our form are
+        # right for both, so on SQLite `x < T` is asked as `x <= T - 1µs` and `x >= T` as
+        # `x > T - 1µs` (Statements.earlier shifts the bound); both keep using the index.
+        self.lt, self.ge = ("<=", ">") if dialect == "sqlite" else ("<", ">=")
+        where = self._ready_where()
+        order = "ORDER BY priority ASC, run_at ASC"
+        lock = " FOR UPDATE SKIP LOCKED" if skip_locked else ""
+
+        set_lock = f"UPDATE {t} SET locked_at = :locked_at, locked_by = :me"
+        # Whether a row's handler starts the way Psych writes one of our names
+        # (ruby_yaml.sure_prefixes): such a row may be claimed before the client parses it;
+        # any other row is parsed first, so rows we cannot run are never locked. Exact bytes:
+        # MySQL's text comparison ignores case, PostgreSQL's LIKE does not.
+        if self.sure_regex:
+            self.sure = "handler REGEXP BINARY :sure_regex"
+        else:
+            handler = "CAST(handler AS BINARY)" if dialect == "mysql" else "handler"
+            self.sure = " OR ".join(f"{handler} LIKE :sure_{i} ESCAPE '!'"
+                                    for i in range(len(self.sure_prefixes))) or "1 = 0"
+        self.plain = self._reserve_statements(where, order, lock)
+        # The backlog mark (README "Behind a Ruby backlog"): resume the scan where the last
+        # row we could run was found instead of re-reading every Ruby row ahead of it.
+        keyset = f"(priority > :mark_p OR (priority = :mark_p AND run_at {self.ge} :mark_run_at))"
+        self.marked = self._reserve_statements(f"{where} AND {keyset}", order, lock)
+        self.candidates = self.plain.candidates
+        self._where = where
+        sub = f"SELECT id FROM {t} WHERE {where} {order} LIMIT :n FOR UPDATE SKIP LOCKED"
+        # reserve_batch: the same statements for :n rows.
+        self.update_returning_n = _typed(
+            f"{set_lock} WHERE id IN ({sub}) RETURNING {RESERVE_COLUMNS}", rows=True)
+        # skip_locked's batch: the rows, and which are surely ours (claimed before the
+        # transaction ends; the rest are parsed after it, holding no lock).
+        self.lock_n = _typed(
+            f"SELECT {RESERVE_COLUMNS}, :claim_sure = 1 AND ({self.sure}) AS sure FROM {t} "
+            f"WHERE {where} {order} LIMIT :n{lock}", rows=True)
+        self.update_limit_n = _typed(f"{set_lock} WHERE {where} {order} LIMIT :n")
+        self.read_back_all = _typed(
+            f"SELECT {RESERVE_COLUMNS} FROM {t} WHERE locked_at = :locked_at AND {self.owned} "
+            f"AND failed_at IS NULL {order}", rows=True
+        )
+        self.claim_ids = _typed(
+            f"UPDATE {t} SET locked_at = :locked_at, locked_by = :me WHERE id IN :ids"
+        )
+        self.claimed_ids = _typed(
+            f"SELECT id FROM {t} WHERE id IN :ids AND {self.owned} AND locked_at = :locked_at")
+        self.delete_ids = _typed(f"DELETE FROM {t} WHERE id IN :ids AND {self.owned}")
+        self.unclaim_ids = _typed(
+            f"UPDATE {t} SET locked_at = NULL, locked_by = NULL WHERE id IN :ids AND {self.owned}"
+        )
+        self.start_transaction = _typed("START TRANSACTION")
+        # The one-round-trip MySQL reserve (Store._reserve_skip_locked_scripted) keeps what
+        # it learns in session variables: right after its DELETE, the count (and no row yet);
+        # select_next_into then reads the row into @dj_*; the claim; one result row at the end
+        # (no table read: the row is already in hand).
+        self.count_deleted = _typed("SET @dj_deleted = ROW_COUNT(), @dj_id = NULL")
+        self.claim_selected = _typed(
+            f"UPDATE {t} SET locked_at = :locked_at, locked_by = :me WHERE id = @dj_id AND @dj_sure")
+        # A user variable holds a DATETIME as a string (MySQL 8: a binary one): cast it back.
+        self.read_selected = _typed(
+            "SELECT @dj_deleted, ROW_COUNT(), "
+            + ", ".join("CAST(@dj_run_at AS DATETIME(6))" if c.strip() == "run_at" else f"@dj_{c.strip()}"
+                        for c in RESERVE_COLUMNS.split(",")), rows=True)
+        self.commit = _typed("COMMIT")
+        # Renewals write the database's clock where there is one (README "Lease renewal").
+        renewed = DB_NOW.get(dialect, ":now")
+        self.renew_all = _typed(
+            f"UPDATE {t} SET locked_at = {renewed} WHERE {self.owned} AND failed_at IS NULL"
+        )
+        mine = f"id = :id AND {self.owned}"
+        # A row we locked but cannot run (a name-filter false positive): hand it straight back.
+        self.unclaim = _typed(f"UPDATE {t} SET locked_at = NULL, locked_by = NULL WHERE {mine}")
+        # Rails' default_sql reservation: lock one candidate only if it is still ready; the
+        # attempts fence also rejects a row another worker ran and rescheduled meanwhile.
+        self.claim_if_ready = _typed(
+            f"UPDATE {t} SET locked_at = :now, locked_by = :me "
+            f"WHERE id = :id AND attempts = :attempts AND {where}"
+        )
+        # PostgreSQL: the same claim, deleting the previous success in the same statement
+        # (one commit per job). The claimed row (if any) and the deleted count, in one row.
+        self.claim_if_ready_after = _typed(
+            f"WITH done AS (DELETE FROM {t} WHERE id = :done_id AND {self.owned} RETURNING id), "
+            f"claimed AS (UPDATE {t} SET locked_at = :now, locked_by = :me "
+            f"WHERE id = :id AND id <> :done_id AND attempts = :attempts AND {where} RETURNING id) "
+            "SELECT (SELECT count(*) FROM done) AS deleted, (SELECT count(*) FROM claimed) AS claimed")
+        self._claim_pairs: dict[int, TextClause] = {}
+        self.claim_locked = _typed(f"UPDATE {t} SET locked_at = :now, locked_by = :me WHERE id = :id")
+        self.delete = _typed(f"DELETE FROM {t} WHERE {mine}")
+        self.reschedule = _typed(
+            f"UPDATE {t} SET attempts = :attempts, run_at = :run_at, last_error = :last_error, "
+            f"locked_at = NULL, locked_by = NULL, updated_at = :now WHERE {mine}"
+        )
+        self.fail = _typed(
+            f"UPDATE {t} SET attempts = :attempts, failed_at = :now, last_error = :last_error, "
+            f"locked_at = NULL, locked_by = NULL, updated_at = :now WHERE {mine}"
+        )
+        self.interrupt = _typed(
+            f"UPDATE {t} SET last_error = :last_error, locked_at = NULL, locked_by = NULL, "
+            f"updated_at = :now WHERE {mine}"
+        )
+        self.renew = _typed(f"UPDATE {t} SET locked_at = {renewed} WHERE {mine}")
+        self.release_all = _typed(
+            f"UPDATE {t} SET locked_at = NULL, locked_by = NULL WHERE {self.owned}"
+        )
+        self.owner = _typed(f"SELECT locked_by FROM {t} WHERE id = :id")
+        self.last_error = _typed(f"SELECT last_error FROM {t} WHERE id = :id")
+        self.get = _typed(f"SELECT {ROW_COLUMNS} FROM {t} WHERE id = :id", rows=True)
+        returning = " RETURNING id" if self.dialect == "postgresql" else ""
+        self.insert = _typed(
+            f"INSERT INTO {t} (priority, attempts, handler, run_at, queue, created_at, updated_at) "
+            f"VALUES (:priority, 0, :handler, :run_at, :queue, :now, :now){returning}"
+        )
+
+    def _ready_where(self) -> str:
+        """Rails' ready test, our queue and priority filters, and the name prefilters."""
+        cfg = self.config
         # A lock older than max_run_time is abandoned for everyone (Ruby's horizon). A lock
         # held by a lease-renewing worker (ours: it refreshes locked_at every heartbeat) is
-        # abandoned sooner, after lock_timeout; Ruby's locks never renew, so they keep the
-        # full horizon and no live Ruby job is ever taken early.
-        stale = "locked_at < :stale"
+        # abandoned sooner, after lock_timeout by the database's clock; Ruby's locks never
+        # renew, so they keep the full horizon and no live Ruby job is ever taken early.
+        stale = f"locked_at {self.lt} :stale"
         if self.uses_leases:
-            owners = " OR ".join(
-                f"locked_by LIKE :lease_{i} ESCAPE '!'" for i in range(2 * len(config.lease_ids))
-            )
-            stale += f" OR (locked_at < :lease_stale AND ({owners}))"
+            by = {"mysql": "CAST(locked_by AS BINARY) LIKE :lease_{} ESCAPE '!'",
+                  "postgresql": "locked_by LIKE :lease_{} ESCAPE '!'"}.get(
+                      self.dialect, "locked_by GLOB :lease_{}")  # SQLite's LIKE ignores case
+            owners = " OR ".join(by.format(i) for i in range(2 * len(cfg.lease_ids)))
+            since = LEASE_STALE.get(self.dialect, f"{self.lt} :lease_stale")
+            stale += f" OR (locked_at {since} AND ({owners}))"
         ready = [
-            f"((run_at <= :now AND (locked_at IS NULL OR {stale})) OR locked_by = :me)",
+            f"((run_at <= :now AND (locked_at IS NULL OR {stale})) OR {self.owned})",
             "failed_at IS NULL",
         ]
         if cfg.queues:
@@ -88,111 +207,24 @@ class Statements:
             # No prefilter is possible for some names (Hash, String…): the parse decides.
             names.append(f"({likes or '1 = 1'})")
         ready.append("(" + (" OR ".join(names) or "1 = 0") + ")")
-        where = " AND ".join(ready)
-        order = "ORDER BY priority ASC, run_at ASC"
-        lock = " FOR UPDATE SKIP LOCKED" if skip_locked else ""
+        return " AND ".join(ready)
 
-        set_lock = f"UPDATE {t} SET locked_at = :locked_at, locked_by = :me"
-        # The one-round-trip MySQL reserve claims the row it found only if its handler starts
-        # the way Psych writes one of our names (ruby_yaml.sure_prefixes; BINARY: MySQL's text
-        # comparison ignores case); any other row is parsed by the client first, so rows we
-        # cannot run are never locked.
-        if self.sure_regex:
-            self.sure = "handler REGEXP BINARY :sure_regex"
-        else:
-            self.sure = " OR ".join(f"CAST(handler AS BINARY) LIKE :sure_{i} ESCAPE '!'"
-                                    for i in range(len(self.sure_prefixes))) or "1 = 0"
-        self.plain = self._reserve_statements(where, order, lock)
-        # The backlog mark (README "Behind a Ruby backlog"): resume the scan where the last
-        # row we could run was found instead of re-reading every Ruby row ahead of it.
-        keyset = "(priority > :mark_p OR (priority = :mark_p AND run_at >= :mark_r))"
-        self.marked = self._reserve_statements(f"{where} AND {keyset}", order, lock)
-        self.candidates = self.plain.candidates
-        sub = f"SELECT id FROM {t} WHERE {where} {{excl}}{order} LIMIT 1 FOR UPDATE SKIP LOCKED"
-        # reserve_batch: the same statements for :n rows.
-        self.update_returning_n = _typed(
-            f"{set_lock} WHERE id IN ({sub.replace('LIMIT 1', 'LIMIT :n').format(excl='')}) "
-            f"RETURNING {RESERVE_COLUMNS}", rows=True
-        )
-        self.lock_n = _typed(
-            f"SELECT {RESERVE_COLUMNS} FROM {t} WHERE {where} {order} LIMIT :n{lock}", rows=True
-        )
-        self.update_limit_n = _typed(f"{set_lock} WHERE {where} {order} LIMIT :n")
-        self.read_back_all = _typed(
-            f"SELECT {RESERVE_COLUMNS} FROM {t} WHERE locked_at = :locked_at AND locked_by = :me "
-            f"AND failed_at IS NULL {order}", rows=True
-        )
-        self.claim_ids = _typed(
-            f"UPDATE {t} SET locked_at = :locked_at, locked_by = :me WHERE id IN :ids"
-        )
-        self.delete_ids = _typed(f"DELETE FROM {t} WHERE id IN :ids AND locked_by = :me")
-        self.unclaim_ids = _typed(
-            f"UPDATE {t} SET locked_at = NULL, locked_by = NULL WHERE id IN :ids AND locked_by = :me"
-        )
-        self.start_transaction = _typed("START TRANSACTION")
-        # The one-round-trip MySQL reserve (Store._reserve_skip_locked_scripted) keeps what
-        # it learns in session variables: right after its DELETE, the count (and no row yet);
-        # select_next_into then reads the row into @dj_*; the claim; one result row at the end
-        # (no table read: the row is already in hand).
-        self.count_deleted = _typed("SET @dj_deleted = ROW_COUNT(), @dj_id = NULL")
-        self.claim_selected = _typed(
-            f"UPDATE {t} SET locked_at = :locked_at, locked_by = :me WHERE id = @dj_id AND @dj_sure")
-        # A user variable holds a DATETIME as a string (MySQL 8: a binary one): cast it back.
-        self.read_selected = _typed(
-            "SELECT @dj_deleted, ROW_COUNT(), "
-            + ", ".join("CAST(@dj_run_at AS DATETIME(6))" if c.strip() == "run_at" else f"@dj_{c.strip()}"
-                        for c in RESERVE_COLUMNS.split(",")), rows=True)
-        self.commit = _typed("COMMIT")
-        self.renew_all = _typed(
-            f"UPDATE {t} SET locked_at = :now WHERE locked_by = :me AND failed_at IS NULL"
-        )
-        # A row we locked but cannot run (a name-filter false positive): hand it straight back.
-        self.unclaim = _typed(
-            f"UPDATE {t} SET locked_at = NULL, locked_by = NULL WHERE id = :id AND locked_by = :me"
-        )
-        # Rails' default_sql reservation: lock one candidate only if it is still ready; the
-        # attempts fence also rejects a row another worker ran and rescheduled meanwhile.
-        self.claim_if_ready = _typed(
-            f"UPDATE {t} SET locked_at = :now, locked_by = :me "
-            f"WHERE id = :id AND attempts = :attempts AND {where}"
-        )
-        # PostgreSQL: the same claim, deleting the previous success in the same statement
-        # (one commit per job). The claimed row (if any) and the deleted count, in one row.
-        self.claim_if_ready_after = _typed(
-            f"WITH done AS (DELETE FROM {t} WHERE id = :done_id AND locked_by = :me RETURNING id), "
-            f"claimed AS (UPDATE {t} SET locked_at = :now, locked_by = :me "
-            f"WHERE id = :id AND id <> :done_id AND attempts = :attempts AND {where} RETURNING id) "
-            "SELECT (SELECT count(*) FROM done) AS deleted, (SELECT count(*) FROM claimed) AS claimed")
-        self.claim_ids_if_ready = _typed(
-            f"UPDATE {t} SET locked_at = :locked_at, locked_by = :me "
-            f"WHERE id IN :ids AND {where} RETURNING id")
-        self.claim_locked = _typed(f"UPDATE {t} SET locked_at = :now, locked_by = :me WHERE id = :id")
-        mine = "id = :id AND locked_by = :me"
-        self.delete = _typed(f"DELETE FROM {t} WHERE {mine}")
-        self.reschedule = _typed(
-            f"UPDATE {t} SET attempts = :attempts, run_at = :run_at, last_error = :last_error, "
-            f"locked_at = NULL, locked_by = NULL, updated_at = :now WHERE {mine}"
-        )
-        self.fail = _typed(
-            f"UPDATE {t} SET attempts = :attempts, failed_at = :now, last_error = :last_error, "
-            f"locked_at = NULL, locked_by = NULL, updated_at = :now WHERE {mine}"
-        )
-        self.interrupt = _typed(
-            f"UPDATE {t} SET last_error = :last_error, locked_at = NULL, locked_by = NULL, "
-            f"updated_at = :now WHERE {mine}"
-        )
-        self.renew = _typed(f"UPDATE {t} SET locked_at = :now WHERE {mine}")
-        self.release_all = _typed(
-            f"UPDATE {t} SET locked_at = NULL, locked_by = NULL WHERE locked_by = :me"
-        )
-        self.owner = _typed(f"SELECT locked_by FROM {t} WHERE id = :id")
-        self.last_error = _typed(f"SELECT last_error FROM {t} WHERE id = :id")
-        self.get = _typed(f"SELECT {ROW_COLUMNS} FROM {t} WHERE id = :id", rows=True)
-        returning = " RETURNING id" if self.dialect == "postgresql" else ""
-        self.insert = _typed(
-            f"INSERT INTO {t} (priority, attempts, handler, run_at, queue, created_at, updated_at) "
-            f"VALUES (:priority, 0, :handler, :run_at, :queue, :now, :now){returning}"
-        )
+    def claim_pairs(self, n: int) -> TextClause:
+        """Claim n rows read earlier, each only if still ready and still at the attempts read
+        (binds i0…, a0…): the batch form of claim_if_ready. PostgreSQL returns the ids."""
+        stmt = self._claim_pairs.get(n)
+        if stmt is None:
+            ids = ", ".join(f":i{k}" for k in range(n))
+            pairs = ", ".join(f"(:i{k}, :a{k})" for k in range(n))
+            returning = " RETURNING id" if self.dialect == "postgresql" else ""
+            stmt = self._claim_pairs[n] = _typed(
+                f"UPDATE {self.table} SET locked_at = :locked_at, locked_by = :me WHERE id IN ({ids}) "
+                f"AND (id, attempts) IN ({pairs}) AND {self._where}{returning}")
+        return stmt
+
+    def earlier(self, value: datetime) -> datetime:
+        """The bound for `x {lt} :b` / `x {ge} :b` meaning `x < value` / `x >= value`."""
+        return value - _MICROSECOND if self.dialect == "sqlite" else value
 
     def _reserve_statements(self, where: str, order: str, lock: str) -> ReserveSQL:
         t = self.table
@@ -201,13 +233,14 @@ class Statements:
         # LAST_INSERT_ID(id) hands us the row's id in the UPDATE's reply, so we read by key.
         set_lock_id = f"{set_lock}, id = LAST_INSERT_ID(id)" if self.dialect == "mysql" else set_lock
         sub = f"SELECT id FROM {t} WHERE {where} {{excl}}{order} LIMIT 1 FOR UPDATE SKIP LOCKED"
-        excl = "AND id NOT IN :excluded "
+        # The scan past rows a reserve rejected (Store._scan): a total order, and a keyset
+        # after the last row read, so it goes on where it left off and ends with the rows.
+        total = f"{order}, id ASC"
+        after = (f"(priority > :key_p OR (priority = :key_p AND run_at {self.ge} :from_run_at "
+                 "AND (run_at > :key_run_at OR id > :key_id)))")
         return ReserveSQL(
             candidates=_typed(
                 f"SELECT {RESERVE_COLUMNS} FROM {t} WHERE {where} {order} LIMIT :limit", rows=True),
-            candidates_excluding=_typed(
-                f"SELECT {RESERVE_COLUMNS} FROM {t} WHERE {where} {excl}{order} LIMIT :limit",
-                rows=True),
             # SKIP LOCKED takes one row at a time: locking read_ahead rows would hide them from
             # every other worker (who would then sleep, or exit_on_complete) meanwhile.
             lock_next=_typed(
@@ -219,38 +252,41 @@ class Statements:
                 f"SELECT {RESERVE_COLUMNS}, :claim_sure = 1 AND ({self.sure}) INTO "
                 + ", ".join(f"@dj_{c.strip()}" for c in RESERVE_COLUMNS.split(","))
                 + f", @dj_sure FROM {t} WHERE {where} {order} LIMIT 1{lock}"),
-            lock_next_excluding=_typed(
-                f"SELECT {RESERVE_COLUMNS} FROM {t} WHERE {where} {excl}{order} LIMIT 1{lock}",
-                rows=True),
             # Rails' optimized_sql on PostgreSQL, one round trip:
             # UPDATE … WHERE id IN (SELECT … LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING.
             update_returning=_typed(
                 f"{set_lock} WHERE id IN ({sub.format(excl='')}) RETURNING {RESERVE_COLUMNS}",
                 rows=True),
-            update_returning_excluding=_typed(
-                f"{set_lock} WHERE id IN ({sub.format(excl=excl)}) RETURNING {RESERVE_COLUMNS}",
-                rows=True),
             # Rails' optimized_sql on MySQL: UPDATE … ORDER BY … LIMIT 1, then read it back.
             update_limit=_typed(f"{set_lock_id} WHERE {where} {order} LIMIT 1"),
-            update_limit_excluding=_typed(
-                f"{set_lock_id} WHERE {where} {excl}{order} LIMIT 1"),
             # PostgreSQL, folding the previous job's success into the same statement (one
             # commit per job, not two). The UPDATE sees the snapshot before the DELETE, so it
             # must skip that row explicitly (ready includes rows locked by us).
             update_returning_after=_typed(
-                f"WITH done AS (DELETE FROM {t} WHERE id = :done_id AND locked_by = :me "
+                f"WITH done AS (DELETE FROM {t} WHERE id = :done_id AND {self.owned} "
                 f"RETURNING id), locked AS ({set_lock} WHERE id IN "
                 f"({sub.format(excl='AND id <> :done_id ')}) RETURNING {RESERVE_COLUMNS}) "
                 "SELECT (SELECT count(*) FROM done) AS deleted, locked.* "
                 "FROM (SELECT 1) AS one LEFT JOIN locked ON true"),
+            scan=_typed(
+                f"SELECT {RESERVE_COLUMNS} FROM {t} WHERE {where} {total} LIMIT :limit", rows=True),
+            scan_after=_typed(
+                f"SELECT {RESERVE_COLUMNS} FROM {t} WHERE {where} AND {after} {total} LIMIT :limit",
+                rows=True),
         )
+
+    def keyset(self, row: Any) -> dict[str, Any]:
+        """scan_after's binds: the rows after `row` in (priority, run_at, id) order."""
+        return {"key_p": row.priority, "key_run_at": row.run_at,
+                "from_run_at": self.earlier(row.run_at), "key_id": row.id}
 
     def ready_params(self, me: str, now: datetime, ts: Callable[[datetime], datetime]) -> dict[str, Any]:
         """Bind values for the ready query at `now` (times through `ts`: MySQL drops fractions)."""
-        params = dict(self.constants, now=ts(now),
-                      stale=ts(now - timedelta(seconds=self.config.max_run_time)), me=me)
-        if self.uses_leases:
-            params["lease_stale"] = ts(now - timedelta(seconds=self.config.lock_timeout))
+        stale = ts(now - timedelta(seconds=self.config.max_run_time))
+        params = dict(self.constants, now=ts(now), stale=self.earlier(stale), me=me)
+        if self.uses_leases and self.dialect not in LEASE_STALE:
+            lease_stale = ts(now - timedelta(seconds=self.config.lock_timeout))
+            params["lease_stale"] = self.earlier(lease_stale)
         return params
 
     def _constant_params(self) -> dict[str, Any]:
@@ -258,9 +294,14 @@ class Statements:
         cfg = self.config
         params: dict[str, Any] = {}
         if self.uses_leases:
+            # "{id} host:… pid:…" or "{id}:{slot} host:… pid:…", matched exactly (_ready_where)
+            glob = self.dialect == "sqlite"
+            literal, anything = (_glob_literal, "*") if glob else (like_literal, "%")
             for i, wid in enumerate(cfg.lease_ids):
-                params[f"lease_{2 * i}"] = like_literal(wid) + " host:% pid:%"
-                params[f"lease_{2 * i + 1}"] = like_literal(wid) + ":% host:% pid:%"
+                params[f"lease_{2 * i}"] = f"{literal(wid)} host:{anything} pid:{anything}"
+                params[f"lease_{2 * i + 1}"] = f"{literal(wid)}:{anything} host:{anything} pid:{anything}"
+            params["lease_s"] = cfg.lock_timeout
+            params["lease_us"] = round(cfg.lock_timeout * 1_000_000)
         if cfg.queues:
             for i, queue in enumerate(q for q in cfg.queues if q is not None):
                 params[f"queue_{i}"] = queue
@@ -278,18 +319,30 @@ class Statements:
         return params
 
 
+#: The database's own clock (naive UTC, as Rails writes times), where it has one; SQLite's
+#: writers all share the one host's clock.
+DB_NOW = {"mysql": "UTC_TIMESTAMP()", "postgresql": "(CURRENT_TIMESTAMP AT TIME ZONE 'UTC')"}
+#: `locked_at` is older than lock_timeout by that clock.
+LEASE_STALE = {"mysql": "< UTC_TIMESTAMP() - INTERVAL :lease_us MICROSECOND",
+               "postgresql": f"< {DB_NOW['postgresql']} - :lease_s * INTERVAL '1 second'"}
+_MICROSECOND = timedelta(microseconds=1)
+_TIMES = ("now", "stale", "lease_stale", "run_at", "locked_at", "mark_run_at", "key_run_at",
+          "from_run_at")
+
+
+def _glob_literal(text: str) -> str:
+    """``text`` matched literally by SQLite's GLOB (case-sensitive, unlike its LIKE)."""
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
 def _typed(sql: str, *, rows: bool = False) -> TextClause:
     stmt = text(sql)
     binds: list[Any] = []
-    for name in ("now", "stale", "lease_stale", "run_at", "locked_at", "mark_r"):
-        if f":{name}" in sql:
+    for name in _TIMES:
+        if re.search(rf":{name}\b", sql):
             binds.append(bindparam(name, type_=DateTime()))
-    if ":queues" in sql:
-        binds.append(bindparam("queues", expanding=True, type_=String()))
     if ":ids" in sql:
         binds.append(bindparam("ids", expanding=True, type_=Integer()))
-    if ":excluded" in sql:
-        binds.append(bindparam("excluded", expanding=True, type_=Integer()))
     for key in ("handler", "last_error"):
         if f":{key}" in sql:
             binds.append(bindparam(key, type_=Text()))

@@ -7,6 +7,7 @@ never writes. Connections and retries live in db.py.
 
 from __future__ import annotations
 
+import enum
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 from sqlalchemy.sql.elements import TextClause
 
-from dj_consumer.config import Config
+from dj_consumer.config import LEASE_RENEW_MAX, Config
 from dj_consumer.db import (
     Connections,
     ServerInfo,
@@ -31,6 +32,7 @@ from dj_consumer.db import (
 )
 from dj_consumer.errors import ConfigError
 from dj_consumer.models import JobRow
+from dj_consumer.rejected import Rejected
 from dj_consumer.schema import REQUIRED_COLUMNS
 from dj_consumer.sql import ReserveSQL, Statements
 
@@ -46,11 +48,15 @@ MARK_TTL = 30.0
 #: The mark is only used once a full reserve is slow (a backlog is there): with a small table,
 #: every reserve looks at every ready row, and the order is exact.
 MARK_MIN_SCAN = 0.005
-#: After a row that began like one of ours turned out not to be (hand-written YAML), claim
+#: After a row claimed before it was parsed turned out not to be ours (a row that began like
+#: one of ours but was hand-written YAML; any look-alike under a lock-first strategy), claim
 #: nothing before parsing it for this long, so such a row is not locked on every reserve.
 SURE_PAUSE = 300.0
-#: default_sql reads read_ahead candidates per round; this many rounds at most per reserve.
-MAX_SCAN_ROUNDS = 50
+#: The scan past rows a reserve could not take reads pages of read_ahead rows, doubling up
+#: to this many.
+SCAN_PAGE_MAX = 500
+#: Rails' optimized_sql strategies: they lock a row before they can read its name.
+LOCK_FIRST = ("update_returning", "update_limit")
 
 
 class Store:
@@ -81,6 +87,7 @@ class Store:
         self._name_filters = [tuple(p) for p in name_filters]
         self._names: tuple[str, ...] = ()
         self._sure_paused_until = 0.0
+        self._rejected = Rejected()
         self._mark: tuple[int, datetime] | None = None
         self._mark_since = 0.0
         self._mark_lock = threading.Lock()
@@ -110,6 +117,7 @@ class Store:
                 self.last_error_limit = _text_limit(self.dialect, columns["last_error"]["type"])
                 self.server = self._server_info(conn)
                 self._check_strategy(self.server)
+                self._warn_if_short_lease()
         except ConfigError:
             raise
         except SQLAlchemyError as exc:
@@ -140,6 +148,17 @@ class Store:
             raise ConfigError(f"reserve_sql {wanted!r} does not work on {server.dialect} "
                               f"{server.version}; leave it at 'auto'")
 
+    def _warn_if_short_lease(self) -> None:
+        cfg = self.config
+        if cfg.uses_leases and cfg.lock_timeout < 2 * LEASE_RENEW_MAX:
+            log.warning("lease.short_lock_timeout", lock_timeout=cfg.lock_timeout,
+                        lease_worker_ids=list(cfg.lease_ids),
+                        hint=f"a peer of these worker_ids that renews less often than every "
+                             f"{cfg.lock_timeout:g}s (other deployments renew every "
+                             f"{LEASE_RENEW_MAX:g}s at most) would lose live jobs to this worker; "
+                             "give every one of them the same lock_timeout, or this worker a "
+                             "worker_id of its own")
+
     def _server_info(self, conn: Connection) -> ServerInfo:
         if self.dialect == "sqlite":
             version = conn.execute(text("select sqlite_version()")).scalar_one()
@@ -160,6 +179,7 @@ class Store:
         the statements."""
         self._name_filters = [tuple(p) for p in name_filters]
         self._names = tuple(names)
+        self._rejected.clear()  # a row turned down may be ours now
         self._build_statements()
 
     @property
@@ -196,8 +216,14 @@ class Store:
         """Delete `finished` (a success of ours) and reserve the next row, in one commit where
         the strategy allows; (the row or None, whether `finished` was still ours to delete).
 
+        None means no ready row of ours is left: a reserve reads past every row it cannot
+        take (not ours, or taken by another worker first) until it finds one or the ready
+        rows end (Store._scan).
+
         `on_deleted` may hear that answer early, while the server commits (the one-round-trip
         MySQL reserve): a commit that then fails is retried, so it may hear it again."""
+        accept = self._rejected.wrap(accept)
+
         def once() -> tuple[JobRow | None, bool]:
             done = _Done(finished, on_deleted)
             row = self._reserve_once(me, now, accept, done)
@@ -212,7 +238,7 @@ class Store:
         params["locked_at"] = self.ts(now)
         mark = self._mark_now()
         if mark is not None:
-            params["mark_p"], params["mark_r"] = mark
+            params["mark_p"], params["mark_run_at"] = mark[0], self.sql.earlier(mark[1])
             row = self._reserve_with(self.sql.marked, params, accept, done)
             if row is not None:
                 self._advance_mark(row)
@@ -227,30 +253,33 @@ class Store:
 
     def _reserve_with(self, sql: ReserveSQL, params: dict[str, Any],
                       accept: Callable[[JobRow], bool], done: _Done) -> JobRow | None:
+        """The strategy's own statements first (the hot path); when they leave it open (the
+        row they found was not ours, or another worker took it first), the scan goes on."""
+        strategy = self._strategy_now()
+        found: JobRow | _Scan | None
+        if strategy in LOCK_FIRST:
+            found = self._reserve_lock_first(params, accept, sql, done)
+        elif strategy == "skip_locked" and self.db.scripts:
+            found = self._reserve_skip_locked_scripted(params, accept, sql, done)
+        elif strategy == "skip_locked":
+            found = self._reserve_skip_locked(params, accept, sql, done)
+        else:
+            found = self._reserve_default_sql(params, accept, sql, done)
+        return self._scan(params, accept, sql, done) if found is SCAN else found
+
+    def _strategy_now(self) -> str:
+        """The strategy, except that one which locks before it parses parses first (as
+        default_sql) while claims before parsing are paused (_pause_claims)."""
         strategy = self.strategy
-        if strategy == "update_returning" and done.id is not None and done.deleted is None:
-            with self.db.connection() as conn:
-                first = self.db.run(conn, sql.update_returning_after,
-                                    dict(params, done_id=done.id)).first()
-            done.deleted = bool(first[0])
-            if first[1] is None:
-                return None
-            job = _row(_RowTuple(first[1:]))
-            if accept(job):
-                return _locked(job, params["locked_at"], params["me"])
-            self.unclaim_many([job.id], params["me"])
-            params = dict(params, excluded=[job.id])
-        if strategy == "update_returning":
-            return self._reserve_lock_first(params, accept, sql.update_returning,
-                                            sql.update_returning_excluding, read_back=False)
-        if strategy == "update_limit":
-            return self._reserve_lock_first(params, accept, sql.update_limit,
-                                            sql.update_limit_excluding, read_back=True)
-        if strategy == "skip_locked" and self.db.scripts and "excluded" not in params:
-            return self._reserve_skip_locked_scripted(params, accept, sql, done)
-        if strategy == "skip_locked":
-            return self._reserve_skip_locked(params, accept, sql, done)
-        return self._reserve_default_sql(params, accept, sql, done)
+        if strategy in LOCK_FIRST and time.monotonic() < self._sure_paused_until:
+            return "default_sql"
+        return strategy
+
+    def _pause_claims(self, job_id: int, event: str, hint: str) -> None:
+        """A row claimed before it was parsed was not ours (handed back already): parse every
+        row before claiming it for SURE_PAUSE, so such a row is not locked on every reserve."""
+        self._sure_paused_until = time.monotonic() + SURE_PAUSE
+        log.warning(event, job_id=job_id, pause_s=SURE_PAUSE, hint=hint)
 
     def _mark_now(self) -> tuple[int, datetime] | None:
         """The backlog mark, unless it is older than MARK_TTL (then rescan from the start)."""
@@ -270,58 +299,95 @@ class Store:
             elif key > self._mark:
                 self._mark = key
 
+    def _scan(self, params: dict[str, Any], accept: Callable[[JobRow], bool], sql: ReserveSQL,
+              done: _Done) -> JobRow | None:
+        """Past the rows a reserve could not take: the ready rows in (priority, run_at, id)
+        order, each page starting after the last row of the one before, until one of ours is
+        claimed (still ready, same attempts) or the rows end. Plain reads: no row is locked
+        while another is parsed, and none waits on a lock. A row turned down before (Rejected)
+        or tried already in this reserve costs no parse."""
+        limit, key = self.config.read_ahead, dict[str, Any]()
+        with self.db.connection() as conn:
+            while True:
+                page = self.db.run(conn, sql.scan_after if key else sql.scan,
+                                   dict(params, limit=limit, **key)).all()
+                for row in page:
+                    job = _row(row)
+                    if self._try_claim(conn, params, job, accept, done):
+                        return _locked(job, params["locked_at"], params["me"])
+                if len(page) < limit or page[-1].run_at is None:
+                    return None
+                key, limit = self.sql.keyset(page[-1]), min(2 * limit, SCAN_PAGE_MAX)
+
+    def _try_claim(self, conn: Connection, params: dict[str, Any], job: JobRow,
+                   accept: Callable[[JobRow], bool], done: _Done) -> bool:
+        """Rails' default_sql claim of a row read without a lock: if it is ours, take it only
+        if it is still ready and at the attempts we read (so a row another worker ran and
+        rescheduled meanwhile is not run with the old count). On PostgreSQL the previous
+        success's DELETE travels in the same statement."""
+        if job.id == done.id or job.id in done.tried or not accept(job):
+            return False  # (the success being deleted is still "ours" in this snapshot)
+        done.tried.add(job.id)
+        claim = dict(params, id=job.id, attempts=job.attempts, now=params["locked_at"])
+        if self.dialect == "postgresql" and done.id is not None and done.deleted is None:
+            result = self.db.run(conn, self.sql.claim_if_ready_after,
+                                 dict(claim, done_id=done.id)).first()
+            done.deleted = bool(result[0])
+            return bool(result[1])
+        return bool(self.db.run(conn, self.sql.claim_if_ready, claim).rowcount == 1)
+
     def _reserve_lock_first(self, params: dict[str, Any], accept: Callable[[JobRow], bool],
-                            lock: TextClause, lock_excluding: TextClause, *,
-                            read_back: bool) -> JobRow | None:
-        """Lock one ready row in one statement, as Rails' optimized_sql does, then check it."""
-        excluded: list[int] = list(params.pop("excluded", []))
+                            sql: ReserveSQL, done: _Done) -> JobRow | _Scan | None:
+        """Rails' optimized_sql: lock one ready row in one statement, then check it. A row
+        that is not ours is handed back at once, and claims wait for parsing for a while."""
         me, locked_at = params["me"], params["locked_at"]
         with self.db.connection() as conn:
-            for _ in range(MAX_SCAN_ROUNDS * self.config.read_ahead):
-                stmt = lock_excluding if excluded else lock
-                p = dict(params, excluded=excluded) if excluded else params
-                result = self.db.run(conn, stmt, p)
-                if read_back:
-                    if result.rowcount != 1:
-                        return None
-                    row = self.db.run(conn, self.sql.get, {"id": result.lastrowid}).first()
-                else:
-                    row = result.first()
-                if row is None:
-                    return None
-                job = _row(row)
-                if accept(job):
-                    return _locked(job, locked_at, me)
-                self.db.run(conn, self.sql.unclaim, {"id": job.id, "me": me})
-                excluded.append(job.id)
-        return None
+            if self.strategy == "update_limit":
+                result = self.db.run(conn, sql.update_limit, params)
+                row = None if result.rowcount != 1 else self.db.run(
+                    conn, self.sql.get, {"id": result.lastrowid}).first()
+            elif done.id is not None and done.deleted is None:
+                first = self.db.run(conn, sql.update_returning_after,
+                                    dict(params, done_id=done.id)).first()
+                done.deleted = bool(first[0])
+                row = None if first[1] is None else _RowTuple(first[1:])
+            else:
+                row = self.db.run(conn, sql.update_returning, params).first()
+            if row is None:
+                return None
+            job = _row(row)
+            if accept(job):
+                return _locked(job, locked_at, me)
+            self.db.run(conn, self.sql.unclaim, {"id": job.id, "me": me})
+        self._lookalike_locked(job.id)
+        return SCAN
+
+    def _lookalike_locked(self, job_id: int) -> None:
+        self._pause_claims(job_id, "reserve.lookalike_locked",
+                           f"reserve_sql {self.strategy!r} locks a row before it can read its "
+                           "name; this one was not ours and was handed back at once. Rows are "
+                           "now parsed before they are claimed for a while ('auto' always does)")
 
     def _reserve_skip_locked(self, params: dict[str, Any], accept: Callable[[JobRow], bool],
-                             sql: ReserveSQL, done: _Done) -> JobRow | None:
+                             sql: ReserveSQL, done: _Done) -> JobRow | _Scan | None:
         """SELECT … FOR UPDATE SKIP LOCKED, check the row, UPDATE it, in one short transaction
-        (which also deletes the previous success: one commit per job, not two)."""
-        excluded: list[int] = list(params.pop("excluded", []))
+        (which also deletes the previous success: one commit per job, not two). A row that is
+        not ours is let go at once (commit) and the scan goes on without locks."""
         me, locked_at = params["me"], params["locked_at"]
         with self.db.connection(tx=True) as conn, conn.begin():
             if done.id is not None and done.deleted is None:
                 done.deleted = self.db.run(conn, self.sql.delete, {"id": done.id, "me": me}).rowcount == 1
-            for _ in range(MAX_SCAN_ROUNDS * self.config.read_ahead):
-                if excluded:
-                    found = self.db.run(conn, sql.lock_next_excluding, dict(params, excluded=excluded))
-                else:
-                    found = self.db.run(conn, sql.lock_next, params)
-                row = found.first()
-                if row is None:
-                    return None
-                job = _row(row)
-                if accept(job):
-                    self.db.run(conn, self.sql.claim_locked, {"id": job.id, "now": locked_at, "me": me})
-                    return _locked(job, locked_at, me)
-                excluded.append(job.id)
-        return None
+            row = self.db.run(conn, sql.lock_next, params).first()
+            if row is None:
+                return None
+            job = _row(row)
+            if accept(job):
+                self.db.run(conn, self.sql.claim_locked, {"id": job.id, "now": locked_at, "me": me})
+                return _locked(job, locked_at, me)
+        return SCAN
 
     def _reserve_skip_locked_scripted(self, params: dict[str, Any], accept: Callable[[JobRow], bool],
-                                      sql: ReserveSQL, done: _Done) -> JobRow | None:
+                                      sql: ReserveSQL, done: _Done) -> JobRow | _Scan | None:
         """_reserve_skip_locked in one round trip: START TRANSACTION; DELETE the previous
         success (if any); SELECT the next ready row … FOR UPDATE SKIP LOCKED into session
         variables; UPDATE it if its handler starts the way Psych writes one of our names;
@@ -367,105 +433,159 @@ class Store:
             if job is None:
                 return None
             claimed = out[1] == 1
-            if got["ours"]:
-                if claimed or self.db.run(conn, self.sql.claim_if_ready, dict(
-                        params, id=job.id, attempts=job.attempts, now=locked_at)).rowcount == 1:
-                    return _locked(job, locked_at, me)
-            elif claimed:
+            if got["ours"] and not claimed:
+                done.tried.add(job.id)
+                claimed = self.db.run(conn, self.sql.claim_if_ready, dict(
+                    params, id=job.id, attempts=job.attempts, now=locked_at)).rowcount == 1
+            if got["ours"] and claimed:
+                return _locked(job, locked_at, me)
+            if claimed:
                 self.db.run(conn, self.sql.unclaim, {"id": job.id, "me": me})
-                self._sure_paused_until = time.monotonic() + SURE_PAUSE
-                log.warning("reserve.not_ours_after_all", job_id=job.id, pause_s=SURE_PAUSE,
-                            hint="its handler begins like Psych's dump of a job of ours but is "
-                                 "not one (hand-written?); handed back at once. Rows are now "
-                                 "parsed before they are claimed for a while")
-        return self._reserve_skip_locked(dict(params, excluded=[job.id]), accept, sql, done)
+                self._not_ours_after_all(job.id)
+        return SCAN
+
+    def _not_ours_after_all(self, job_id: int) -> None:
+        self._pause_claims(job_id, "reserve.not_ours_after_all",
+                           "its handler begins like Psych's dump of a job of ours but is not one "
+                           "(hand-written?); handed back at once. Rows are now parsed before "
+                           "they are claimed for a while")
 
     def _reserve_default_sql(self, params: dict[str, Any], accept: Callable[[JobRow], bool],
-                             sql: ReserveSQL, done: _Done) -> JobRow | None:
-        """Rails' default_sql: read candidates, lock one only if it is still ready (and still at
-        the attempts we read). Rows lost to other workers, or not ours, are skipped and the
-        scan goes on past them: None means nothing ready is left, not "we lost the races"."""
-        locked_at, me = params["locked_at"], params["me"]
-        excluded: list[int] = list(params.pop("excluded", []))
-        fold = self.dialect == "postgresql" and done.id is not None and done.deleted is None
+                             sql: ReserveSQL, done: _Done) -> JobRow | _Scan | None:
+        """Rails' default_sql: read read_ahead candidates, lock one only if it is still ready
+        (and still at the attempts we read). None only when they were all the ready rows."""
+        limit = self.config.read_ahead
         with self.db.connection() as conn:
-            for _ in range(MAX_SCAN_ROUNDS):
-                query = dict(params, limit=self.config.read_ahead)
-                if excluded:
-                    query["excluded"] = excluded
-                rows = self.db.run(conn, sql.candidates_excluding if excluded else sql.candidates,
-                                   query).all()
-                if not rows:
-                    return None
-                for row in rows:
-                    job = _row(row)
-                    excluded.append(job.id)
-                    if job.id == done.id or not accept(job):
-                        continue  # the success being deleted is still "ours" in this snapshot
-                    claim = dict(params, id=job.id, attempts=job.attempts, now=locked_at)
-                    if fold:
-                        result = self.db.run(conn, self.sql.claim_if_ready_after,
-                                             dict(claim, done_id=done.id)).first()
-                        done.deleted, fold = bool(result[0]), False
-                        claimed = bool(result[1])
-                    else:
-                        claimed = self.db.run(conn, self.sql.claim_if_ready, claim).rowcount == 1
-                    if claimed:
-                        return _locked(job, locked_at, me)
-        return None
+            rows = self.db.run(conn, sql.candidates, dict(params, limit=limit)).all()
+            for row in rows:
+                job = _row(row)
+                if self._try_claim(conn, params, job, accept, done):
+                    return _locked(job, params["locked_at"], params["me"])
+        return None if len(rows) < limit else SCAN
 
     def reserve_many(self, me: str, now: datetime, accept: Callable[[JobRow], bool],
                      limit: int) -> list[JobRow]:
-        """Lock up to `limit` ready rows in one round trip (reserve_batch), in ready order."""
+        """Lock up to `limit` ready rows (reserve_batch), in ready order; [] only when no
+        ready row of ours is left (the scan goes on past rows it cannot take)."""
+        accept = self._rejected.wrap(accept)
         return self.db.retrying("reserve", lambda: self._reserve_many_once(me, now, accept, limit))
 
     def _reserve_many_once(self, me: str, now: datetime, accept: Callable[[JobRow], bool],
                            limit: int) -> list[JobRow]:
         params = dict(self.sql.ready_params(me, now, self.ts), locked_at=self.ts(now), n=limit)
-        locked_at = params["locked_at"]
-        strategy = self.strategy
-        if strategy == "default_sql" and self.dialect == "postgresql":
-            # Check the names first, then claim every one still ready in one statement.
+        strategy = self._strategy_now()
+        if strategy in LOCK_FIRST:
+            mine, full = self._lock_many_first(params, accept)
+        elif strategy == "skip_locked":
+            mine, full = self._skip_locked_many(params, accept)
+        else:
             with self.db.connection() as conn:
-                found = [_row(r) for r in self.db.run(conn, self.sql.candidates,
-                                                      dict(params, limit=limit)).all()]
-                ours = [job for job in found if accept(job)]
-                if not ours:
-                    return []
-                claimed = {r[0] for r in self.db.run(conn, self.sql.claim_ids_if_ready,
-                                                     dict(params, ids=[j.id for j in ours])).all()}
-            return [_locked(job, locked_at, me) for job in ours if job.id in claimed]
-        if strategy == "default_sql":
-            rows: list[JobRow] = []
-            with self.db.connection() as conn:
-                for row in self.db.run(conn, self.sql.candidates, dict(params, limit=limit)).all():
-                    job = _row(row)
-                    claim = dict(params, id=job.id, attempts=job.attempts, now=locked_at)
-                    if accept(job) and self.db.run(conn, self.sql.claim_if_ready, claim).rowcount == 1:
-                        rows.append(_locked(job, locked_at, me))
-            return rows
-        if strategy == "skip_locked":
-            with self.db.connection(tx=True) as conn, conn.begin():
-                found = [_row(r) for r in self.db.run(conn, self.sql.lock_n, params).all()]
-                mine = [job for job in found if accept(job)]
-                if mine:
-                    self.db.run(conn, self.sql.claim_ids, {"ids": [j.id for j in mine],
-                                                   "locked_at": locked_at, "me": me})
-            return [_locked(job, locked_at, me) for job in mine]
+                page = [_row(r) for r in self.db.run(conn, self.sql.candidates,
+                                                     dict(params, limit=limit)).all()]
+                mine, full = self._claim_many(conn, params, [j for j in page if accept(j)]), \
+                    len(page) == limit
+        if mine or not full:
+            return mine
+        return self._scan_many(params, accept, limit)
+
+    def _scan_many(self, params: dict[str, Any], accept: Callable[[JobRow], bool],
+                   limit: int) -> list[JobRow]:
+        """_scan for a batch: page on until a page holds rows of ours still ready."""
+        size, key = max(limit, self.config.read_ahead), dict[str, Any]()
         with self.db.connection() as conn:
-            if strategy == "update_returning":
+            while True:
+                page = [_row(r) for r in self.db.run(
+                    conn, self.sql.plain.scan_after if key else self.sql.plain.scan,
+                    dict(params, limit=size, **key)).all()]
+                ours: list[JobRow] = []
+                for job in page:
+                    if len(ours) == limit:
+                        break
+                    last = job
+                    if accept(job):
+                        ours.append(job)
+                mine = self._claim_many(conn, params, ours)
+                if mine:
+                    return mine
+                if len(page) < size or last.run_at is None:
+                    return []
+                key, size = self.sql.keyset(last), min(2 * size, SCAN_PAGE_MAX)
+
+    def _claim_many(self, conn: Connection, params: dict[str, Any],
+                    jobs: list[JobRow]) -> list[JobRow]:
+        """Claim `jobs` (ours, read without a lock) in one statement, each only if still ready
+        and at the attempts read; the ones claimed, in order."""
+        if not jobs:
+            return []
+        binds = dict(params)
+        for k, job in enumerate(jobs):
+            binds[f"i{k}"], binds[f"a{k}"] = job.id, job.attempts
+        result = self.db.run(conn, self.sql.claim_pairs(len(jobs)), binds)
+        if self.dialect == "postgresql":
+            claimed = {r[0] for r in result.all()}
+        elif result.rowcount == len(jobs):
+            claimed = {j.id for j in jobs}
+        else:  # lost some to other workers: which?
+            claimed = {r[0] for r in self.db.run(conn, self.sql.claimed_ids, {
+                "ids": [j.id for j in jobs], "me": params["me"],
+                "locked_at": params["locked_at"]}).all()}
+        return [_locked(j, params["locked_at"], params["me"]) for j in jobs if j.id in claimed]
+
+    def _skip_locked_many(self, params: dict[str, Any],
+                          accept: Callable[[JobRow], bool]) -> tuple[list[JobRow], bool]:
+        """SELECT n rows … FOR UPDATE SKIP LOCKED and claim the surely-ours ones in one short
+        transaction; parse every row after it ended (no lock held), hand back a sure row that
+        was not ours after all, and claim the other rows of ours if still ready."""
+        me, locked_at = params["me"], params["locked_at"]
+        claim_sure = int(time.monotonic() >= self._sure_paused_until)
+        with self.db.connection(tx=True) as conn, conn.begin():
+            found = self.db.run(conn, self.sql.lock_n, dict(params, claim_sure=claim_sure)).all()
+            sure = {int(r[0]) for r in found if r[6]}
+            if sure:
+                self.db.run(conn, self.sql.claim_ids, {"ids": sorted(sure), "locked_at": locked_at,
+                                                       "me": me})
+        jobs = [_row(_RowTuple(r[:6])) for r in found]
+        with self.db.connection() as conn:
+            try:
+                verdicts = [accept(job) for job in jobs]
+            except Exception:  # a parser bug: the sure rows must not stay locked by us
+                if sure:
+                    self.db.run(conn, self.sql.unclaim_ids, {"ids": sorted(sure), "me": me})
+                raise
+            lookalikes = [j.id for j, ok in zip(jobs, verdicts, strict=True) if j.id in sure and not ok]
+            if lookalikes:
+                self.db.run(conn, self.sql.unclaim_ids, {"ids": lookalikes, "me": me})
+                self._not_ours_after_all(lookalikes[0])
+            later = {j.id for j in self._claim_many(conn, params, [
+                j for j, ok in zip(jobs, verdicts, strict=True) if ok and j.id not in sure])}
+        mine = [_locked(j, locked_at, me) for j, ok in zip(jobs, verdicts, strict=True)
+                if ok and (j.id in sure or j.id in later)]
+        return mine, len(found) == params["n"]
+
+    def _lock_many_first(self, params: dict[str, Any],
+                         accept: Callable[[JobRow], bool]) -> tuple[list[JobRow], bool]:
+        """Rails' optimized_sql for n rows: lock, then check; rows not ours are handed back."""
+        me, locked_at = params["me"], params["locked_at"]
+        with self.db.connection() as conn:
+            if self.strategy == "update_returning":
                 found = [_row(r) for r in self.db.run(conn, self.sql.update_returning_n, params).all()]
             else:
                 if self.db.run(conn, self.sql.update_limit_n, params).rowcount == 0:
-                    return []
+                    return [], False
                 found = [_row(r) for r in self.db.run(conn, self.sql.read_back_all,
                                                     {"locked_at": locked_at, "me": me}).all()]
             found.sort(key=lambda j: (j.priority, j.run_at or locked_at, j.id))
-            mine = [job for job in found if accept(job)]
-            others = [job.id for job in found if job not in mine]
+            try:
+                mine = [job for job in found if accept(job)]
+            except Exception:  # a parser bug: nothing we locked may stay locked
+                self.db.run(conn, self.sql.unclaim_ids, {"ids": [j.id for j in found], "me": me})
+                raise
+            others = sorted({j.id for j in found} - {j.id for j in mine})
             if others:
                 self.db.run(conn, self.sql.unclaim_ids, {"ids": others, "me": me})
-        return [_locked(job, locked_at, me) for job in mine]
+        if others:
+            self._lookalike_locked(others[0])
+        return [_locked(job, locked_at, me) for job in mine], len(found) == params["n"]
 
     def delete_many(self, ids: list[int], me: str) -> int:
         return self._retried("delete_many", lambda conn: int(
@@ -557,14 +677,26 @@ class Store:
 
 
 class _Done:
-    """The previous success to delete with the next reserve, and whether that happened."""
+    """One reserve's state: the previous success to delete with it, whether that happened,
+    and the rows it already tried to claim (and lost to another worker)."""
 
-    __slots__ = ("deleted", "id", "report")
+    __slots__ = ("deleted", "id", "report", "tried")
 
     def __init__(self, job_id: int | None, report: Callable[[bool], None] | None = None) -> None:
         self.id = job_id
         self.deleted: bool | None = None
         self.report = report
+        self.tried: set[int] = set()
+
+
+class _Scan(enum.Enum):
+    """A strategy's answer when its own statements could not settle the reserve."""
+
+    ON = "scan on"
+
+
+#: The strategy's row was not ours, or another worker took it first: scan on (Store._scan).
+SCAN = _Scan.ON
 
 
 def _row(row: Any) -> JobRow:

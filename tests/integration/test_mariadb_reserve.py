@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from dj_consumer import Registry, make_worker
+from dj_consumer import Registry, make_worker, store
 from dj_consumer.clock import SystemClock
 from dj_consumer.ruby_yaml import dump_handler
 from tests.conftest import DB
@@ -38,6 +38,9 @@ def commands(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
         return original(self, command, sql)
 
     monkeypatch.setattr(pymysql.connections.Connection, "_execute_command", counted)
+    # A reserve slower than MARK_MIN_SCAN (a loaded machine) sets the backlog mark; a reserve
+    # that finds nothing past it looks again from the start: one more statement than counted.
+    monkeypatch.setattr(store, "MARK_MIN_SCAN", float("inf"))
     yield seen
 
 
@@ -81,7 +84,7 @@ def test_one_round_trip_per_job_for_what_psych_writes(
     assert [run_at for _, run_at in ran] == [when] * 4
     # Four reserves that each found a job and one that found none, each deleting the success
     # before it: one compound statement (BEGIN NOT ATOMIC … END) each, nothing else.
-    assert sent == {"START": 5} if as_mysql else {"BEGIN": 5}
+    assert sent == ({"START": 5} if as_mysql else {"BEGIN": 5})
 
 
 def test_a_delay_job_is_parsed_before_it_is_claimed(mariadb_db: DB, commands: Counter[str]) -> None:

@@ -62,6 +62,12 @@ def test_queues_accepts_a_comma_string_and_nil_queue() -> None:
         ({"db_config": {"host": "x"}}, "db_name required"),
         ({"database_url": URL, "worker_id": "a b"}, "worker_id must be a non-empty word"),
         ({"database_url": URL, "heartbeat_interval": 600}, "must be shorter than lock_timeout"),
+        # Ruby's daemons lock as "delayed_job[.N] host:… pid:…": our lease format exactly.
+        ({"database_url": URL, "worker_id": "delayed_job"}, "worker_id 'delayed_job' is the name"),
+        ({"database_url": URL, "worker_id": "delayed_job.2"}, "worker_id 'delayed_job.2' is the name"),
+        ({"database_url": URL, "worker_id": "delayed_job.mail"}, "is the name Ruby's delayed_job"),
+        ({"database_url": URL, "lease_worker_ids": "py,delayed_job.0"},
+         "lease_worker_ids 'delayed_job.0' is the name"),
     ],
 )
 def test_mistakes_name_the_key(mapping: dict[str, object], message: str) -> None:
@@ -100,3 +106,18 @@ def test_queues_flag_and_env_share_one_rule(monkeypatch: pytest.MonkeyPatch, tex
     assert Config.from_env().queues == queues
     # The flag wins over the variable.
     assert cli._config(parser.parse_args(["work", "--queues", "other"])).queues == ("other",)
+
+
+@pytest.mark.parametrize("worker_id", ["delayed_jobs", "delayed_job-py", "py.delayed_job", "dj"])
+def test_names_merely_like_rubys_daemons_are_fine(worker_id: str) -> None:
+    assert Config.from_mapping({"database_url": URL, "worker_id": worker_id}).worker_id == worker_id
+
+
+def test_every_renewing_worker_renews_at_least_every_lease_renew_max() -> None:
+    """Peers in other deployments may recover leases after as little as 2 x LEASE_RENEW_MAX
+    (README "Lease renewal"), whatever this worker's own heartbeat_interval and lock_timeout."""
+    from dj_consumer.config import LEASE_RENEW_MAX
+
+    c = Config.from_mapping({"database_url": URL, "heartbeat_interval": 200, "lock_timeout": 1000})
+    assert c.heartbeat <= LEASE_RENEW_MAX == 60
+    assert Config.from_mapping({"database_url": URL}).heartbeat == 60
