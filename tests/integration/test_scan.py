@@ -80,9 +80,9 @@ def parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     real = worker_module._parse
 
-    def counting(handler: str) -> Any:
+    def counting(handler: str, *rest: Any) -> Any:
         seen.append(handler)
-        return real(handler)
+        return real(handler, *rest)
 
     monkeypatch.setattr(worker_module, "_parse", counting)
     return seen
@@ -217,12 +217,12 @@ def test_a_ruby_reserve_never_waits_behind_rows_we_rejected(
     parsed = threading.Event()
     started: list[float] = []
 
-    def slow(handler: str) -> Any:
+    def slow(handler: str, *rest: Any) -> Any:
         if len(started) == 3:
             parsed.set()  # a few rows in: the scan is under way
         started.append(time.monotonic())
         time.sleep(0.025)
-        return real(handler)
+        return real(handler, *rest)
 
     monkeypatch.setattr(worker_module, "_parse", slow)
     reg = Registry()
