@@ -6,6 +6,7 @@ CI=true, so CI can never go green by skipping.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -41,6 +42,27 @@ def unavailable(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"{reason} (CI=true, so this is a failure, not a skip)")
     pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _close_store_connections(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Close every worker's and store's connections when its test ends. Most tests never
+    call close(); their kept connections would linger until garbage collection, and a
+    suite run beside another one exhausts PostgreSQL's max_connections (100)."""
+    from dj_consumer import db as dbmod
+
+    made: list[Any] = []
+    real = dbmod.Connections.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        real(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(dbmod.Connections, "__init__", init)
+    yield
+    for conns in made:
+        with contextlib.suppress(Exception):
+            conns.close()
 
 
 _reachable: dict[str, str | None] = {}
