@@ -99,11 +99,12 @@ def test_why_explains_each_reason(db: DB, tmp_path: Path) -> None:
     out = why(ready)
     assert out.returncode == 0 and "is ready" in out.stdout, out.stderr
     assert "failed for good" in why(failed).stdout and "boom" in why(failed).stdout
-    assert f"failed --retry {failed}" in why(failed).stdout
+    assert f"after 25 attempts: boom  (dj-consumer failed retry {failed})" in why(failed).stdout
     out = why(future).stdout
     assert "UTC, in 120 min (rescheduled after 3 failed attempts)" in out or "UTC, in 119 min (rescheduled" in out
     out = why(locked).stdout
-    assert "locked by 'delayed_job host:r pid:7'" in out and "(max_run_time)" in out
+    assert "it is running: locked by 'delayed_job host:r pid:7' since " in out
+    assert "(5 min ago)" in out and "(max_run_time)" in out
     out = why(other_queue, "--queues", "default,nil", "--max-priority", "10").stdout
     assert "queue 'mail' is not served by this config (--queues default, nil)" in out
     assert "priority 50 is above --max-priority 10" in out
