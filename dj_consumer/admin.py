@@ -121,26 +121,32 @@ class Admin:
                 stmt = self._sql(template, _ROW_TIMES)
                 page = conn.execute(stmt, {**params, "limit": limit}).all()
                 return [_row(r) for r in page], total
-            ids = list(self._named(conn, f.name, params))
-            rows = self._get(conn, ids[:limit])
-        if latest_failed_first:
-            rows.sort(key=lambda r: (r.failed_at or datetime.min, r.id), reverse=True)
-        return rows, len(ids)
+            found = self._named(conn, f.name, params)
+            if latest_failed_first:
+                found.sort(key=lambda r: (r.failed_at or datetime.min, r.id), reverse=True)
+            else:
+                found.sort(key=lambda r: (r.priority, r.run_at or datetime.max, r.id))
+            return self._get(conn, [r.id for r in found[:limit]]), len(found)
 
     def ids(self, f: Filter, now: datetime, horizon: datetime) -> list[int]:
         """Every matching id (for `failed retry --all` and `failed delete --all`)."""
         params = self._params(f, now, horizon)
         with self.store.engine.connect() as conn:
             if f.name:
-                return list(self._named(conn, f.name, params))
-            stmt = self._sql(q.CANDIDATES)
-            return [int(r.id) for r in conn.execute(stmt, params)]
+                return sorted(r.id for r in self._named(conn, f.name, params))
+            return [int(r.id) for r in conn.execute(self._sql(q.MATCHING_IDS), params)]
 
-    def _named(self, conn: Connection, name: str, params: dict[str, Any]) -> Iterator[int]:
-        result = conn.execution_options(yield_per=1000).execute(self._sql(q.CANDIDATES), params)
-        for r in result:
-            if job_name(_text(r.handler)) == name:
-                yield int(r.id)
+    def _named(self, conn: Connection, name: str, params: dict[str, Any]) -> list[Any]:
+        """The matching rows whose handler loads to `name` (id, priority, run_at, failed_at)."""
+        found: list[Any] = []
+        stmt = self._sql(q.CANDIDATES, ("run_at", "failed_at"))
+        after = 0
+        while True:
+            batch = conn.execute(stmt, {**params, "after": after, "batch": CHUNK}).all()
+            found += [r for r in batch if job_name(_text(r.handler)) == name]
+            if len(batch) < CHUNK:
+                return found
+            after = int(batch[-1].id)
 
     def get(self, job_id: int) -> Row | None:
         """One whole row, last_error in full."""

@@ -46,12 +46,17 @@ LIMIT :limit
 #: count_matching — how many rows match (without a --name filter: exact in one statement).
 COUNT_MATCHING = f"SELECT COUNT(*) FROM {{table}} WHERE {MATCHING}"
 
-#: candidates — id and handler of every matching row, for a --name filter to parse.
+#: candidates — the next batch (by id) of matching rows with their handlers, for a --name
+#: filter to parse; keyset-paged, so no server-side cursor or long read is needed.
 CANDIDATES = f"""
-SELECT id, handler FROM {{table}}
-WHERE {MATCHING}
-ORDER BY priority, run_at, id
+SELECT id, priority, run_at, failed_at, handler FROM {{table}}
+WHERE {MATCHING} AND id > :after
+ORDER BY id
+LIMIT :batch
 """
+
+#: matching_ids — every matching id, for a bulk retry or delete without a --name filter.
+MATCHING_IDS = f"SELECT id FROM {{table}} WHERE {MATCHING} ORDER BY id"
 
 #: get_rows — whole rows by id (a page after a --name filter, `failed show`).
 GET_ROWS = """
