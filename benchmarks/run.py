@@ -1,7 +1,8 @@
 """`make bench`: run the scenarios, print one table, write benchmarks/results.md.
 
     python -m benchmarks.run [--jobs N] [--only sqlite,mariadb,postgresql]
-                             [--scenario noop,concurrency,io,memory,latency,backlog] [--quick]
+                             [--scenario noop,concurrency,io,memory,latency,backlog,startup,status]
+                             [--quick]
 """
 
 from __future__ import annotations

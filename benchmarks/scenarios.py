@@ -312,6 +312,14 @@ def backlog(ctx: Context) -> None:
     ctx.report.sections.append(s)
 
 
+def _operator(name: str) -> Callable[[Context], None]:
+    def run(ctx: Context) -> None:
+        from benchmarks import operator
+
+        getattr(operator, name)(ctx)
+    return run
+
+
 SCENARIOS: dict[str, Callable[[Context], None]] = {
     "noop": noop,
     "concurrency": concurrency,
@@ -319,4 +327,6 @@ SCENARIOS: dict[str, Callable[[Context], None]] = {
     "memory": memory,
     "latency": latency,
     "backlog": backlog,
+    "startup": _operator("startup"),
+    "status": _operator("status"),
 }

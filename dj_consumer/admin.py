@@ -6,6 +6,7 @@ engine and turns rows into plain records. Nothing here runs or reserves a job.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,6 +23,9 @@ from dj_consumer.store import Store
 STATES = ("all", "ready", "scheduled", "running", "failed")
 #: Ids per statement for bulk retry/delete and sample lookups.
 CHUNK = 500
+#: MySQL runs one statement on one thread: the status pass is split into this many id ranges
+#: run at once (4 connections; they fit the pool of a CLI store).
+STATUS_PARTS = 4
 _MARKERS = {"wrapper": q.WRAPPER, "performable": q.PERFORMABLE}
 #: Every bind of admin_sql with its type (datetimes are written per dialect by SQLAlchemy).
 _BINDS: dict[str, dict[str, Any]] = {
@@ -184,11 +188,19 @@ class Admin:
 
     def status(self, now: datetime, horizon: datetime) -> list[NameStatus]:
         """Per queue and name: ready, scheduled, running (by holder), failed, oldest ready."""
-        template = {"mysql": q.STATUS_MYSQL, "postgresql": q.STATUS_POSTGRESQL,
-                    "sqlite": q.STATUS_SQLITE}[self.dialect]
-        params = {"now": self.store.ts(now), "horizon": self.store.ts(horizon), **_MARKERS}
         with self.store.engine.connect() as conn:
-            groups = conn.execute(self._sql(template, _STATUS_TIMES), params).all()
+            first, last = conn.execute(self._sql(q.ID_RANGE)).one()
+        if first is None:
+            return []
+        parts = STATUS_PARTS if self.dialect == "mysql" else 1
+        step = (int(last) - int(first)) // parts + 1
+        ranges = [(int(first) + i * step, min(int(first) + (i + 1) * step - 1, int(last)))
+                  for i in range(parts)]
+        params = {"now": self.store.ts(now), "horizon": self.store.ts(horizon), **_MARKERS}
+        with ThreadPoolExecutor(parts) as pool:
+            results = list(pool.map(lambda r: self._status_part(params, *r), ranges))
+        groups = [g for part in results for g in part]
+        with self.store.engine.connect() as conn:
             names = self._names(conn, {int(g.sample) for g in groups})
         out: dict[tuple[str | None, str], NameStatus] = {}
         for g in groups:
@@ -196,6 +208,22 @@ class Admin:
             line = out.setdefault((g.queue, name), NameStatus(g.queue, name))
             _count(line, g)
         return sorted(out.values(), key=lambda s: (s.queue or "", s.name))
+
+    def _status_part(self, params: dict[str, Any], first: int, last: int) -> list[Any]:
+        template = {"mysql": q.STATUS_MYSQL, "postgresql": q.STATUS_POSTGRESQL,
+                    "sqlite": q.STATUS_SQLITE}[self.dialect]
+        with self.store.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                # Our sessions never seq-scan (db.make_engine: the reserve must walk the index);
+                # a pass over the whole table should, in parallel, and group by hashing (the
+                # planner, guessing many groups, would sort a million rows by the name lines).
+                conn.exec_driver_sql("SET enable_seqscan TO on; SET enable_sort TO off")
+            try:
+                stmt = self._sql(template, _STATUS_TIMES)
+                return list(conn.execute(stmt, {**params, "first_id": first, "last_id": last}))
+            finally:
+                if self.dialect == "postgresql":
+                    conn.exec_driver_sql("RESET enable_sort; SET enable_seqscan TO off")
 
     def _names(self, conn: Connection, samples: Iterable[int]) -> dict[int, str]:
         names: dict[int, str] = {}

@@ -90,8 +90,10 @@ WHERE id IN :ids AND failed_at IS NOT NULL AND {_NOT_LIVE}
 # job's name (the first line; for ActiveJob the job_class line; for `.delay` the receiver line
 # and method_name), failed or not, due or not, and the live lock's holder. MIN(id) of a group
 # is a sample row whose handler the caller parses to name the group. Rails' schema has no index
-# that covers a handler, so this reads every row once (README: "dj-consumer status"). The
-# wrapper beginnings are binds (:wrapper, :performable): they hold colons.
+# that covers a handler, so this reads every row once (README: "dj-consumer status"); on MySQL
+# the caller runs it over a few primary-key ranges at once (the server gives each statement one
+# thread), and on PostgreSQL the planner runs it in parallel itself. The wrapper beginnings are
+# binds (:wrapper, :performable): they hold colons.
 WRAPPER = "--- !ruby/object:ActiveJob::QueueAdapters::DelayedJobAdapter::JobWrapper"
 PERFORMABLE = "--- !ruby/object:Delayed::Performable"
 _STATE = """
@@ -114,6 +116,7 @@ SELECT queue,
          ELSE SUBSTRING_INDEX(LEFT(handler, 200), CHAR(10), 1)
        END) AS name_key,{_STATE}
 FROM {{table}}
+WHERE id BETWEEN :first_id AND :last_id
 GROUP BY queue, name_key, failed, due, holder
 ORDER BY NULL
 """
@@ -130,6 +133,7 @@ SELECT queue,
          ELSE split_part(left(handler, 200), E'\\n', 1)
        END AS name_key,{_STATE}
 FROM {{table}}
+WHERE id BETWEEN :first_id AND :last_id
 GROUP BY queue, name_key, failed, due, holder
 """
 
@@ -148,9 +152,12 @@ SELECT queue,
 FROM (SELECT t.*, substr(handler, instr(handler, 'job_class: ')) AS aj,
              substr(handler, instr(handler, char(10)) + 1) AS body,
              substr(handler, instr(handler, 'method_name: ')) AS meth
-      FROM {{table}} AS t) AS t
+      FROM {{table}} AS t WHERE id BETWEEN :first_id AND :last_id) AS t
 GROUP BY queue, name_key, failed, due, holder
 """
+
+#: id_range — the first and last id, to split the status pass into primary-key ranges.
+ID_RANGE = "SELECT MIN(id) AS first_id, MAX(id) AS last_id FROM {table}"
 
 #: sample_handlers — the handlers that name status groups.
 SAMPLE_HANDLERS = "SELECT id, handler FROM {table} WHERE id IN :ids"

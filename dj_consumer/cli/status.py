@@ -53,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.write("\x1b[H\x1b[2J" + text + "\n")  # home, clear: refresh in place
             sys.stdout.flush()
             time.sleep(args.watch)
+    except KeyboardInterrupt:  # how --watch ends
+        return 0
     finally:
         st.close()
 

@@ -166,3 +166,23 @@ def test_retry_alias_from_the_readme(sqlite_db: DB) -> None:
     out = cli("failed", "--retry", str(failed), *base)
     assert out.returncode == 0 and out.stdout.strip() == f"job {failed} will run again"
     assert sqlite_db.row(failed).failed_at is None
+
+
+def test_status_watch_refreshes_in_place_until_interrupted(sqlite_db: DB) -> None:
+    import signal
+    import time
+
+    sqlite_db.insert(obj("NewsletterJob"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dj_consumer.cli", "status", "--watch", "0.1", "--database-url",
+         sqlite_db.url, "--table-name", sqlite_db.table], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=clean_env(), cwd=ROOT)
+    assert proc.stdout is not None
+    seen = ""
+    deadline = time.monotonic() + 60
+    while seen.count("\x1b[H\x1b[2J") < 3 and time.monotonic() < deadline:
+        seen += proc.stdout.readline()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert seen.count("\x1b[H\x1b[2J") >= 3 and "NewsletterJob" in seen
