@@ -266,7 +266,7 @@ class Config:
             values["queues"] = tuple(q) or None
         for f in fields(cls):  # 60 is as good as 60.0 for a number of seconds
             value = values.get(f.name)
-            if _base_types(f.type)[0] == "float" and isinstance(value, int) \
+            if base_types(f.type)[0] == "float" and isinstance(value, int) \
                     and not isinstance(value, bool):
                 values[f.name] = float(value)
         return cls(**values)
@@ -289,14 +289,15 @@ def _positive(key: str, value: float) -> None:
         raise ConfigError(f"{key} must be > 0, got {value!r}")
 
 
-def _base_types(annotation: Any) -> tuple[str, bool]:
+def base_types(annotation: Any) -> tuple[str, bool]:
+    """(the type without `| None`, whether None is allowed), from an annotation's text."""
     text = str(annotation).replace(" ", "")
     optional = text.endswith("|None")
     return text.removesuffix("|None"), optional
 
 
 def _check_type(key: str, value: Any, annotation: Any) -> None:
-    base, optional = _base_types(annotation)
+    base, optional = base_types(annotation)
     if value is None:
         if optional:
             return
@@ -324,28 +325,6 @@ def _check_type(key: str, value: Any, annotation: Any) -> None:
         raise ConfigError(
             f"{key} must be {want.get(base, base)}, got {type(value).__name__} {value!r}"
         )
-
-
-def from_text(key: str, raw: str, annotation: Any) -> Any:
-    """A DJ_* variable's text as the key's type (lists stay text: from_mapping splits them)."""
-    base, optional = _base_types(annotation)
-    if optional and raw == "":
-        return None
-    try:
-        if base == "bool":
-            lowered = raw.strip().lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off", ""):
-                return False
-            raise ValueError(raw)
-        if base == "int":
-            return int(raw)
-        if base == "float":
-            return float(raw)
-    except ValueError:
-        raise ConfigError(f"DJ_{key.upper()} must be {base}, got {raw!r}") from None
-    return raw
 
 
 def closest(word: str, candidates: Iterable[str]) -> str | None:

@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from dj_consumer.config import Config, closest, from_text
+from dj_consumer.config import Config, base_types, closest
 from dj_consumer.errors import ConfigError
 
 ENV_PREFIX = "DJ_"
@@ -188,3 +188,25 @@ def readme_table() -> str:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
+
+
+def from_text(key: str, raw: str, annotation: Any) -> Any:
+    """A DJ_* variable's text as the key's type (lists stay text: from_mapping splits them)."""
+    base, optional = base_types(annotation)
+    if optional and raw == "":
+        return None
+    try:
+        if base == "bool":
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if base == "int":
+            return int(raw)
+        if base == "float":
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"DJ_{key.upper()} must be {base}, got {raw!r}") from None
+    return raw
