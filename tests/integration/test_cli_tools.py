@@ -68,6 +68,16 @@ def test_enqueue_cli_shapes(sqlite_db: DB) -> None:
         row = sqlite_db.row(json.loads(out.stdout)["id"])
         assert row.handler.startswith(expect)
         assert ruby_yaml.load(row.handler).name == "Ping"
+    payload = sqlite_db.url.removeprefix("sqlite:///") + ".json"
+    Path(payload).write_text('{"from": "a file"}')
+    out = cli("enqueue", "Ping", "--payload", f"@{payload}", "--json", *base)
+    assert ruby_yaml.load(sqlite_db.row(json.loads(out.stdout)["id"]).handler).payload == \
+        {"from": "a file"}
+    out = cli("enqueue", "Ping", "--payload", "-", "--json", *base, stdin='{"from": "stdin"}')
+    assert ruby_yaml.load(sqlite_db.row(json.loads(out.stdout)["id"]).handler).payload == \
+        {"from": "stdin"}
+    out = cli("enqueue", "Ping", "--payload", '{"a": 1}', *base)
+    assert out.stdout.strip().endswith(" Ping"), out.stdout  # id, then Delayed::Job#name
     bad = cli("enqueue", "Ping", "--payload", "{nope", *base)
     assert bad.returncode == 2 and "--payload is not JSON" in bad.stderr
 
