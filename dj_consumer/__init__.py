@@ -1,7 +1,7 @@
 """dj_consumer: run a Rails delayed_jobs table's jobs with Python handlers, beside Ruby workers.
 
-The decorators (`job`), `Job`, the errors and `Registry` load at once; `make_worker`, `Worker`,
-`enqueue` and `Config` on first use, so importing a handler module (or starting `dj-consumer
+The decorators (`job`), `Job`, the errors, `Registry` and `enqueue` load at once; `make_worker`,
+`Worker` and `Config` on first use, so importing a handler module (or starting `dj-consumer
 --help`) does not pay for SQLAlchemy and the worker.
 """
 
@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+# `enqueue` names both a module and its function: importing it here binds the function (a
+# submodule imported later would shadow a lazily loaded name). It is light.
+from dj_consumer.enqueue import enqueue
 from dj_consumer.errors import (
     ConfigError,
     DJConsumerError,
@@ -22,7 +25,6 @@ from dj_consumer.registry import Registry
 
 if TYPE_CHECKING:
     from dj_consumer.config import Config
-    from dj_consumer.enqueue import enqueue
     from dj_consumer.worker import Worker, make_worker
 
 #: The default registry: `@job.run("NewsletterJob")` and friends.
@@ -32,7 +34,6 @@ _LAZY = {
     "Config": "dj_consumer.config",
     "Worker": "dj_consumer.worker",
     "make_worker": "dj_consumer.worker",
-    "enqueue": "dj_consumer.enqueue",
 }
 
 

@@ -14,14 +14,18 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dj_consumer import ruby_yaml
-from dj_consumer.clock import Clock, SystemClock
-from dj_consumer.config import Config
 from dj_consumer.errors import ConfigError
-from dj_consumer.registry import Registry
-from dj_consumer.store import Store
+
+if TYPE_CHECKING:
+    from dj_consumer.clock import Clock
+    from dj_consumer.config import Config
+    from dj_consumer.registry import Registry
+    from dj_consumer.store import Store
+
+# `from dj_consumer import enqueue` is this module's function, so the package imports this
+# module at once: the YAML emitter and the store are imported on first use instead.
 
 #: ActiveJob's queue when the job class names none (`queue_as` unset).
 ACTIVE_JOB_QUEUE = "default"
@@ -40,6 +44,8 @@ def new_job(name: str, payload: Any = None, *, shape: str = "object", queue: str
             priority: int | None = None, kwargs: Mapping[str, Any] | None = None) -> NewJob:
     """The handler and columns for job `name`. For `active_job`, `payload` is the argument
     list and `kwargs` the keyword arguments; for `object`/`struct` it is the attributes."""
+    from dj_consumer import ruby_yaml
+
     if shape not in ruby_yaml.SHAPES:
         raise ConfigError(f"shape must be one of {', '.join(ruby_yaml.SHAPES)}, got {shape!r}")
     try:
@@ -65,6 +71,7 @@ def new_job(name: str, payload: Any = None, *, shape: str = "object", queue: str
 def _job_wrapper(name: str, arguments: list[Any], kwargs: Mapping[str, Any] | None,
                  queue: str, priority: int | None) -> str:
     # ActiveJob::Core#serialize, key for key; the arguments as ActiveJob::Arguments writes them.
+    from dj_consumer import ruby_yaml
     from dj_consumer.ruby_yaml._activejob import serialize_arguments
 
     serialized = serialize_arguments(arguments + ([dict(kwargs)] if kwargs else []))
@@ -105,6 +112,9 @@ def enqueue(
     """Insert one job and return its id. `config` may be a database URL. The queue defaults
     to the `queue=` of the name's `@job.run` in `registry` (default: `dj_consumer.job`), and
     for active_job to ActiveJob's "default"."""
+    from dj_consumer.config import Config
+    from dj_consumer.store import Store
+
     if isinstance(config, str):
         config = {"database_url": config}
     cfg = Config.from_mapping(config)
@@ -126,6 +136,8 @@ def enqueue(
 def insert(store: Store, job: NewJob, *, run_at: datetime | None = None,
            clock: Clock | None = None) -> int:
     """Insert `job` (run_at: an aware time in any zone, or naive UTC; default now)."""
+    from dj_consumer.clock import SystemClock
+
     now = (clock or SystemClock()).now()
     if run_at is not None and run_at.tzinfo is not None:
         run_at = (run_at - run_at.utcoffset()).replace(tzinfo=None)  # type: ignore[operator]
