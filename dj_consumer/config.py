@@ -94,11 +94,12 @@ class Config:
         False, flags=("--sql-log",), commands=DB_COMMANDS, help="log every SQL statement")
     log_format: str = setting(
         "console", flags=("--log-format",), choices=("console", "json"), commands=DB_COMMANDS,
-        help="console for a terminal, json (one object per line) for log shippers")
+        help="dj-consumer's log lines: console for a terminal, json (one object per line) "
+             "for log shippers")
     log_level: str = setting(
         "info", flags=("--log-level",), choices=("debug", "info", "warning", "error"),
         commands=DB_COMMANDS,
-        help="the lowest level logged, for dj_consumer and for stdlib logging alike")
+        help="the lowest level dj-consumer logs, for its own events and stdlib logging alike")
     # Beyond delayed_job (README "Lease renewal"): refresh locked_at while a job runs, so a
     # crashed Python worker's rows come back after lock_timeout instead of max_run_time.
     heartbeat_interval: float = setting(
