@@ -318,6 +318,14 @@ def _parse(ctx: Context) -> None:
     parse(ctx)
 
 
+def _operator(name: str) -> Callable[[Context], None]:
+    def run(ctx: Context) -> None:
+        from benchmarks import operator
+
+        getattr(operator, name)(ctx)
+    return run
+
+
 SCENARIOS: dict[str, Callable[[Context], None]] = {
     "parse": _parse,
     "noop": noop,
@@ -326,4 +334,6 @@ SCENARIOS: dict[str, Callable[[Context], None]] = {
     "memory": memory,
     "latency": latency,
     "backlog": backlog,
+    "startup": _operator("startup"),
+    "status": _operator("status"),
 }

@@ -1,8 +1,17 @@
-"""dj_consumer: run a Rails delayed_jobs table's jobs with Python handlers, beside Ruby workers."""
+"""dj_consumer: run a Rails delayed_jobs table's jobs with Python handlers, beside Ruby workers.
+
+The decorators (`job`), `Job`, the errors, `Registry` and `enqueue` load at once; `make_worker`,
+`Worker` and `Config` on first use, so importing a handler module (or starting `dj-consumer
+--help`) does not pay for SQLAlchemy and the worker.
+"""
 
 from __future__ import annotations
 
-from dj_consumer.config import Config
+from typing import TYPE_CHECKING, Any
+
+# `enqueue` names both a module and its function: importing it here binds the function (a
+# submodule imported later would shadow a lazily loaded name). It is light.
+from dj_consumer.enqueue import enqueue
 from dj_consumer.errors import (
     ConfigError,
     DJConsumerError,
@@ -14,11 +23,30 @@ from dj_consumer.errors import (
 from dj_consumer.models import Job
 from dj_consumer.registry import Registry
 
+if TYPE_CHECKING:
+    from dj_consumer.config import Config
+    from dj_consumer.worker import Worker, make_worker
+
 #: The default registry: `@job.run("NewsletterJob")` and friends.
 job = Registry()
 
-from dj_consumer.enqueue import enqueue  # noqa: E402
-from dj_consumer.worker import Worker, make_worker  # noqa: E402
+_LAZY = {
+    "Config": "dj_consumer.config",
+    "Worker": "dj_consumer.worker",
+    "make_worker": "dj_consumer.worker",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dj_consumer' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Config",

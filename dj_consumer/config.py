@@ -1,5 +1,8 @@
-"""Configuration: a frozen dataclass built from a mapping or DJ_* environment variables.
+"""Configuration: a frozen dataclass built from a mapping, a file, or DJ_* environment variables.
 
+Each key is declared once, below, with its type, default, help text, CLI flag(s) and the
+commands that take it; the `dj-consumer` flags, their `[DJ_…]` help, `Config.from_env` and the
+README's configuration table are all derived from these declarations (dj_consumer.settings).
 Every mistake is reported as one ConfigError line that names the key and what would be right.
 """
 
@@ -8,14 +11,36 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from sqlalchemy.engine import URL, make_url
-
 from dj_consumer.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+#: The commands that talk to the database: each takes the connection keys.
+DB_COMMANDS = ("work", "parse", "enqueue", "jobs", "failed", "check", "why", "status", "schema")
+WORK = ("work",)
+#: `why` judges a row as the worker it is asked about would: pass it the same flags.
+SERVES = ("work", "why")
+_MISSING: Any = dataclasses.MISSING
+
+
+def setting(default: Any = _MISSING, *, help: str, flags: tuple[str, ...] = (),
+            commands: tuple[str, ...] = WORK, metavar: str | None = None,
+            choices: tuple[str, ...] | None = None, env: bool = True,
+            factory: Callable[[], Any] | None = None, shown_default: str | None = None) -> Any:
+    """One key's declaration: a dataclass field whose metadata the CLI, the environment
+    reader and the README table are built from (see dj_consumer.settings)."""
+    meta = {"help": help, "flags": flags, "commands": commands, "metavar": metavar,
+            "choices": choices, "env": env, "shown_default": shown_default}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
 
 #: Every renewing worker refreshes its leases at least this often (seconds, by the database's
 #: clock), whatever its own settings: so a peer of another deployment with lock_timeout >=
@@ -25,41 +50,101 @@ LEASE_RENEW_MAX = 60.0
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
-    worker_id: str = "py"
-    database_url: str | None = None
-    db_config: Mapping[str, Any] | None = None
-    table_name: str = "delayed_jobs"
-    queues: tuple[str | None, ...] | None = None
-    min_priority: int | None = None
-    max_priority: int | None = None
-    max_attempts: int = 25
-    max_run_time: float = 14400.0
-    sleep_delay: float = 5.0
-    read_ahead: int = 5
-    exit_on_complete: bool = False
-    destroy_failed_jobs: bool = False
-    concurrency: int = 1
-    sql_log: bool = False
-    log_format: str = "console"
+    worker_id: str = setting(
+        "py", flags=("--worker-id",), metavar="ID", commands=("work", "why"),
+        help="locked_by prefix: '{worker_id}[:{slot}] host:{hostname} pid:{pid}'")
+    database_url: str | None = setting(
+        None, flags=("--database-url",), metavar="URL", commands=DB_COMMANDS,
+        help="SQLAlchemy URL: mysql+pymysql://user:pw@host/db, postgresql+psycopg://host/db, "
+             "sqlite:///file.db; Rails' mysql2://, postgres:// and ?pool=5&encoding=… are "
+             "understood")
+    db_config: Mapping[str, Any] | None = setting(
+        None, env=False, commands=(),
+        help="dj-consumer style {user, password, host, port, db_name} → a MySQL URL "
+             "(config file or make_worker only)")
+    table_name: str = setting(
+        "delayed_jobs", flags=("--table-name",), metavar="NAME", commands=DB_COMMANDS,
+        help="the delayed_jobs table")
+    queues: tuple[str | None, ...] | None = setting(
+        None, flags=("--queues", "--queue"), metavar="A,B", commands=("work", "why", "check"),
+        shown_default="all",
+        help="only these queues (comma separated, as Ruby's --queues); 'nil' is the nil queue")
+    min_priority: int | None = setting(
+        None, flags=("--min-priority",), metavar="N", commands=SERVES, shown_default="none",
+        help="skip jobs with a lower priority number (Ruby's --min-priority)")
+    max_priority: int | None = setting(
+        None, flags=("--max-priority",), metavar="N", commands=SERVES, shown_default="none",
+        help="skip jobs with a higher priority number (Ruby's --max-priority)")
+    max_attempts: int = setting(
+        25, flags=("--max-attempts",), metavar="N",
+        help="failed attempts before a job fails for good (Ruby's default)")
+    max_run_time: float = setting(
+        14400.0, flags=("--max-run-time",), metavar="S",
+        commands=("work", "why", "status", "failed", "jobs"),
+        help="seconds before j.timed_out is set; also the stale-lock horizon (Ruby's 4 h)")
+    sleep_delay: float = setting(
+        5.0, flags=("--sleep-delay",), metavar="S", help="seconds to wait when nothing is ready")
+    read_ahead: int = setting(
+        5, flags=("--read-ahead",), metavar="N", help="candidate rows per reserve")
+    exit_on_complete: bool = setting(
+        False, flags=("--exit-on-complete", "-x"),
+        help="exit when no job is ready (Ruby's --exit-on-complete)")
+    destroy_failed_jobs: bool = setting(
+        False, flags=("--destroy-failed-jobs",),
+        help="delete jobs that fail for good (Ruby's default) instead of keeping them with "
+             "failed_at")
+    concurrency: int = setting(
+        1, flags=("--concurrency", "-n"), metavar="N",
+        help="jobs in flight in this process; each slot has its own locked_by")
+    sql_log: bool = setting(
+        False, flags=("--sql-log",), commands=DB_COMMANDS, help="log every SQL statement")
+    log_format: str = setting(
+        "console", flags=("--log-format",), choices=("console", "json"), commands=DB_COMMANDS,
+        help="dj-consumer's log lines: console for a terminal, json (one object per line) "
+             "for log shippers")
+    log_level: str = setting(
+        "info", flags=("--log-level",), choices=("debug", "info", "warning", "error"),
+        commands=DB_COMMANDS,
+        help="the lowest level dj-consumer logs, for its own events and stdlib logging alike")
     # Beyond delayed_job (README "Lease renewal"): refresh locked_at while a job runs, so a
     # crashed Python worker's rows come back after lock_timeout instead of max_run_time.
-    heartbeat_interval: float = 60.0
-    lock_timeout: float = 300.0
-    shutdown_timeout: float | None = None
-    # The worker_ids of lease-renewing (Python) workers: their locks expire after lock_timeout.
+    heartbeat_interval: float = setting(
+        60.0, flags=("--heartbeat-interval",), metavar="S",
+        help="seconds between lease renewals of a running job's lock (60 at most, whatever is "
+             "set: README 'Lease renewal')")
+    lock_timeout: float = setting(
+        300.0, flags=("--lock-timeout",), metavar="S", commands=SERVES,
+        help="a lease-renewing worker's lock older than this is abandoned (Python peers only; "
+             ">= 120 s, or the same in every deployment: README 'Lease renewal')")
+    shutdown_timeout: float | None = setting(
+        None, flags=("--shutdown-timeout",), metavar="S", shown_default="none",
+        help="after SIGTERM, interrupt jobs still running after this many seconds")
     # Matched exactly ("{id} host:…" or "{id}:{slot} host:…"), so no Ruby worker's name can
-    # pass for one by sharing a prefix. Default: this worker's own worker_id.
-    lease_worker_ids: tuple[str, ...] | None = None
-    # auto: update_returning on PostgreSQL, skip_locked on MariaDB >= 10.6 / MySQL >= 8.0.1,
-    # update_limit on older MySQL, default_sql on SQLite (see README, "Row protocol").
-    reserve_sql: str = "auto"
-    # Lock up to this many rows per reserve and delete successes together (README: "Batching").
-    reserve_batch: int = 1
-    # Caps on one handler (README "Large jobs"); a job over them fails to load. Ruby has none:
-    # the column's type bounds it (MySQL text 64 KiB, mediumtext 16 MiB). ruby_yaml's defaults.
-    max_handler_bytes: int = 16 * 1024 * 1024
-    max_handler_values: int = 100_000
-    hostname: str = field(default_factory=socket.gethostname)
+    # pass for one by sharing a prefix.
+    lease_worker_ids: tuple[str, ...] | None = setting(
+        None, flags=("--lease-worker-ids",), metavar="A,B", commands=SERVES,
+        shown_default="worker_id",
+        help="worker_ids whose locks are leases (expire after lock_timeout)")
+    reserve_sql: str = setting(
+        "auto", flags=("--reserve-sql",),
+        choices=("auto", "skip_locked", "default_sql", "update_returning", "update_limit"),
+        help="how a row is locked. auto: skip_locked on MariaDB >= 10.6 / MySQL >= 8.0.1, "
+             "default_sql elsewhere; update_returning (PostgreSQL) and update_limit (MySQL) "
+             "are Rails' optimized_sql (README: 'Row protocol')")
+    reserve_batch: int = setting(
+        1, flags=("--reserve-batch",), metavar="N",
+        help="lock up to N rows per reserve and delete the successes together (README: "
+             "'Batching')")
+    max_handler_bytes: int = setting(
+        16 * 1024 * 1024, flags=("--max-handler-bytes",), metavar="N",
+        help="a handler longer than this fails to load (Ruby has no cap: the column bounds it, "
+             "MySQL text 64 KiB, mediumtext 16 MiB; README 'Large jobs')")
+    max_handler_values: int = setting(
+        100_000, flags=("--max-handler-values",), metavar="N",
+        help="a handler with more values than this (aliases expanded) fails to load")
+    hostname: str = setting(
+        factory=socket.gethostname, flags=("--hostname",), metavar="HOST",
+        shown_default="this host's name", help="the host part of locked_by")
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -89,11 +174,12 @@ class Config:
                 f"heartbeat_interval ({self.heartbeat_interval}s) must be shorter than "
                 f"lock_timeout ({self.lock_timeout}s), or live jobs would look abandoned"
             )
-        strategies = ("auto", "update_returning", "update_limit", "skip_locked", "default_sql")
-        if self.reserve_sql not in strategies:
-            raise ConfigError(f"reserve_sql must be one of {', '.join(strategies)}, got {self.reserve_sql!r}")
-        if self.log_format not in ("console", "json"):
-            raise ConfigError(f"log_format must be 'console' or 'json', got {self.log_format!r}")
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                quoted = [repr(c) for c in choices]
+                want = " or ".join(quoted) if len(quoted) == 2 else f"one of {', '.join(quoted)}"
+                raise ConfigError(f"{f.name} must be {want}, got {getattr(self, f.name)!r}")
         if (
             self.min_priority is not None
             and self.max_priority is not None
@@ -115,15 +201,20 @@ class Config:
 
     @property
     def url(self) -> URL:
-        """The SQLAlchemy URL, from database_url or the dj-consumer style db_config."""
+        """The SQLAlchemy URL, from database_url (Rails' spellings rewritten, see
+        dj_consumer.urls) or the dj-consumer style db_config."""
+        return self._resolved()[0]
+
+    @property
+    def url_notes(self) -> list[str]:
+        """What was done to database_url's Rails-only parameters (for one info line)."""
+        return self._resolved()[1]
+
+    def _resolved(self) -> tuple[URL, list[str]]:
+        from dj_consumer import urls
+
         if self.database_url is not None:
-            try:
-                return make_url(self.database_url)
-            except Exception as exc:
-                raise ConfigError(
-                    f"database_url {self.database_url!r} is not a database URL ({exc}); "
-                    "expected e.g. mysql+pymysql://user:pass@host:3306/db"
-                ) from None
+            return urls.resolve(self.database_url)
         assert self.db_config is not None
         cfg = dict(self.db_config)
         unknown = set(cfg) - {"user", "password", "host", "port", "db_name"}
@@ -140,7 +231,7 @@ class Config:
             port = f":{int(cfg['port'])}" if cfg.get("port") else ""
         except (TypeError, ValueError):
             raise ConfigError(f"db_config port must be a number, got {cfg['port']!r}") from None
-        return make_url(f"mysql+pymysql://{auth}@{host}{port}/{cfg['db_name']}")
+        return urls.resolve(f"mysql+pymysql://{auth}@{host}{port}/{cfg['db_name']}")
 
     @property
     def lease_ids(self) -> tuple[str, ...]:
@@ -178,7 +269,7 @@ class Config:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(mapping) - known)
         if unknown:
-            hint = _closest(unknown[0], known)
+            hint = closest(unknown[0], known)
             raise ConfigError(
                 f"unknown config key {unknown[0]!r}" + (f" (did you mean {hint!r}?)" if hint else "")
             )
@@ -195,23 +286,19 @@ class Config:
             if not isinstance(q, list | tuple | set | frozenset):
                 raise ConfigError(f"queues must be a list of queue names, got {type(q).__name__}")
             values["queues"] = tuple(q) or None
-        for key in ("max_run_time", "sleep_delay", "heartbeat_interval", "lock_timeout",
-                    "shutdown_timeout"):
-            if isinstance(values.get(key), int) and not isinstance(values.get(key), bool):
-                values[key] = float(values[key])
+        for f in fields(cls):  # 60 is as good as 60.0 for a number of seconds
+            value = values.get(f.name)
+            if base_types(f.type)[0] == "float" and isinstance(value, int) \
+                    and not isinstance(value, bool):
+                values[f.name] = float(value)
         return cls(**values)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
         """DJ_DATABASE_URL, DJ_QUEUES=a,b, DJ_CONCURRENCY=4 … mirror the keys; overrides win."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = env.get("DJ_" + f.name.upper())
-            if raw is not None and f.name in ("queues", "lease_worker_ids"):
-                values[f.name] = raw
-            elif raw is not None and f.name != "db_config":
-                values[f.name] = _from_text(f.name, raw, f.type)
+        from dj_consumer.settings import env_values
+
+        values = env_values(os.environ if environ is None else environ)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_mapping(values)
 
@@ -233,14 +320,15 @@ def _positive(key: str, value: float) -> None:
         raise ConfigError(f"{key} must be > 0, got {value!r}")
 
 
-def _base_types(annotation: Any) -> tuple[str, bool]:
+def base_types(annotation: Any) -> tuple[str, bool]:
+    """(the type without `| None`, whether None is allowed), from an annotation's text."""
     text = str(annotation).replace(" ", "")
     optional = text.endswith("|None")
     return text.removesuffix("|None"), optional
 
 
 def _check_type(key: str, value: Any, annotation: Any) -> None:
-    base, optional = _base_types(annotation)
+    base, optional = base_types(annotation)
     if value is None:
         if optional:
             return
@@ -270,28 +358,8 @@ def _check_type(key: str, value: Any, annotation: Any) -> None:
         )
 
 
-def _from_text(key: str, raw: str, annotation: Any) -> Any:
-    base, optional = _base_types(annotation)
-    if optional and raw == "":
-        return None
-    try:
-        if base == "bool":
-            lowered = raw.strip().lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off", ""):
-                return False
-            raise ValueError(raw)
-        if base == "int":
-            return int(raw)
-        if base == "float":
-            return float(raw)
-    except ValueError:
-        raise ConfigError(f"DJ_{key.upper()} must be {base}, got {raw!r}") from None
-    return raw
-
-
-def _closest(word: str, candidates: set[str]) -> str | None:
+def closest(word: str, candidates: Iterable[str]) -> str | None:
+    """The candidate `word` was probably meant to be (for "did you mean …?")."""
     import difflib
 
     match = difflib.get_close_matches(word, sorted(candidates), n=1)

@@ -292,8 +292,10 @@ def make_engine(url: URL, config: Config, *, autocommit: bool) -> Engine:
         kwargs["pool_size"] = config.concurrency + 2
         kwargs["max_overflow"] = config.concurrency + 2
         kwargs["pool_recycle"] = 3600
+    # A connect_timeout in the URL wins (connect_args would replace it): 10 s otherwise.
+    timeout = {} if "connect_timeout" in url.query else {"connect_timeout": 10}
     if dialect in ("mysql", "mariadb"):
-        kwargs["connect_args"] = {"connect_timeout": 10}
+        kwargs["connect_args"] = dict(timeout)
         if autocommit:
             # Multi-statements let a reserve travel in one round trip (Connections.run_script).
             # FOUND_ROWS is SQLAlchemy's own flag, restated because client_flag replaces it:
@@ -302,7 +304,7 @@ def make_engine(url: URL, config: Config, *, autocommit: bool) -> Engine:
 
             kwargs["connect_args"]["client_flag"] = CLIENT.MULTI_STATEMENTS | CLIENT.FOUND_ROWS
     if dialect == "postgresql":
-        kwargs["connect_args"] = {"connect_timeout": 10}
+        kwargs["connect_args"] = dict(timeout)
     if autocommit:
         kwargs["isolation_level"] = "AUTOCOMMIT"
     elif dialect in ("mysql", "mariadb"):
@@ -405,7 +407,9 @@ class _RowTuple(tuple):  # type: ignore[type-arg]
 
 def unreachable(url: URL, exc: BaseException) -> ConfigError:
     """The one line a worker or command prints when the database cannot be asked at start."""
-    return ConfigError(f"cannot reach the database at {safe_url(url)}: {short_error(exc)}")
+    from dj_consumer.dberrors import describe
+
+    return ConfigError(describe(exc, url))
 
 
 def safe_url(url: URL) -> str:

@@ -5,9 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import inspect, text
-from sqlalchemy.engine import Connection
-
 from dj_consumer import ruby_yaml
 from dj_consumer.config import Config
 from dj_consumer.errors import HandlerParseError
@@ -113,34 +110,22 @@ def advise(
 
 def read_setup(store: Store) -> tuple[list[str] | None, list[list[str]], float | None]:
     """Columns, index column lists, and clock skew (this host minus the database, seconds)."""
+    from dj_consumer.admin import Admin
     from dj_consumer.clock import SystemClock
 
-    with store.engine.connect() as conn:
-        insp = inspect(conn)
-        table = store.config.table_name
-        if not insp.has_table(table):
-            return None, [], None
-        columns = [c["name"] for c in insp.get_columns(table)]
-        indexes = _indexes(conn, table)
-        db_now_sql = {
-            "mysql": "SELECT UTC_TIMESTAMP(6)",
-            "postgresql": "SELECT (now() AT TIME ZONE 'utc')",
-            "sqlite": "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')",
-        }[store.dialect]
-        raw = conn.execute(text(db_now_sql)).scalar_one()
-        db_now = raw if isinstance(raw, datetime) else datetime.fromisoformat(str(raw))
-        skew = (SystemClock().now() - db_now).total_seconds()
-    return columns, indexes, skew
+    admin = Admin(store)
+    columns = admin.columns()
+    if columns is None:
+        return None, [], None
+    skew = (SystemClock().now() - admin.db_now()).total_seconds()
+    return columns, admin.indexes(), skew
 
 
 def read_indexes(store: Store) -> list[list[str]]:
     """The column lists of the table's indexes (what the worker checks at start)."""
-    with store.engine.connect() as conn:
-        return _indexes(conn, store.config.table_name)
+    from dj_consumer.admin import Admin
 
-
-def _indexes(conn: Connection, table: str) -> list[list[str]]:
-    return [[str(c) for c in i["column_names"]] for i in inspect(conn).get_indexes(table)]
+    return Admin(store).indexes()
 
 
 # Unfinished rows from which a reserve that reads past rows it cannot run is worth a warning:
@@ -154,10 +139,9 @@ def will_scan(config: Config, indexes: list[list[str]]) -> bool:
 
 def backlog_at_least(store: Store, rows: int = BACKLOG_ROWS) -> bool:
     """Does the table hold at least `rows` unfinished rows? Reads at most that many."""
-    bounded = text(f"SELECT COUNT(*) FROM (SELECT 1 AS one FROM {store.table} "
-                   "WHERE failed_at IS NULL LIMIT :rows) AS backlog")
-    with store.engine.connect() as conn:
-        return int(conn.execute(bounded, {"rows": rows}).scalar_one()) >= rows
+    from dj_consumer.admin import Admin
+
+    return Admin(store).backlog_at_least(rows)
 
 
 def why(row: JobRow | None, job_id: int, config: Config, registry: Registry,
@@ -169,7 +153,8 @@ def why(row: JobRow | None, job_id: int, config: Config, registry: Registry,
     if row.failed_at is not None:
         first = (last_error or "").split("\n", 1)[0]
         reasons.append(f"failed for good at {row.failed_at:%Y-%m-%d %H:%M:%S} UTC after "
-                       f"{row.attempts} attempts: {first}  (dj-consumer failed --retry {row.id})")
+                       f"{plural(row.attempts, 'attempt')}: {first}  "
+                       f"(dj-consumer failed retry {row.id})")
     try:
         parsed = ruby_yaml.load(row.handler, max_bytes=config.max_handler_bytes,
                                 max_values=config.max_handler_values)
@@ -187,7 +172,8 @@ def why(row: JobRow | None, job_id: int, config: Config, registry: Registry,
         reasons.append("run_at is NULL: neither Ruby nor dj_consumer treats it as ready")
     elif row.run_at > now:
         wait = (row.run_at - now).total_seconds()
-        why_later = f" (rescheduled after {row.attempts} failed attempts)" if row.attempts else ""
+        why_later = (f" (rescheduled after {plural(row.attempts, 'failed attempt')})"
+                     if row.attempts else "")
         reasons.append(f"run_at is {row.run_at:%Y-%m-%d %H:%M:%S} UTC, in {_ago(wait)}{why_later}")
     if row.locked_by is not None and row.locked_at is not None:
         age = (now - row.locked_at).total_seconds()
@@ -196,10 +182,10 @@ def why(row: JobRow | None, job_id: int, config: Config, registry: Registry,
         if config.is_lease_holder(row.locked_by) and config.uses_leases:
             lease = (f"; it renews its lease, so if it died the row comes back "
                      f"{_ago(max(0.0, config.lock_timeout - age))} from now")
-        if horizon > now:
-            reasons.append(f"locked by {row.locked_by!r} since {row.locked_at:%Y-%m-%d %H:%M:%S} "
-                           f"UTC ({_ago(age)} ago); the lock is live until "
-                           f"{horizon:%Y-%m-%d %H:%M:%S} UTC (max_run_time){lease}")
+        if horizon > now and row.failed_at is None:
+            reasons.append(f"it is running: locked by {row.locked_by!r} since "
+                           f"{row.locked_at:%Y-%m-%d %H:%M:%S} UTC ({_ago(age)} ago); the lock "
+                           f"is live until {horizon:%Y-%m-%d %H:%M:%S} UTC (max_run_time){lease}")
     if config.queues and row.queue not in config.queues:
         served = ", ".join("nil" if q is None else q for q in config.queues)
         reasons.append(f"queue {row.queue or 'nil'!r} is not served by this config (--queues {served})")
@@ -208,6 +194,11 @@ def why(row: JobRow | None, job_id: int, config: Config, registry: Registry,
     if config.max_priority is not None and row.priority > config.max_priority:
         reasons.append(f"priority {row.priority} is above --max-priority {config.max_priority}")
     return reasons
+
+
+def plural(count: int, word: str) -> str:
+    """`1 attempt`, `2 attempts`."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def _ago(seconds: float) -> str:

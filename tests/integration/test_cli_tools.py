@@ -63,11 +63,21 @@ def test_enqueue_cli_shapes(sqlite_db: DB) -> None:
     for shape, expect in [("struct", "--- !ruby/struct:Ping"), ("object", "--- !ruby/object:Ping"),
                           ("active_job", "--- !ruby/object:ActiveJob::QueueAdapters::DelayedJobAdapter::JobWrapper")]:
         payload = '["a", 1]' if shape == "active_job" else '{"a": 1}'
-        out = cli("enqueue", "Ping", "--as", shape, "--payload", payload, *base)
+        out = cli("enqueue", "Ping", "--as", shape, "--payload", payload, "--json", *base)
         assert out.returncode == 0, out.stderr
-        row = sqlite_db.row(int(out.stdout))
+        row = sqlite_db.row(json.loads(out.stdout)["id"])
         assert row.handler.startswith(expect)
         assert ruby_yaml.load(row.handler).name == "Ping"
+    payload = sqlite_db.url.removeprefix("sqlite:///") + ".json"
+    Path(payload).write_text('{"from": "a file"}')
+    out = cli("enqueue", "Ping", "--payload", f"@{payload}", "--json", *base)
+    assert ruby_yaml.load(sqlite_db.row(json.loads(out.stdout)["id"]).handler).payload == \
+        {"from": "a file"}
+    out = cli("enqueue", "Ping", "--payload", "-", "--json", *base, stdin='{"from": "stdin"}')
+    assert ruby_yaml.load(sqlite_db.row(json.loads(out.stdout)["id"]).handler).payload == \
+        {"from": "stdin"}
+    out = cli("enqueue", "Ping", "--payload", '{"a": 1}', *base)
+    assert out.stdout.strip().endswith(" Ping"), out.stdout  # id, then Delayed::Job#name
     bad = cli("enqueue", "Ping", "--payload", "{nope", *base)
     assert bad.returncode == 2 and "--payload is not JSON" in bad.stderr
 
@@ -78,7 +88,7 @@ def test_jobs_and_failed_retry(sqlite_db: DB) -> None:
     waiting = sqlite_db.insert(obj("NewsletterJob"))
     failed = sqlite_db.insert(obj("DoomedJob"), failed_at=now, attempts=25, last_error="boom\nat x")
     out = cli("jobs", *base).stdout
-    assert "NewsletterJob" in out and "waiting" in out and "failed" in out and "boom" in out
+    assert "NewsletterJob" in out and "ready" in out and "failed" in out and "boom" in out
     out = cli("failed", *base).stdout
     assert "DoomedJob" in out and "NewsletterJob" not in out
     assert cli("failed", "--retry", str(failed), *base).returncode == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import textwrap
 from datetime import timedelta
@@ -33,6 +34,9 @@ def test_check_recommends_the_queue_index_until_it_exists(db: DB) -> None:
         conn.execute(sa.text(f"CREATE INDEX ix_{db.table}_q ON {db.table} (queue, priority, run_at)"))
     out = run(*base, "--queues", "python")
     assert "ok    index on (queue, priority, run_at) serves --queues" in out.stdout
+    findings = json.loads(run(*base, "--queues", "python", "--json").stdout)
+    assert {"level": "ok", "message": "index on (queue, priority, run_at) serves --queues",
+            "fix": None} in findings
     assert "clock skew with the database" in out.stdout
     if db.backend != "sqlite":
         assert "supports SKIP LOCKED" in out.stdout
@@ -116,11 +120,15 @@ def test_why_explains_each_reason(db: DB, tmp_path: Path) -> None:
     out = why(ready)
     assert out.returncode == 0 and "is ready" in out.stdout, out.stderr
     assert "failed for good" in why(failed).stdout and "boom" in why(failed).stdout
-    assert f"failed --retry {failed}" in why(failed).stdout
+    assert f"after 25 attempts: boom  (dj-consumer failed retry {failed})" in why(failed).stdout
+    once = db.insert(obj("J"), failed_at=now, attempts=1, last_error="once")
+    assert "after 1 attempt: once" in why(once).stdout
+    assert json.loads(why(once, "--json").stdout)["ready"] is False
     out = why(future).stdout
     assert "UTC, in 120 min (rescheduled after 3 failed attempts)" in out or "UTC, in 119 min (rescheduled" in out
     out = why(locked).stdout
-    assert "locked by 'delayed_job host:r pid:7'" in out and "(max_run_time)" in out
+    assert "it is running: locked by 'delayed_job host:r pid:7' since " in out
+    assert "(5 min ago)" in out and "(max_run_time)" in out
     out = why(other_queue, "--queues", "default,nil", "--max-priority", "10").stdout
     assert "queue 'mail' is not served by this config (--queues default, nil)" in out
     assert "priority 50 is above --max-priority 10" in out

@@ -228,7 +228,7 @@ def test_config_mistakes_print_one_line_and_exit_nonzero(tmp_path: Path, args: l
 @pytest.mark.parametrize(
     ("env", "expect"),
     [
-        ({"DJ_CONCURENCY": "2"}, None),  # unknown env vars are ignored like any other variable
+        ({"DJ_CONCURENCY": "2"}, None),  # an unknown variable is reported (test_cli_config), not fatal
         ({"DJ_CONCURRENCY": "two"}, "DJ_CONCURRENCY must be int, got 'two'"),
         ({"DJ_MAX_RUN_TIME": "-1"}, "max_run_time must be > 0"),
     ],

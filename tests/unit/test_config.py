@@ -95,17 +95,21 @@ def test_from_env_mirrors_the_keys() -> None:
 ])
 def test_queues_flag_and_env_share_one_rule(monkeypatch: pytest.MonkeyPatch, text: str,
                                             queues: tuple[str | None, ...]) -> None:
-    from dj_consumer import cli
+    from dj_consumer.cli import build_parser
+    from dj_consumer.cli._run import build_config
+
+    def config(args: object) -> Config:
+        return build_config(args)[0]  # type: ignore[arg-type]
 
     monkeypatch.setenv("DJ_DATABASE_URL", URL)
-    parser = cli.build_parser()
+    parser = build_parser()
     monkeypatch.delenv("DJ_QUEUES", raising=False)
-    assert cli._config(parser.parse_args(["work", "--queues", text])).queues == queues
+    assert config(parser.parse_args(["work", "--queues", text])).queues == queues
     monkeypatch.setenv("DJ_QUEUES", text)
-    assert cli._config(parser.parse_args(["work"])).queues == queues
+    assert config(parser.parse_args(["work"])).queues == queues
     assert Config.from_env().queues == queues
     # The flag wins over the variable.
-    assert cli._config(parser.parse_args(["work", "--queues", "other"])).queues == ("other",)
+    assert config(parser.parse_args(["work", "--queues", "other"])).queues == ("other",)
 
 
 @pytest.mark.parametrize("worker_id", ["delayed_jobs", "delayed_job-py", "py.delayed_job", "dj"])

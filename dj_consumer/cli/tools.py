@@ -1,0 +1,115 @@
+"""`dj-consumer check` (is the table set up?), `why ID` (why isn't it running?), `schema`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from dj_consumer.cli._parser import add_command
+from dj_consumer.errors import ConfigError
+
+
+def add(sub: Any) -> None:
+    p = add_command(
+        sub, "why", run_why, imports=True, json=True,
+        help="explain why one row is not running right now",
+        description="Every reason row ID is not being run: failed, future run_at, running "
+                    "(where, since when), queue or priority not served, no handler registered "
+                    "(pass the same --import and flags as your workers), unparseable handler.")
+    p.add_argument("id", type=int)
+    add_command(
+        sub, "check", run_check, json=True,
+        help="inspect the table and server; print what to add (indexes, upgrades)",
+        description="Check columns, indexes, SKIP LOCKED support and clock skew, and print the "
+                    "SQL and Rails migration for anything missing. Exit 0 when all is well, "
+                    "1 with warnings, 2 with errors.")
+    p = add_command(sub, "schema", run_schema,
+                    help="print (or --create) the Rails delayed_jobs table")
+    p.add_argument("--create", action="store_true", help="create the table if it is missing")
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from dj_consumer import diagnose
+    from dj_consumer.cli._run import store
+
+    st = store(args, check=False)
+    try:
+        try:
+            columns, indexes, skew = diagnose.read_setup(st)
+        except SQLAlchemyError as exc:
+            from dj_consumer.db import unreachable
+
+            raise unreachable(st.config.url, exc) from None
+        server = None
+        if columns is not None:
+            try:
+                server = st.check()
+            except ConfigError as exc:
+                if "has no column" not in str(exc):
+                    raise  # advise() reports the missing columns itself
+    finally:
+        st.close()
+    findings = diagnose.advise(st.config, server, columns, indexes, skew)
+    if args.json:
+        print(json.dumps([{"level": f.level, "message": f.message, "fix": f.fix or None}
+                          for f in findings], indent=2))
+    else:
+        print(diagnose.render(findings))
+    levels = {f.level for f in findings}
+    return 2 if "error" in levels else 1 if "warn" in levels else 0
+
+
+def run_why(args: argparse.Namespace) -> int:
+    from dj_consumer import diagnose
+    from dj_consumer.cli._run import import_handlers, registry, store
+    from dj_consumer.clock import SystemClock
+
+    import_handlers(args.imports)
+    st = store(args)
+    try:
+        row = st.get(args.id)
+        last_error = st.last_error(args.id) if row is not None else None
+    finally:
+        st.close()
+    reasons = diagnose.why(row, args.id, st.config, registry(), SystemClock().now(), last_error)
+    if args.json:
+        print(json.dumps({"id": args.id, "ready": not reasons, "reasons": reasons}, indent=2))
+    elif not reasons:
+        print(f"job {args.id} is ready: the next poll of a worker with this config runs it")
+    else:
+        print(f"job {args.id} is not running because:")
+        for reason in reasons:
+            print(f"  - {reason}")
+    return 0 if not reasons else 1
+
+
+def run_schema(args: argparse.Namespace) -> int:
+    from sqlalchemy import inspect
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    from dj_consumer import schema
+    from dj_consumer.cli._run import store
+
+    st = store(args, check=False)
+    name = st.config.table_name
+    table = schema.delayed_jobs_table(name)
+    try:
+        if not args.create:
+            print(str(CreateTable(table).compile(st.engine)).strip() + ";")
+            for index in table.indexes:
+                print(str(CreateIndex(index).compile(st.engine)).strip() + ";")
+            return 0
+        with st.engine.connect() as conn:
+            exists = inspect(conn).has_table(name)
+        if exists:
+            st.check()  # an existing table must be a delayed_jobs table: one line if not
+            print(f"table {name} exists")
+        else:
+            schema.create(st.engine, name)
+            print(f"table {name} created")
+    finally:
+        st.close()
+    return 0
