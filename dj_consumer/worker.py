@@ -141,12 +141,12 @@ class Worker:
         succeeded = failed = 0
         me = self.names[0]
         batch = self.config.reserve_batch
-        while batch > 1 and succeeded + failed < num and not self._stopping.is_set():
-            counts = self._run_batch(me, min(batch, num - succeeded - failed))
-            if counts is None or isinstance(counts, str):
-                return succeeded, failed
-            succeeded, failed = succeeded + counts[0], failed + counts[1]
         try:
+            while batch > 1 and succeeded + failed < num and not self._stopping.is_set():
+                counts = self._run_batch(me, min(batch, num - succeeded - failed))
+                if counts is None or isinstance(counts, str):
+                    return succeeded, failed
+                succeeded, failed = succeeded + counts[0], failed + counts[1]
             for _ in range(num if batch == 1 else 0):
                 if self._stopping.is_set():
                     break
@@ -159,11 +159,13 @@ class Worker:
                     failed += 1
         finally:
             self._flush_pending(me)  # work_off returns with every outcome written
+            self.executor.close_loop()
         return succeeded, failed
 
     def close(self) -> None:
         self._heartbeat_stop.set()
         self.watchdog.stop()
+        self.executor.loops.close()
         self.store.close()
 
     # -- the loop --------------------------------------------------------------------------
@@ -233,6 +235,7 @@ class Worker:
                 self.clock.sleep(self.config.sleep_delay, self._stopping)
         finally:
             self._flush_pending(me)
+            self.executor.close_loop()
 
     def _acceptor(self) -> tuple[Callable[[JobRow], bool], dict[int, ParsedHandler | HandlerParseError]]:
         """accept(row): is this row's name one we have a handler for? (Parsed once, kept.)"""
