@@ -18,6 +18,10 @@ class ConfigError(DJConsumerError):
     """The configuration is invalid."""
 
 
+class EnqueueUnknown(DJConsumerError):
+    """The connection was lost while an enqueue committed; it was not inserted again."""
+
+
 class HandlerParseError(DJConsumerError):
     """The handler YAML could not be understood."""
 

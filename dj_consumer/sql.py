@@ -188,11 +188,18 @@ class Statements:
         self.owner = _typed(f"SELECT locked_by FROM {t} WHERE id = :id")
         self.last_error = _typed(f"SELECT last_error FROM {t} WHERE id = :id")
         self.get = _typed(f"SELECT {ROW_COLUMNS} FROM {t} WHERE id = :id", rows=True)
-        returning = " RETURNING id" if self.dialect == "postgresql" else ""
+        # An enqueue is written at most once (Store.insert): PostgreSQL also returns the
+        # transaction's id, whose txid_status says whether a COMMIT whose reply was lost
+        # committed; elsewhere the row itself is read back, with a lock that waits for the
+        # old transaction if the server has not finished it yet.
+        returning = " RETURNING id, txid_current()" if self.dialect == "postgresql" else ""
         self.insert = _typed(
             f"INSERT INTO {t} (priority, attempts, handler, run_at, queue, created_at, updated_at) "
             f"VALUES (:priority, 0, :handler, :run_at, :queue, :now, :now){returning}"
         )
+        self.insert_status = _typed("SELECT txid_status(:xid)")
+        share = " LOCK IN SHARE MODE" if self.dialect == "mysql" else ""
+        self.insert_check = _typed(f"SELECT id FROM {t} WHERE id = :id{share}")
 
     def _reserve_statements(self, where: str, order: str, lock: str) -> ReserveSQL:
         t = self.table
