@@ -586,8 +586,10 @@ class Store:
         return None
 
     def clip(self, value: str) -> str:
-        """last_error truncated to what the column holds (MySQL TEXT: 65,535 bytes)."""
-        data = value.encode("utf-8", "replace")
+        """last_error as every database takes it (printable, below), truncated to what the
+        column holds (MySQL TEXT: 65,535 bytes)."""
+        value = printable(value)
+        data = value.encode("utf-8")
         if len(data) <= self.last_error_limit:
             return value
         return data[: self.last_error_limit].decode("utf-8", "ignore")
@@ -622,6 +624,25 @@ class _Done:
         self.id = job_id
         self.deleted: bool | None = None
         self.report = report
+
+
+def printable(text: str) -> str:
+    """Text every driver can send and every database can store: a lone surrogate (a byte a
+    handler decoded with surrogateescape, say a file name) written as \\xNN or \\uDXXX, NUL as
+    \\x00. Sent as is, the driver raises UnicodeEncodeError (PostgreSQL refuses NUL) and the
+    outcome could never be written."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = "".join(_escape(c) if "\ud800" <= c <= "\udfff" else c for c in text)
+    return text
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
 
 
 def _row(row: Any) -> JobRow:
