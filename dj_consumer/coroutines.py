@@ -33,7 +33,7 @@ class Loops:
     def call(self, fn: Callable[..., Any], job: Job, *args: Any, cancellable: bool) -> None:
         """fn(job, *args); if it returns an awaitable, run it on this thread's loop."""
         result = fn(job, *args)
-        if not inspect.isawaitable(result):
+        if result is None or not inspect.isawaitable(result):
             return
         loop = self._current()
         task = loop.create_task(_awaited(result))

@@ -51,12 +51,44 @@ _TRANSIENT_WORDS = (
 )
 
 
+# Refusals: the database answers, and says no, and will say it again (authentication,
+# privileges, a missing database, table or column). MySQL error codes, PostgreSQL SQLSTATEs.
+_MYSQL_REFUSALS = {1044, 1045, 1049, 1054, 1142, 1143, 1146, 1227, 1698, 1820, 1862}
+_PG_REFUSALS = {"28000", "28P01", "3D000", "42501", "42P01", "42703"}
+_REFUSAL_WORDS = (
+    "password authentication failed",
+    "no pg_hba.conf entry",
+    "permission denied",
+    "does not exist",
+    "no such table",
+    "no such column",
+    "attempt to write a readonly database",
+)
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """The database refused us for good: retrying the same thing cannot help."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    orig = exc.orig
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0] in _MYSQL_REFUSALS
+    sqlstate = getattr(orig, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        return sqlstate in _PG_REFUSALS
+    message = str(orig).lower()
+    return any(sign in message for sign in _REFUSAL_WORDS)
+
+
 def is_transient(exc: BaseException) -> bool:
     """Errors that a retry of the whole unit of work can cure."""
     if not isinstance(exc, DBAPIError):
         return False
     if exc.connection_invalidated:
         return True
+    if is_refusal(exc):
+        return False  # psycopg's OperationalError for a wrong password, say
     orig = exc.orig
     args = getattr(orig, "args", ())
     if args and isinstance(args[0], int) and args[0] in _MYSQL_TRANSIENT:

@@ -192,13 +192,8 @@ class Executor:
         `ensure` in Ruby's invoke_job does)."""
         assert spec.run is not None
         run_time = self.run_time_for(spec)
-        expired = threading.Event()  # max_run_time itself, not another reason for timed_out
-
-        def expire() -> None:
-            expired.set()
-            job.timed_out.set()
-
-        timer = self.watchdog.schedule(run_time, expire)
+        expired = _Expired(job)  # max_run_time itself, not another reason for timed_out
+        timer = self.watchdog.schedule(run_time, expired)
         error: BaseException | None = None
         notes: list[str] = []  # what hooks raised after the job's own error
         give_up = False  # a hook raised FailJob after the job's own error
@@ -210,7 +205,7 @@ class Executor:
                 else:
                     self._call(spec.run, job, run_time, expired)
                 if job.timed_out.is_set():
-                    raise JobTimeout.after(run_time)
+                    raise _timeout(job, run_time, expired)
                 self._call(spec.hook("success"), job, run_time, expired)
             except BaseException as exc:  # Ruby's invoke_job rescues Exception: everything
                 if isinstance(exc, KeyboardInterrupt):
@@ -218,14 +213,15 @@ class Executor:
                 error = exc
                 give_up = self._hook(spec, "error", job, notes, exc)
             finally:
-                if error is None:
+                after = spec.hook("after")
+                if error is None and after is not None:
                     try:
-                        self.loops.call(spec.hook("after") or _nothing, job, cancellable=False)
+                        self.loops.call(after, job, cancellable=False)
                     except BaseException as exc:
                         if isinstance(exc, KeyboardInterrupt):
                             raise
                         error = exc
-                else:
+                elif error is not None:
                     give_up = self._hook(spec, "after", job, notes) or give_up
         finally:
             self.watchdog.cancel(timer)
@@ -236,7 +232,7 @@ class Executor:
         return self.failed_attempt(job, spec, error, notes, give_up=give_up)
 
     def _call(self, fn: Callable[..., Any] | None, job: Job, run_time: float,
-              expired: threading.Event) -> None:
+              expired: _Expired) -> None:
         """The work of the attempt (before, run, success): a coroutine is cancelled when
         j.timed_out is set, and that is a timeout."""
         if fn is None:
@@ -244,11 +240,7 @@ class Executor:
         try:
             self.loops.call(fn, job, cancellable=True)
         except Cancelled:
-            if expired.is_set():
-                raise JobTimeout.after(run_time) from None
-            raise JobTimeout(
-                "cancelled: j.timed_out was set before max_run_time (the lease was lost or at "
-                "risk, or the worker stopped)") from None
+            raise _timeout(job, run_time, expired) from None
 
     def _hook(self, spec: JobSpec | None, kind: str, job: Job, notes: list[str],
               *args: Any) -> bool:
@@ -308,5 +300,22 @@ class Executor:
         return Failed(attempts=attempts, last_error=last_error, destroy=destroy)
 
 
-def _nothing(job: Job) -> None:
-    pass
+class _Expired:
+    """The watchdog's action at max_run_time: set timed_out, and remember that this was why."""
+
+    __slots__ = ("fired", "job")
+
+    def __init__(self, job: Job) -> None:
+        self.job, self.fired = job, False
+
+    def __call__(self) -> None:
+        self.fired = True
+        self.job.timed_out.set()
+
+
+def _timeout(job: Job, run_time: float, expired: _Expired) -> JobTimeout:
+    """The error of an attempt that ended with timed_out set: max_run_time, or another reason."""
+    reason = job.timed_out.reason
+    if expired.fired or reason is None:
+        return JobTimeout.after(run_time)
+    return JobTimeout(f"stopped before max_run_time: {reason}")

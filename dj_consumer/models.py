@@ -41,6 +41,13 @@ class TimedOut(threading.Event):
     def __init__(self) -> None:
         super().__init__()
         self._callbacks: list[Callable[[], None]] = []
+        self.reason: str | None = None  # why it was set, when not max_run_time
+
+    def stop(self, reason: str) -> None:
+        """Set it for another reason than max_run_time (that reason becomes the error)."""
+        if not self.is_set():
+            self.reason = reason
+        self.set()
 
     def __bool__(self) -> bool:
         return self.is_set()

@@ -185,6 +185,10 @@ class Statements:
         self.release_all = _typed(
             f"UPDATE {t} SET locked_at = NULL, locked_by = NULL WHERE locked_by = :me"
         )
+        self.release_all_except = _typed(
+            f"UPDATE {t} SET locked_at = NULL, locked_by = NULL "
+            "WHERE locked_by = :me AND id NOT IN :ids"
+        )
         self.owner = _typed(f"SELECT locked_by FROM {t} WHERE id = :id")
         self.last_error = _typed(f"SELECT last_error FROM {t} WHERE id = :id")
         self.get = _typed(f"SELECT {ROW_COLUMNS} FROM {t} WHERE id = :id", rows=True)

@@ -506,8 +506,12 @@ class Store:
     def renew(self, job_id: int, me: str, now: datetime) -> bool:
         return self._write("renew", self.sql.renew, {"id": job_id, "me": me, "now": self.ts(now)})
 
-    def release(self, me: str) -> int:
-        """Delayed::Job.clear_locks!: unlock every row this worker name holds."""
+    def release(self, me: str, keep: Sequence[int] = ()) -> int:
+        """Delayed::Job.clear_locks!: unlock every row this worker name holds, but `keep`
+        (successes whose DELETE could not be written: unlocked, they would run again)."""
+        if keep:
+            return self._retried("release", lambda conn: int(conn.execute(
+                self.sql.release_all_except, {"me": me, "ids": list(keep)}).rowcount))
         return self._retried("release", lambda conn: int(
             conn.execute(self.sql.release_all, {"me": me}).rowcount))
 

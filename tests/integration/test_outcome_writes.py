@@ -1,5 +1,6 @@
-"""Issue 12 item 3: an outcome the driver cannot send (a lone surrogate, a NUL) never makes
-the job run again at once; every text we write is sanitized."""
+"""Issue 12 item 3: an outcome the driver cannot send (a lone surrogate, a NUL) or any
+non-database exception while writing it never makes the job run again at once; every text
+we write is sanitized."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from dj_consumer import Job, Registry, make_worker
 from tests.conftest import DB
+from tests.faults import Faults
 from tests.integration.test_protocol import obj
 
 FILE = b"caf\xe9.csv".decode("utf-8", "surrogateescape")  # a file name os.listdir gave us
@@ -50,3 +52,28 @@ def test_an_error_the_driver_cannot_send_is_written_sanitized(db: DB, message: s
     row = db.row(job_id)
     assert (row.attempts, row.locked_by, row.failed_at) == (1, None, None)
     assert row.last_error.startswith(stored + "\nTraceback")
+
+
+def test_a_non_database_exception_while_writing_is_a_refused_write(db: DB) -> None:
+    reg, runs = Registry(), []
+
+    @reg.run("J")
+    def work(j: Job) -> None:
+        runs.append(j.id)
+        raise ValueError("the job's error")
+
+    job_id = db.insert(obj("J"))
+    w = make_worker(db.config(exit_on_complete=True), reg)
+    faults = Faults(w.store.db.engine, w.store.db.tx_engine)
+    rule = faults.add(r"SET attempts = ", RuntimeError("a driver bug"))
+    thread = threading.Thread(target=w.start, daemon=True)
+    thread.start()
+    thread.join(30)
+    w.stop()
+    thread.join(10)
+    w.close()
+    assert rule.fired == 1
+    assert runs == [job_id], "the job ran again at once"
+    row = db.row(job_id)
+    assert (row.attempts, row.locked_by) == (1, None)
+    assert row.last_error.startswith("the job's error\nTraceback")
