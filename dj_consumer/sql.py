@@ -189,6 +189,16 @@ class Statements:
             f"UPDATE {t} SET locked_at = NULL, locked_by = NULL "
             "WHERE locked_by = :me AND id NOT IN :ids"
         )
+        # What the worker may do to the table, asked cheaply: PostgreSQL says it; MySQL checks
+        # a statement's privileges before it looks at WHERE 1 = 0 (so nothing is touched).
+        self.privileges = {
+            "SELECT": f"SELECT 1 FROM {t} WHERE 1 = 0",
+            "UPDATE": f"UPDATE {t} SET locked_by = locked_by WHERE 1 = 0",
+            "DELETE": f"DELETE FROM {t} WHERE 1 = 0",
+            "INSERT": f"INSERT INTO {t} (handler) SELECT handler FROM {t} WHERE 1 = 0",
+        }
+        self.has_privileges = _typed(
+            "SELECT " + ", ".join(f"has_table_privilege(:t, '{p}')" for p in self.privileges))
         self.owner = _typed(f"SELECT locked_by FROM {t} WHERE id = :id")
         self.last_error = _typed(f"SELECT last_error FROM {t} WHERE id = :id")
         self.get = _typed(f"SELECT {ROW_COLUMNS} FROM {t} WHERE id = :id", rows=True)

@@ -24,6 +24,7 @@ from dj_consumer.db import (
     Connections,
     ServerInfo,
     _RowTuple,
+    is_refusal,
     is_transient,
     mysql_has_skip_locked,
     safe_url,
@@ -117,6 +118,25 @@ class Store:
             raise unreachable(self.config.url, exc) from None
         self._build_statements()
         return self.server
+
+    def missing_privileges(self) -> list[str]:
+        """Which of SELECT, UPDATE, DELETE, INSERT on the table this user lacks, where the
+        server can say so cheaply (not SQLite: a file has no grants)."""
+        if self.dialect == "sqlite":
+            return []
+        with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                granted = conn.execute(self.sql.has_privileges, {"t": self.table}).one()
+                return [p for p, ok in zip(self.sql.privileges, granted, strict=True) if not ok]
+            missing = []
+            for privilege, probe in self.sql.privileges.items():
+                try:
+                    conn.execute(text(probe))
+                except SQLAlchemyError as exc:
+                    if not is_refusal(exc):
+                        raise
+                    missing.append(privilege)
+            return missing
 
     @property
     def strategy(self) -> str:

@@ -174,6 +174,7 @@ class Worker:
             log.warning("worker.hook_without_run", name=name,
                         hint="hooks registered for a name with no @job.run never fire")
         server = self.store.check()
+        self._check_privileges()
         self._checked = True
         if server.dialect == "mysql" and not server.skip_locked:
             log.info("worker.no_skip_locked", server=server.version,
@@ -181,6 +182,25 @@ class Worker:
                           "MySQL >= 8.0.1 add SKIP LOCKED and fewer collisions between workers")
         self._warn_if_scanning()
         self.heartbeat.start()
+
+    def _check_privileges(self) -> None:
+        """A worker that may not DELETE would unlock (and so rerun) every success: refuse to
+        start without SELECT, UPDATE and DELETE; INSERT is only for enqueue."""
+        try:
+            missing = self.store.missing_privileges()
+        except SQLAlchemyError as exc:
+            log.warning("worker.privileges_unknown", error=short_error(exc))
+            return
+        table = self.config.table_name
+        needed = [p for p in missing if p != "INSERT"]
+        if needed:
+            raise ConfigError(
+                f"the database user may not {' or '.join(needed)} on table {table!r}; a worker "
+                f"needs SELECT, UPDATE and DELETE there (GRANT SELECT, UPDATE, DELETE ON {table} "
+                "TO the worker's user)")
+        if missing:
+            log.warning("worker.no_insert_privilege", table=table,
+                        hint="the worker does not need INSERT; `dj-consumer enqueue` does")
 
     def _warn_if_scanning(self) -> None:
         from dj_consumer import diagnose

@@ -1,6 +1,7 @@
 """Issue 12, suspected items: a database that refuses us for good. A success whose DELETE is
 refused stays locked and stops the worker (it used to be unlocked and run again, or polled
-forever); a database that refuses every reserve (privileges dropped, table gone) stops the worker, non-zero, after a bounded time."""
+forever); the start-up check names a missing privilege; a database that refuses every
+reserve (privileges dropped, table gone) stops the worker, non-zero, after a bounded time."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from dj_consumer import Job, Registry, make_worker, slots
-from dj_consumer.errors import FatalError
+from dj_consumer.errors import ConfigError, FatalError
 from tests.conftest import DB
 from tests.integration.test_protocol import obj
 
@@ -75,6 +76,23 @@ def run_until_stopped(w: Any, timeout: float = 30) -> BaseException | None:
     w.close()
     assert not alive, "the worker kept polling a database that refuses it"
     return raised[0] if raised else None
+
+
+@pytest.mark.parametrize("missing", ["DELETE", "UPDATE"])
+def test_start_up_names_the_missing_privilege(server_db: DB, missing: str) -> None:
+    granted = ", ".join(p for p in ("SELECT", "UPDATE", "DELETE", "INSERT") if p != missing)
+    reg = Registry()
+    reg.run("J")(lambda j: None)
+    with restricted_user(server_db, granted) as (url, _user):
+        w = make_worker(dict(server_db.config(), database_url=url), reg)
+        try:
+            with pytest.raises(ConfigError) as info:
+                w.work_off()
+        finally:
+            w.close()
+    message = str(info.value)
+    assert f"may not {missing}" in message and server_db.table in message
+    assert "\n" not in message
 
 
 @pytest.mark.parametrize("batch", [1, 3])
