@@ -311,6 +311,18 @@ def mysql_has_skip_locked(version: str) -> bool:
     return (major, minor, patch) >= (8, 0, 1)
 
 
+#: The shortest client-side wait for a reply (seconds): above MySQL's default 50 s lock wait,
+#: so no legitimate statement is cut.
+MIN_IO_TIMEOUT = 60.0
+
+
+def io_timeout(config: Config) -> float:
+    """How long a statement may wait for the server before the driver gives up: long enough
+    for any legitimate statement, short enough that a renewal stuck on a dead connection is
+    retried on a fresh one well within lock_timeout (a renewal is due every lock_timeout/4)."""
+    return max(MIN_IO_TIMEOUT, config.lock_timeout / 2)
+
+
 def make_engine(url: URL, config: Config, *, autocommit: bool) -> Engine:
     kwargs: dict[str, Any] = {"echo": config.sql_log, "pool_pre_ping": True}
     dialect = url.get_backend_name()
@@ -324,8 +336,12 @@ def make_engine(url: URL, config: Config, *, autocommit: bool) -> Engine:
         kwargs["pool_size"] = config.concurrency + 2
         kwargs["max_overflow"] = config.concurrency + 2
         kwargs["pool_recycle"] = 3600
+    timeout = io_timeout(config)
     if dialect in ("mysql", "mariadb"):
-        kwargs["connect_args"] = {"connect_timeout": 10}
+        # A socket that went half-open (a dead host, a dropped NAT entry) would otherwise
+        # block a statement, a heartbeat's renewal say, forever.
+        kwargs["connect_args"] = {"connect_timeout": 10, "read_timeout": timeout,
+                                  "write_timeout": timeout}
         if autocommit:
             # Multi-statements let a reserve travel in one round trip (Connections.run_script).
             # FOUND_ROWS is SQLAlchemy's own flag, restated because client_flag replaces it:
@@ -334,7 +350,11 @@ def make_engine(url: URL, config: Config, *, autocommit: bool) -> Engine:
 
             kwargs["connect_args"]["client_flag"] = CLIENT.MULTI_STATEMENTS | CLIENT.FOUND_ROWS
     if dialect == "postgresql":
-        kwargs["connect_args"] = {"connect_timeout": 10}
+        # libpq has no read timeout: keepalives find a dead peer while we wait for a reply,
+        # tcp_user_timeout one that stopped acknowledging what we sent.
+        kwargs["connect_args"] = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30,
+                                  "keepalives_interval": 10, "keepalives_count": 3,
+                                  "tcp_user_timeout": int(timeout * 1000)}
     if autocommit:
         kwargs["isolation_level"] = "AUTOCOMMIT"
     elif dialect in ("mysql", "mariadb"):
@@ -355,6 +375,14 @@ def make_engine(url: URL, config: Config, *, autocommit: bool) -> Engine:
         def _read_committed(dbapi_conn: Any, _: Any) -> None:
             with dbapi_conn.cursor() as cur:
                 cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+    if dialect in ("mysql", "mariadb"):
+        # A lock wait must end on the server (1205, retried) before the client's read_timeout
+        # cuts it (an unknown outcome): never wait longer than that, nor than configured.
+        @event.listens_for(engine, "connect")
+        def _lock_wait(dbapi_conn: Any, _: Any) -> None:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SET SESSION innodb_lock_wait_timeout = "
+                            f"LEAST(@@innodb_lock_wait_timeout, {max(1, int(timeout) - 10)})")
 
     if dialect == "postgresql":
         # The reserve must walk the (priority, run_at) index and stop at the first rows it can
@@ -366,6 +394,13 @@ def make_engine(url: URL, config: Config, *, autocommit: bool) -> Engine:
         def _index_paths(dbapi_conn: Any, _: Any) -> None:
             with dbapi_conn.cursor() as cur:
                 cur.execute("SET enable_seqscan TO off")
+                # No statement of ours waits forever (PostgreSQL's default): a lock wait ends
+                # as 55P03 (retried), anything else at io_timeout; a value set by the DBA or
+                # the URL stands.
+                for name, limit in (("lock_timeout", max(1, int(timeout) - 10)),
+                                    ("statement_timeout", int(timeout))):
+                    cur.execute("SELECT set_config(%s, %s, false) WHERE current_setting(%s) = '0'",
+                                (name, f"{limit}s", name))
             dbapi_conn.commit()
 
     if dialect == "sqlite" and autocommit:

@@ -1,7 +1,8 @@
 """Issue 12, suspected items: a lease must never let a peer take a live job.
 
 - A renewal stuck on a half-open connection (no driver timeout) or a long outage: the job is
-  told to stop (timed_out, job.lease_at_risk) before lock_timeout runs out.
+  told to stop (timed_out, job.lease_at_risk) before lock_timeout runs out; MySQL's driver
+  read_timeout lets the renewal go on on a fresh connection.
 - A handler that ignores timed_out and hangs: renewal stops at max_run_time plus one
   heartbeat, so its row comes back (it used to be renewed for ever).
 """
@@ -12,11 +13,14 @@ import threading
 import time
 from typing import Any
 
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 from structlog.testing import capture_logs
 
 from dj_consumer import Job, Registry, make_worker
+from dj_consumer import db as dbmod
 from tests.conftest import DB
-from tests.faults import Faults
+from tests.faults import Faults, Proxy
 from tests.integration.test_protocol import obj
 
 RENEW = r"SET locked_at = [^,]+ WHERE id"  # the renewal, not the claim (locked_at, locked_by)
@@ -86,6 +90,62 @@ def test_a_hung_handler_stops_being_renewed_and_its_row_comes_back(db: DB) -> No
     stopped = [e for e in logs if e["event"] == "job.renewal_stopped"]
     assert stopped and stopped[0]["max_run_time"] == 1
     assert db.row(job_id) is None  # the peer's success; the hung attempt wrote nothing over it
+
+
+def test_mysql_renewal_survives_a_half_open_connection(mariadb_db: DB, monkeypatch: Any) -> None:
+    """Without a driver read_timeout the heartbeat waited for ever on the frozen socket."""
+    db = mariadb_db
+    monkeypatch.setattr(dbmod, "MIN_IO_TIMEOUT", 1.0)
+    url = make_url(db.url)
+    proxy = Proxy(url.host or "127.0.0.1", url.port or 3306)
+    reg, seen = Registry(), {}
+    frozen = threading.Event()
+
+    @reg.run("J")
+    def work(j: Job) -> None:
+        time.sleep(1.0)
+        proxy.freeze()  # every connection the worker has now goes half-open
+        frozen.set()
+        seen["frozen_at"] = _locked_at(db, j.id)
+        time.sleep(6.0)
+        seen["later"] = _locked_at(db, j.id)
+        seen["timed_out"] = bool(j.timed_out)
+
+    db.insert(obj("J"))
+    w = make_worker(dict(db.config(lock_timeout=4, heartbeat_interval=0.5),
+                         database_url=url.set(port=proxy.port).render_as_string(False)), reg)
+    try:
+        assert w.work_off(1) == (1, 0)
+    finally:
+        w.close()
+        proxy.close()
+    assert frozen.is_set()
+    assert seen["later"] > seen["frozen_at"], "the renewal hung on the half-open connection"
+    assert not seen["timed_out"]
+
+
+def test_postgresql_connections_carry_keepalives_and_statement_limits(server_db: DB) -> None:
+    """libpq has no read timeout: keepalives and tcp_user_timeout find a dead peer, and no
+    statement of ours waits for ever on the server (its default)."""
+    db = server_db
+    reg = Registry()
+    reg.run("J")(lambda j: None)
+    w = make_worker(db.config(), reg)
+    try:
+        w.work_off()
+        with w.store.db.connection() as conn:
+            dbapi = conn.connection.dbapi_connection
+            if db.backend == "postgresql":
+                params = dbapi.info.get_parameters()
+                assert params["keepalives"] == "1" and int(params["tcp_user_timeout"]) > 0
+                for name in ("lock_timeout", "statement_timeout"):
+                    assert conn.execute(sa.text(f"SHOW {name}")).scalar() not in ("0", None)
+            else:
+                assert dbapi._read_timeout and dbapi._write_timeout
+                wait = conn.execute(sa.text("SELECT @@innodb_lock_wait_timeout")).scalar()
+                assert wait < dbapi._read_timeout
+    finally:
+        w.close()
 
 
 def _locked_at(db: DB, job_id: int) -> Any:
