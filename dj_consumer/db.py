@@ -127,12 +127,14 @@ class Connections:
         self.tx_engine = make_engine(url, config, autocommit=False) if dialect != "sqlite" else self.engine
         self._conns: dict[tuple[int, bool], Connection] = {}
         self._conns_lock = threading.Lock()
+        self._closed = False
         # Driver SQL per statement, per expanded list length, per script (see run_script).
         self._raw: dict[Any, str] = {}
         self._dbapi_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
 
     def close(self) -> None:
         with self._conns_lock:
+            self._closed = True  # a thread still in a statement closes its connection after it
             conns, self._conns = list(self._conns.values()), {}
         for conn in conns:
             conn.close()
@@ -265,7 +267,11 @@ class Connections:
             conn.close()
             raise
         with self._conns_lock:
-            self._conns[key] = conn
+            if not self._closed:
+                self._conns[key] = conn
+                return
+        conn.invalidate()  # its pool was disposed: close the driver connection itself
+        conn.close()
 
     def _prune(self) -> None:
         """Close the kept connections of threads that have ended."""

@@ -49,8 +49,11 @@ class Heartbeat:
         self._thread.start()
         self.watchdog.schedule(self._check_every, self._check)
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 5.0) -> None:
+        """No renewal after this returns (unless one is stuck for longer than `wait`)."""
         self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(wait)
 
     @property
     def _check_every(self) -> float:
