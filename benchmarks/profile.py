@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def cpu_split(t: env.Target, jobs: int) -> int:
     """Main-thread CPU per job (time.thread_time) in each part of work_off, without a profiler."""
-    import dj_consumer.worker as worker_mod
+    import dj_consumer.slots as slots_mod
 
     spent: Counter[str] = Counter()
 
@@ -157,8 +157,8 @@ def cpu_split(t: env.Target, jobs: int) -> int:
         timed(worker.store, "reserve_after", "reserve (all of it)")
         timed(worker.store.db, "run", "  driver: run")
         timed(worker.store.db, "run_script", "  driver: run_script")
-        timed(worker_mod, "_parse", "  handler parse")
-        timed(worker, "_job", "build Job (+ log.bind)")
+        timed(slots_mod, "_parse", "  handler parse")
+        timed(worker.slots, "_job", "build Job (+ log.bind)")
         timed(worker.executor, "execute", "execute (hooks, watchdog, handler)")
         timed(worker.recorder, "log_deleted", "outcome log line")
         started = time.thread_time()

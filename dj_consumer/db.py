@@ -51,12 +51,44 @@ _TRANSIENT_WORDS = (
 )
 
 
+# Refusals: the database answers, and says no, and will say it again (authentication,
+# privileges, a missing database, table or column). MySQL error codes, PostgreSQL SQLSTATEs.
+_MYSQL_REFUSALS = {1044, 1045, 1049, 1054, 1142, 1143, 1146, 1227, 1698, 1820, 1862}
+_PG_REFUSALS = {"28000", "28P01", "3D000", "42501", "42P01", "42703"}
+_REFUSAL_WORDS = (
+    "password authentication failed",
+    "no pg_hba.conf entry",
+    "permission denied",
+    "does not exist",
+    "no such table",
+    "no such column",
+    "attempt to write a readonly database",
+)
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """The database refused us for good: retrying the same thing cannot help."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    orig = exc.orig
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0] in _MYSQL_REFUSALS
+    sqlstate = getattr(orig, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        return sqlstate in _PG_REFUSALS
+    message = str(orig).lower()
+    return any(sign in message for sign in _REFUSAL_WORDS)
+
+
 def is_transient(exc: BaseException) -> bool:
     """Errors that a retry of the whole unit of work can cure."""
     if not isinstance(exc, DBAPIError):
         return False
     if exc.connection_invalidated:
         return True
+    if is_refusal(exc):
+        return False  # psycopg's OperationalError for a wrong password, say
     orig = exc.orig
     args = getattr(orig, "args", ())
     if args and isinstance(args[0], int) and args[0] in _MYSQL_TRANSIENT:
@@ -95,12 +127,14 @@ class Connections:
         self.tx_engine = make_engine(url, config, autocommit=False) if dialect != "sqlite" else self.engine
         self._conns: dict[tuple[int, bool], Connection] = {}
         self._conns_lock = threading.Lock()
+        self._closed = False
         # Driver SQL per statement, per expanded list length, per script (see run_script).
         self._raw: dict[Any, str] = {}
         self._dbapi_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
 
     def close(self) -> None:
         with self._conns_lock:
+            self._closed = True  # a thread still in a statement closes its connection after it
             conns, self._conns = list(self._conns.values()), {}
         for conn in conns:
             conn.close()
@@ -233,7 +267,11 @@ class Connections:
             conn.close()
             raise
         with self._conns_lock:
-            self._conns[key] = conn
+            if not self._closed:
+                self._conns[key] = conn
+                return
+        conn.invalidate()  # its pool was disposed: close the driver connection itself
+        conn.close()
 
     def _prune(self) -> None:
         """Close the kept connections of threads that have ended."""
@@ -279,6 +317,18 @@ def mysql_has_skip_locked(version: str) -> bool:
     return (major, minor, patch) >= (8, 0, 1)
 
 
+#: The shortest client-side wait for a reply (seconds): above MySQL's default 50 s lock wait,
+#: so no legitimate statement is cut.
+MIN_IO_TIMEOUT = 60.0
+
+
+def io_timeout(config: Config) -> float:
+    """How long a statement may wait for the server before the driver gives up: long enough
+    for any legitimate statement, short enough that a renewal stuck on a dead connection is
+    retried on a fresh one well within lock_timeout (a renewal is due every lock_timeout/4)."""
+    return max(MIN_IO_TIMEOUT, config.lock_timeout / 2)
+
+
 def make_engine(url: URL, config: Config, *, autocommit: bool) -> Engine:
     kwargs: dict[str, Any] = {"echo": config.sql_log, "pool_pre_ping": True}
     dialect = url.get_backend_name()
@@ -292,10 +342,13 @@ def make_engine(url: URL, config: Config, *, autocommit: bool) -> Engine:
         kwargs["pool_size"] = config.concurrency + 2
         kwargs["max_overflow"] = config.concurrency + 2
         kwargs["pool_recycle"] = 3600
+    timeout = io_timeout(config)
     # A connect_timeout in the URL wins (connect_args would replace it): 10 s otherwise.
-    timeout = {} if "connect_timeout" in url.query else {"connect_timeout": 10}
+    connect = {} if "connect_timeout" in url.query else {"connect_timeout": 10}
     if dialect in ("mysql", "mariadb"):
-        kwargs["connect_args"] = dict(timeout)
+        # A socket that went half-open (a dead host, a dropped NAT entry) would otherwise
+        # block a statement, a heartbeat's renewal say, forever.
+        kwargs["connect_args"] = {**connect, "read_timeout": timeout, "write_timeout": timeout}
         if autocommit:
             # Multi-statements let a reserve travel in one round trip (Connections.run_script).
             # FOUND_ROWS is SQLAlchemy's own flag, restated because client_flag replaces it:
@@ -304,7 +357,11 @@ def make_engine(url: URL, config: Config, *, autocommit: bool) -> Engine:
 
             kwargs["connect_args"]["client_flag"] = CLIENT.MULTI_STATEMENTS | CLIENT.FOUND_ROWS
     if dialect == "postgresql":
-        kwargs["connect_args"] = dict(timeout)
+        # libpq has no read timeout: keepalives find a dead peer while we wait for a reply,
+        # tcp_user_timeout one that stopped acknowledging what we sent.
+        kwargs["connect_args"] = {**connect, "keepalives": 1, "keepalives_idle": 30,
+                                  "keepalives_interval": 10, "keepalives_count": 3,
+                                  "tcp_user_timeout": int(timeout * 1000)}
     if autocommit:
         kwargs["isolation_level"] = "AUTOCOMMIT"
     elif dialect in ("mysql", "mariadb"):
@@ -325,6 +382,14 @@ def make_engine(url: URL, config: Config, *, autocommit: bool) -> Engine:
         def _read_committed(dbapi_conn: Any, _: Any) -> None:
             with dbapi_conn.cursor() as cur:
                 cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+    if dialect in ("mysql", "mariadb"):
+        # A lock wait must end on the server (1205, retried) before the client's read_timeout
+        # cuts it (an unknown outcome): never wait longer than that, nor than configured.
+        @event.listens_for(engine, "connect")
+        def _lock_wait(dbapi_conn: Any, _: Any) -> None:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SET SESSION innodb_lock_wait_timeout = "
+                            f"LEAST(@@innodb_lock_wait_timeout, {max(1, int(timeout) - 10)})")
 
     if dialect == "postgresql":
         # The reserve must walk the (priority, run_at) index and stop at the first rows it can
@@ -336,6 +401,13 @@ def make_engine(url: URL, config: Config, *, autocommit: bool) -> Engine:
         def _index_paths(dbapi_conn: Any, _: Any) -> None:
             with dbapi_conn.cursor() as cur:
                 cur.execute("SET enable_seqscan TO off")
+                # No statement of ours waits forever (PostgreSQL's default): a lock wait ends
+                # as 55P03 (retried), anything else at io_timeout; a value set by the DBA or
+                # the URL stands.
+                for name, limit in (("lock_timeout", max(1, int(timeout) - 10)),
+                                    ("statement_timeout", int(timeout))):
+                    cur.execute("SELECT set_config(%s, %s, false) WHERE current_setting(%s) = '0'",
+                                (name, f"{limit}s", name))
             dbapi_conn.commit()
 
     if dialect == "sqlite" and autocommit:

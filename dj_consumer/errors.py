@@ -18,6 +18,14 @@ class ConfigError(DJConsumerError):
     """The configuration is invalid."""
 
 
+class FatalError(DJConsumerError):
+    """The worker cannot do its work (the database refuses it) and stopped."""
+
+
+class EnqueueUnknown(DJConsumerError):
+    """The connection was lost while an enqueue committed; it was not inserted again."""
+
+
 class HandlerParseError(DJConsumerError):
     """The handler YAML could not be understood."""
 

@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 
 from dj_consumer.clock import Clock
+from dj_consumer.coroutines import Cancelled, Loops, run_to_end
 from dj_consumer.errors import ChildJobError, FailJob, JobTimeout, ProcessTimeout
 from dj_consumer.models import Failed, Job, Outcome, Rescheduled, Succeeded
 from dj_consumer.registry import JobSpec
@@ -51,7 +52,7 @@ def run_in_child(fn: Callable[[Job], Any], job: Job, run_time: float) -> None:
     def child() -> None:
         reader.close()
         try:
-            fn(job)
+            run_to_end(fn(job))
             writer.send(None)
         except BaseException as exc:
             writer.send((type(exc).__name__, str(exc), format_error(exc).split("\n", 1)[1]))
@@ -175,6 +176,7 @@ class Executor:
         self.watchdog = watchdog
         self.max_run_time = max_run_time
         self.destroy_failed_jobs = destroy_failed_jobs
+        self.loops = Loops()
 
     def run_time_for(self, spec: JobSpec) -> float:
         """The job's own max_run_time, capped at the worker's (Delayed::Backend::Base#max_run_time)."""
@@ -183,49 +185,93 @@ class Executor:
         return min(spec.max_run_time, self.max_run_time)
 
     def execute(self, job: Job, spec: JobSpec) -> Outcome:
-        """Delayed::Backend::Base#invoke_job: before → run → success; error on raise; after always."""
+        """Delayed::Backend::Base#invoke_job: before → run → success; error on raise; after always.
+
+        A hook's own exception never replaces the job's: it is logged and appended to
+        last_error (an `after` hook that raises still fails an attempt that succeeded, as the
+        `ensure` in Ruby's invoke_job does)."""
         assert spec.run is not None
         run_time = self.run_time_for(spec)
-        timer = self.watchdog.schedule(run_time, job.timed_out.set)
+        expired = _Expired(job)  # max_run_time itself, not another reason for timed_out
+        timer = self.watchdog.schedule(run_time, expired)
         error: BaseException | None = None
+        notes: list[str] = []  # what hooks raised after the job's own error
+        give_up = False  # a hook raised FailJob after the job's own error
         try:
             try:
-                _call(spec.hook("before"), job)
+                self._call(spec.hook("before"), job, run_time, expired)
                 if spec.timeout == "process":
                     run_in_child(spec.run, job, run_time)
                 else:
-                    spec.run(job)
+                    self._call(spec.run, job, run_time, expired)
                 if job.timed_out.is_set():
-                    raise JobTimeout.after(run_time)
-                _call(spec.hook("success"), job)
+                    raise _timeout(job, run_time, expired)
+                self._call(spec.hook("success"), job, run_time, expired)
             except BaseException as exc:  # Ruby's invoke_job rescues Exception: everything
                 if isinstance(exc, KeyboardInterrupt):
                     raise
                 error = exc
-                try:
-                    _call(spec.hook("error"), job, exc)
-                except Exception as hook_exc:
-                    error = hook_exc
+                give_up = self._hook(spec, "error", job, notes, exc)
             finally:
-                try:
-                    _call(spec.hook("after"), job)
-                except BaseException as exc:
-                    if isinstance(exc, KeyboardInterrupt):
-                        raise
-                    error = exc
+                after = spec.hook("after")
+                if error is None and after is not None:
+                    try:
+                        self.loops.call(after, job, cancellable=False)
+                    except BaseException as exc:
+                        if isinstance(exc, KeyboardInterrupt):
+                            raise
+                        error = exc
+                elif error is not None:
+                    give_up = self._hook(spec, "after", job, notes) or give_up
         finally:
             self.watchdog.cancel(timer)
         if error is None:
             return Succeeded()
         if isinstance(error, JobTimeout) or job.timed_out.is_set():
             job.log.warning("job.timed_out", max_run_time=run_time)
-        return self.failed_attempt(job, spec, error)
+        return self.failed_attempt(job, spec, error, notes, give_up=give_up)
 
-    def failed_attempt(self, job: Job, spec: JobSpec, error: BaseException) -> Outcome:
-        """Delayed::Worker#reschedule: attempts + 1, then reschedule or fail for good."""
+    def _call(self, fn: Callable[..., Any] | None, job: Job, run_time: float,
+              expired: _Expired) -> None:
+        """The work of the attempt (before, run, success): a coroutine is cancelled when
+        j.timed_out is set, and that is a timeout."""
+        if fn is None:
+            return
+        try:
+            self.loops.call(fn, job, cancellable=True)
+        except Cancelled:
+            raise _timeout(job, run_time, expired) from None
+
+    def _hook(self, spec: JobSpec | None, kind: str, job: Job, notes: list[str],
+              *args: Any) -> bool:
+        """A hook after the job failed: its own exception is logged and noted, never raised.
+        True if it raised FailJob (the job then fails for good, with its own error)."""
+        hook = spec.hook(kind) if spec is not None else None
+        if hook is None:
+            return False
+        try:
+            self.loops.call(hook, job, *args, cancellable=False)
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            job.log.error("job.hook_failed", hook=kind, error=f"{type(exc).__name__}: {exc}",
+                          hint="logged and appended to last_error; the job's own error stands")
+            notes.append(f"{kind} hook raised {type(exc).__name__}: {exc}\n"
+                         + format_error(exc).split("\n", 1)[1])
+            return isinstance(exc, FailJob)
+        return False
+
+    def close_loop(self) -> None:
+        """Close the calling thread's event loop (a slot thread that ends, or work_off)."""
+        self.loops.close_current()
+
+    def failed_attempt(self, job: Job, spec: JobSpec, error: BaseException,
+                       notes: list[str] | None = None, *, give_up: bool = False) -> Outcome:
+        """Delayed::Worker#reschedule: attempts + 1, then reschedule or fail for good.
+        `notes`: what hooks raised meanwhile, appended to last_error."""
         attempts = job.attempts + 1
-        last_error = format_error(error)
-        if isinstance(error, FailJob) or attempts >= job.max_attempts:
+        last_error = "\n".join([format_error(error), *(notes or ())])
+        if give_up or isinstance(error, FailJob) or attempts >= job.max_attempts:
             return self.fail(job, spec, error, attempts=attempts, last_error=last_error)
         now = self.clock.now()
         reschedule = spec.reschedule_at or default_reschedule_at
@@ -243,18 +289,33 @@ class Executor:
     def fail(
         self, job: Job, spec: JobSpec | None, error: BaseException, *, attempts: int, last_error: str
     ) -> Failed:
-        """Delayed::Worker#failed: the failure hook once (its errors only logged), then fail or destroy."""
-        hook = spec.hook("failure") if spec is not None else None
-        try:
-            _call(hook, job, error)
-        except Exception as exc:
-            job.log.error("job.failure_hook_failed", error=f"{type(exc).__name__}: {exc}")
+        """Delayed::Worker#failed: the failure hook once (its errors logged and appended to
+        last_error), then fail or destroy."""
+        notes: list[str] = []
+        self._hook(spec, "failure", job, notes, error)
+        last_error = "\n".join([last_error, *notes])
         destroy = self.destroy_failed_jobs
         if spec is not None and spec.destroy_failed_jobs is not None:
             destroy = spec.destroy_failed_jobs
         return Failed(attempts=attempts, last_error=last_error, destroy=destroy)
 
 
-def _call(hook: Callable[..., Any] | None, *args: Any) -> None:
-    if hook is not None:
-        hook(*args)
+class _Expired:
+    """The watchdog's action at max_run_time: set timed_out, and remember that this was why."""
+
+    __slots__ = ("fired", "job")
+
+    def __init__(self, job: Job) -> None:
+        self.job, self.fired = job, False
+
+    def __call__(self) -> None:
+        self.fired = True
+        self.job.timed_out.set()
+
+
+def _timeout(job: Job, run_time: float, expired: _Expired) -> JobTimeout:
+    """The error of an attempt that ended with timed_out set: max_run_time, or another reason."""
+    reason = job.timed_out.reason
+    if expired.fired or reason is None:
+        return JobTimeout.after(run_time)
+    return JobTimeout(f"stopped before max_run_time: {reason}")

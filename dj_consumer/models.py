@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -32,6 +33,41 @@ class ParsedHandler:
     payload: Any
 
 
+class TimedOut(threading.Event):
+    """`j.timed_out`: a threading.Event that is also a flag, so `if j.timed_out:` means what
+    it reads as (a bare Event is always true). Set at max_run_time, when the lease is lost or
+    at risk, and when a stop interrupts the job."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._callbacks: list[Callable[[], None]] = []
+        self.reason: str | None = None  # why it was set, when not max_run_time
+
+    def stop(self, reason: str) -> None:
+        """Set it for another reason than max_run_time (that reason becomes the error)."""
+        if not self.is_set():
+            self.reason = reason
+        self.set()
+
+    def __bool__(self) -> bool:
+        return self.is_set()
+
+    def set(self) -> None:
+        super().set()
+        for callback in list(self._callbacks):
+            callback()
+
+    def add_callback(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when the flag is set (at once if it is set already)."""
+        self._callbacks.append(callback)
+        if self.is_set():
+            callback()
+
+    def remove_callback(self, callback: Callable[[], None]) -> None:
+        if callback in self._callbacks:
+            self._callbacks.remove(callback)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Job:
     """What every hook receives."""
@@ -47,7 +83,7 @@ class Job:
     run_at: datetime | None
     locked_by: str | None
     handler: str
-    timed_out: threading.Event = field(default_factory=threading.Event)
+    timed_out: TimedOut = field(default_factory=TimedOut)
     log: Any = None
 
 

@@ -1,10 +1,14 @@
 """Writing a job's outcome: fenced by locked_by, retried while the database is away, and
-logged once it is in the table (job.succeeded, job.rescheduled, job.failed, job.lock_lost)."""
+logged once it is in the table (job.succeeded, job.rescheduled, job.failed, job.lock_lost).
+
+An outcome the database refuses for good (not a passing fault) never sends the job straight
+back to run: a success stays locked and stops the worker (an unlocked success runs again); a
+failed attempt is written with a plainer last_error, else unlocked with attempts unchanged.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import threading
+from collections.abc import Callable
 from dataclasses import replace
 
 import structlog
@@ -14,27 +18,27 @@ from dj_consumer.clock import Clock
 from dj_consumer.config import Config
 from dj_consumer.db import short_error
 from dj_consumer.models import Failed, Interrupted, Job, Outcome, Rescheduled, Succeeded
+from dj_consumer.run import Pending, Run
 from dj_consumer.store import Store, is_transient
 
 log = structlog.get_logger(__name__)
 
+__all__ = ["Pending", "Recorder"]
 
-class Pending:
-    """A success whose DELETE travels with the slot's next reserve; what its log line said."""
 
-    __slots__ = ("duration_ms", "job", "logged")
-
-    def __init__(self, job: Job, duration_ms: float) -> None:
-        self.job, self.duration_ms = job, duration_ms
-        self.logged: bool | None = None  # the `deleted` already logged, if any
+def passing(exc: BaseException) -> bool:
+    """A fault a later try can cure (the database is away, a lock wait), not a refusal."""
+    return isinstance(exc, SQLAlchemyError) and (
+        is_transient(exc) or isinstance(exc, DisconnectionError))
 
 
 class Recorder:
-    def __init__(self, store: Store, clock: Clock, config: Config, stopping: threading.Event) -> None:
+    def __init__(self, store: Store, clock: Clock, config: Config,
+                 on_fatal: Callable[[str], None]) -> None:
         self.store = store
         self.clock = clock
         self.config = config
-        self.stopping = stopping
+        self.on_fatal = on_fatal  # the worker cannot do its work: stop it, exit non-zero
 
     def log_deleted(self, pending: Pending, deleted: bool) -> None:
         """job.succeeded once its DELETE is known (or job.lock_lost); each line once, however
@@ -47,7 +51,8 @@ class Recorder:
         else:
             self.log_lock_lost(pending.job, Succeeded())
 
-    def flush_deletes(self, done: list[tuple[Job, float]], me: str) -> None:
+    def flush_deletes(self, run: Run, done: list[tuple[Job, float]], me: str) -> None:
+        """Delete a batch's successes together; what cannot be deleted is never unlocked."""
         if not done:
             return
         ids = [job.id for job, _ in done]
@@ -55,9 +60,14 @@ class Recorder:
             try:
                 deleted = self.store.delete_many(ids, me)
                 break
-            except SQLAlchemyError as exc:
+            except Exception as exc:
+                if not passing(exc):
+                    run.keep_locked.update(ids)
+                    self._delete_refused(ids, exc)
+                    return
                 log.error("db.unavailable", op="delete_many", error=short_error(exc), jobs=len(ids))
-                if self.stopping.is_set():
+                if run.stopping.is_set():
+                    run.keep_locked.update(ids)
                     log.error("job.outcome_unwritten", jobs=ids,
                               hint="these succeeded jobs stay locked and run again after the lock horizon")
                     return
@@ -68,7 +78,7 @@ class Recorder:
             log.warning("job.lock_lost", outcome="Succeeded", expected=len(ids), deleted=deleted,
                         hint="some rows were taken over or deleted meanwhile; left alone")
 
-    def record(self, job: Job, outcome: Outcome, me: str, duration_ms: float, *,
+    def record(self, run: Run, job: Job, outcome: Outcome, me: str, duration_ms: float, *,
                logged: bool = False) -> None:
         """Write the outcome, fenced by locked_by; keep trying while the database is away.
         `logged`: its log line is out already (a success logged while its reserve committed)."""
@@ -77,16 +87,19 @@ class Recorder:
             try:
                 written = self.write(job, outcome, me)
                 break
-            except SQLAlchemyError as exc:
-                if not is_transient(exc) and not isinstance(exc, DisconnectionError):
-                    self.record_refused(job, outcome, me, exc)
+            except Exception as exc:  # a driver's UnicodeEncodeError is a refusal too
+                if not passing(exc):
+                    self.record_refused(run, job, outcome, me, exc)
                     return
                 if waited_since is None:
                     waited_since = self.clock.monotonic()
                 job.log.error("db.unavailable", op="record", error=short_error(exc),
                               outcome=type(outcome).__name__)
                 grace = self.config.shutdown_timeout or 30.0
-                if self.stopping.is_set() and self.clock.monotonic() - waited_since > grace:
+                if run.closed or (run.stopping.is_set()
+                                  and self.clock.monotonic() - waited_since > grace):
+                    if isinstance(outcome, Succeeded):
+                        run.keep_locked.add(job.id)
                     job.log.error("job.outcome_unwritten", outcome=type(outcome).__name__,
                                   hint="the row stays locked; it runs again after the lock horizon")
                     return
@@ -104,25 +117,45 @@ class Recorder:
                         row_exists=exists, owner=owner,
                         hint="another worker holds the row now (or Rails deleted it); left alone")
 
-    def record_refused(self, job: Job, outcome: Outcome, me: str, exc: SQLAlchemyError) -> None:
-        """The database refused the outcome itself (not a passing fault), e.g. a last_error its
-        column charset cannot hold. Retry once with a plain-ASCII last_error; failing that,
-        unlock the row with attempts unchanged rather than hold it forever."""
+    def record_refused(self, run: Run, job: Job, outcome: Outcome, me: str,
+                       exc: BaseException) -> None:
+        """The database (or the driver) refused the outcome itself, not a passing fault."""
         job.log.error("job.outcome_refused", error=short_error(exc), outcome=type(outcome).__name__)
-        if isinstance(outcome, Rescheduled | Failed | Interrupted):
-            plain = outcome.last_error.encode("ascii", "backslashreplace").decode("ascii")
+        if isinstance(outcome, Succeeded):
+            run.keep_locked.add(job.id)
+            self._delete_refused([job.id], exc)
+            return
+        if isinstance(outcome, Failed) and outcome.destroy:
+            outcome = replace(outcome, destroy=False)  # kept with failed_at: it never reruns
+        reason = short_error(exc).encode("ascii", "backslashreplace").decode("ascii")
+        for last_error in (_ascii(outcome.last_error),
+                           f"dj_consumer could not write this job's error: {reason}"[:1000]):
             try:
-                if self.write(job, replace(outcome, last_error=plain), me):
+                if self.write(job, replace(outcome, last_error=last_error), me):
                     self.log_outcome(job, outcome, 0.0)
-                    return
-            except SQLAlchemyError as again:
-                job.log.error("job.outcome_refused", error=short_error(again), retry="ascii")
-        with contextlib.suppress(SQLAlchemyError):
+                else:
+                    self.log_lock_lost(job, outcome)
+                return
+            except Exception as again:
+                job.log.error("job.outcome_refused", error=short_error(again), retry="plain")
+        try:
+            # The table takes no UPDATE of ours at all: hand the row back if even that works.
             self.store.interrupt(job.id, me, now=self.clock.now(),
                                  last_error=f"dj_consumer could not write this job's outcome "
-                                            f"({type(outcome).__name__}): {short_error(exc)}"[:1000])
+                                            f"({type(outcome).__name__}): {reason}"[:1000])
+        except Exception as again:
+            job.log.error("job.outcome_refused", error=short_error(again), retry="unlock")
         job.log.error("job.outcome_unwritten", outcome=type(outcome).__name__,
-                      hint="the row was unlocked with attempts unchanged; it will run again")
+                      hint="the row was unlocked with attempts unchanged, if the database let us")
+
+    def _delete_refused(self, ids: list[int], exc: BaseException) -> None:
+        """A success whose DELETE is refused for good must not be unlocked (it would run
+        again, and again): it stays locked, and a worker that cannot delete stops."""
+        log.error("job.delete_refused", jobs=ids, error=short_error(exc),
+                  hint="these jobs succeeded; they stay locked by this worker so they do not "
+                       "run again. Grant DELETE on the table and delete or unlock them")
+        self.on_fatal(f"the database refused to delete succeeded job(s) {ids} "
+                      f"({short_error(exc)}); they stay locked so they do not run again")
 
     def owner(self, job_id: int) -> tuple[bool | None, str | None]:
         try:
@@ -157,3 +190,7 @@ class Recorder:
                           destroyed=outcome.destroy, error=outcome.last_error.split("\n", 1)[0])
         elif isinstance(outcome, Interrupted):
             job.log.warning("job.interrupted", duration_ms=duration_ms)
+
+
+def _ascii(text: str) -> str:
+    return text.encode("ascii", "backslashreplace").decode("ascii")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -13,6 +14,9 @@ Hook = Callable[..., Any]
 F = TypeVar("F", bound=Hook)
 
 TIMEOUT_MODES = ("cooperative", "process")
+#: What each kind of function is called with (SPEC §1).
+ARGUMENTS = {"run": ("job",), "before": ("job",), "after": ("job",), "success": ("job",),
+             "error": ("job", "exc"), "failure": ("job", "exc")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +62,11 @@ class Registry:
             raise RegistryError(f"{name}: max_run_time must be > 0, got {max_run_time}")
         if timeout not in TIMEOUT_MODES:
             raise RegistryError(f"{name}: timeout must be one of {TIMEOUT_MODES}, got {timeout!r}")
+        if reschedule_at is not None:
+            _check_signature(name, "reschedule_at", reschedule_at, ("now", "attempts"))
 
         def decorate(fn: F) -> F:
+            _check_signature(name, "run", fn, ARGUMENTS["run"])
             spec = self._specs.get(name, JobSpec(name))
             if spec.run is not None:
                 raise RegistryError(
@@ -104,6 +111,7 @@ class Registry:
         _check_name(name)
 
         def decorate(fn: F) -> F:
+            _check_signature(name, kind, fn, ARGUMENTS[kind])
             spec = self._specs.get(name, JobSpec(name))
             if kind in spec.hooks:
                 raise RegistryError(
@@ -143,8 +151,29 @@ def _check_name(name: object) -> None:
         raise RegistryError(f"a job name must be a non-empty Ruby name like 'NewsletterJob', got {name!r}")
 
 
+def _check_signature(name: str, kind: str, fn: object, args: tuple[str, ...]) -> None:
+    """A function that cannot take what it will be called with would fail every attempt
+    (25 over ~20 days) with a TypeError: refuse it now, naming where it is."""
+    if not callable(fn):
+        raise RegistryError(f"{name}: the {kind} given is not callable: {fn!r}")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # no signature to read (some builtins): it will tell at the call
+    try:
+        signature.bind(*args)
+    except TypeError as exc:
+        wanted = f"({', '.join(args)})"
+        raise RegistryError(
+            f"{name}: {kind} {_where(fn)} must take {wanted}, but its signature "
+            f"{signature} does not ({exc})"
+        ) from None
+
+
 def _where(fn: Hook) -> str:
-    code = getattr(fn, "__code__", None)
+    code = getattr(inspect.unwrap(fn), "__code__", None)
+    if code is None and not inspect.isroutine(fn) and not isinstance(fn, type):
+        code = getattr(type(fn).__call__, "__code__", None)  # an instance with __call__
     if code is None:
         return repr(fn)
     return f"{getattr(fn, '__qualname__', fn)} in {code.co_filename}:{code.co_firstlineno}"

@@ -161,14 +161,35 @@ class Statements:
         self.release_all = _typed(
             f"UPDATE {t} SET locked_at = NULL, locked_by = NULL WHERE {self.owned}"
         )
+        self.release_all_except = _typed(
+            f"UPDATE {t} SET locked_at = NULL, locked_by = NULL "
+            f"WHERE {self.owned} AND id NOT IN :ids"
+        )
+        # What the worker may do to the table, asked cheaply: PostgreSQL says it; MySQL checks
+        # a statement's privileges before it looks at WHERE 1 = 0 (so nothing is touched).
+        self.privileges = {
+            "SELECT": f"SELECT 1 FROM {t} WHERE 1 = 0",
+            "UPDATE": f"UPDATE {t} SET locked_by = locked_by WHERE 1 = 0",
+            "DELETE": f"DELETE FROM {t} WHERE 1 = 0",
+            "INSERT": f"INSERT INTO {t} (handler) SELECT handler FROM {t} WHERE 1 = 0",
+        }
+        self.has_privileges = _typed(
+            "SELECT " + ", ".join(f"has_table_privilege(:t, '{p}')" for p in self.privileges))
         self.owner = _typed(f"SELECT locked_by FROM {t} WHERE id = :id")
         self.last_error = _typed(f"SELECT last_error FROM {t} WHERE id = :id")
         self.get = _typed(f"SELECT {ROW_COLUMNS} FROM {t} WHERE id = :id", rows=True)
-        returning = " RETURNING id" if self.dialect == "postgresql" else ""
+        # An enqueue is written at most once (Store.insert): PostgreSQL also returns the
+        # transaction's id, whose txid_status says whether a COMMIT whose reply was lost
+        # committed; elsewhere the row itself is read back, with a lock that waits for the
+        # old transaction if the server has not finished it yet.
+        returning = " RETURNING id, txid_current()" if self.dialect == "postgresql" else ""
         self.insert = _typed(
             f"INSERT INTO {t} (priority, attempts, handler, run_at, queue, created_at, updated_at) "
             f"VALUES (:priority, 0, :handler, :run_at, :queue, :now, :now){returning}"
         )
+        self.insert_status = _typed("SELECT txid_status(:xid)")
+        share = " LOCK IN SHARE MODE" if self.dialect == "mysql" else ""
+        self.insert_check = _typed(f"SELECT id FROM {t} WHERE id = :id{share}")
 
     def _ready_where(self) -> str:
         """Rails' ready test, our queue and priority filters, and the name prefilters."""

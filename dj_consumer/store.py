@@ -25,12 +25,14 @@ from dj_consumer.db import (
     Connections,
     ServerInfo,
     _RowTuple,
+    is_refusal,
     is_transient,
     mysql_has_skip_locked,
     safe_url,
+    short_error,
     unreachable,
 )
-from dj_consumer.errors import ConfigError
+from dj_consumer.errors import ConfigError, EnqueueUnknown
 from dj_consumer.models import JobRow
 from dj_consumer.rejected import Rejected
 from dj_consumer.schema import REQUIRED_COLUMNS
@@ -124,6 +126,25 @@ class Store:
             raise unreachable(self.config.url, exc) from None
         self._build_statements()
         return self.server
+
+    def missing_privileges(self) -> list[str]:
+        """Which of SELECT, UPDATE, DELETE, INSERT on the table this user lacks, where the
+        server can say so cheaply (not SQLite: a file has no grants)."""
+        if self.dialect == "sqlite":
+            return []
+        with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                granted = conn.execute(self.sql.has_privileges, {"t": self.table}).one()
+                return [p for p, ok in zip(self.sql.privileges, granted, strict=True) if not ok]
+            missing = []
+            for privilege, probe in self.sql.privileges.items():
+                try:
+                    conn.execute(text(probe))
+                except SQLAlchemyError as exc:
+                    if not is_refusal(exc):
+                        raise
+                    missing.append(privilege)
+            return missing
 
     @property
     def strategy(self) -> str:
@@ -625,8 +646,12 @@ class Store:
     def renew(self, job_id: int, me: str, now: datetime) -> bool:
         return self._write("renew", self.sql.renew, {"id": job_id, "me": me, "now": self.ts(now)})
 
-    def release(self, me: str) -> int:
-        """Delayed::Job.clear_locks!: unlock every row this worker name holds."""
+    def release(self, me: str, keep: Sequence[int] = ()) -> int:
+        """Delayed::Job.clear_locks!: unlock every row this worker name holds, but `keep`
+        (successes whose DELETE could not be written: unlocked, they would run again)."""
+        if keep:
+            return self._retried("release", lambda conn: int(conn.execute(
+                self.sql.release_all_except, {"me": me, "ids": list(keep)}).rowcount))
         return self._retried("release", lambda conn: int(
             conn.execute(self.sql.release_all, {"me": me}).rowcount))
 
@@ -646,19 +671,69 @@ class Store:
 
     def insert(self, handler: str, *, now: datetime, run_at: datetime | None = None,
                queue: str | None = None, priority: int = 0) -> int:
-        """Delayed::Job.enqueue: a new row (run_at defaults to now, like set_default_run_at)."""
+        """Delayed::Job.enqueue: a new row (run_at defaults to now, like set_default_run_at),
+        written at most once. A fault before the COMMIT was sent leaves nothing behind and is
+        retried; a connection lost while committing is settled by asking the database, never
+        by inserting again on a guess (EnqueueUnknown when it cannot say)."""
         params = {"handler": handler, "priority": priority, "queue": queue,
                   "run_at": self.ts(run_at or now), "now": self.ts(now)}
-        def run(conn: Connection) -> int:
+        while True:
+            try:
+                return self.db.retrying("insert", lambda: self._insert_once(params))
+            except _CommitLost as lost:
+                committed = self._committed(lost)
+                if committed:
+                    return lost.job_id
+                if committed is None:
+                    raise EnqueueUnknown(
+                        f"the connection was lost while committing job {lost.job_id} "
+                        f"({short_error(lost.error)}) and the database cannot say whether it "
+                        "committed; it was not inserted again") from None
+                log.warning("db.retrying", op="insert", error=short_error(lost.error),
+                            hint="the lost COMMIT did not commit; inserting again")
+
+    def _insert_once(self, params: dict[str, Any]) -> int:
+        with self.db.connection(tx=True) as conn:
+            trans = conn.begin()
             result = conn.execute(self.sql.insert, params)
             if self.dialect == "postgresql":
-                return int(result.scalar_one())
-            return int(result.lastrowid)
-        return self._retried("insert", run)
+                job_id, marker = result.one()
+            else:
+                job_id, marker = result.lastrowid, None
+            try:
+                trans.commit()
+            except SQLAlchemyError as exc:
+                if self.dialect == "sqlite" or not is_transient(exc):
+                    raise  # SQLite's failed COMMIT did not commit; a refusal is no lost reply
+                raise _CommitLost(int(job_id), marker, exc) from exc
+        return int(job_id)
+
+    def _committed(self, lost: _CommitLost) -> bool | None:
+        """Did the transaction whose COMMIT reply was lost commit? None: cannot tell."""
+        for _ in range(20):
+            try:
+                if lost.marker is not None:
+                    status = self._retried("insert_check", lambda conn: conn.execute(
+                        self.sql.insert_status, {"xid": lost.marker}).scalar())
+                    if status in ("committed", "aborted"):
+                        return bool(status == "committed")
+                    if status is None:
+                        return None
+                    time.sleep(0.5)  # in progress: the server has not seen the socket close
+                    continue
+                with self.db.connection(tx=True) as conn, conn.begin():
+                    found = conn.execute(self.sql.insert_check, {"id": lost.job_id}).first()
+                # MySQL: no row may also mean that it committed and a worker already ran it.
+                return True if found is not None else None
+            except SQLAlchemyError:
+                return None
+        return None
 
     def clip(self, value: str) -> str:
-        """last_error truncated to what the column holds (MySQL TEXT: 65,535 bytes)."""
-        data = value.encode("utf-8", "replace")
+        """last_error as every database takes it (printable, below), truncated to what the
+        column holds (MySQL TEXT: 65,535 bytes)."""
+        value = printable(value)
+        data = value.encode("utf-8")
         if len(data) <= self.last_error_limit:
             return value
         return data[: self.last_error_limit].decode("utf-8", "ignore")
@@ -674,6 +749,14 @@ class Store:
             with self.db.connection() as conn:
                 return work(conn)
         return self.db.retrying(op, run)
+
+
+class _CommitLost(Exception):
+    """The reply to an INSERT's COMMIT was lost: it may or may not have committed."""
+
+    def __init__(self, job_id: int, marker: Any, error: SQLAlchemyError) -> None:
+        super().__init__(f"COMMIT of job {job_id} lost")
+        self.job_id, self.marker, self.error = job_id, marker, error
 
 
 class _Done:
@@ -697,6 +780,25 @@ class _Scan(enum.Enum):
 
 #: The strategy's row was not ours, or another worker took it first: scan on (Store._scan).
 SCAN = _Scan.ON
+
+
+def printable(text: str) -> str:
+    """Text every driver can send and every database can store: a lone surrogate (a byte a
+    handler decoded with surrogateescape, say a file name) written as \\xNN or \\uDXXX, NUL as
+    \\x00. Sent as is, the driver raises UnicodeEncodeError (PostgreSQL refuses NUL) and the
+    outcome could never be written."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = "".join(_escape(c) if "\ud800" <= c <= "\udfff" else c for c in text)
+    return text
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
 
 
 def _row(row: Any) -> JobRow:

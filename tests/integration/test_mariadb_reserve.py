@@ -150,7 +150,7 @@ def test_a_parser_bug_after_a_sure_claim_leaves_the_row_unlocked(
         mariadb_db: DB, monkeypatch: pytest.MonkeyPatch) -> None:
     """The script claims and commits a sure row before the client parses it; if parsing then
     raises something unexpected, the row is handed back rather than left locked by us."""
-    import dj_consumer.worker as worker_module
+    import dj_consumer.slots as slots_module
 
     reg = Registry()
     reg.run("Foo")(lambda j: None)
@@ -161,7 +161,7 @@ def test_a_parser_bug_after_a_sure_claim_leaves_the_row_unlocked(
     def parser_bug(handler: str, config: Any) -> Any:
         raise RecursionError("a bug of ours")
 
-    monkeypatch.setattr(worker_module, "_parse", parser_bug)
+    monkeypatch.setattr(slots_module, "_parse", parser_bug)
     with pytest.raises(RecursionError):
         w.work_off()
     row = mariadb_db.row(job_id)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-import dj_consumer.worker as worker_module
+import dj_consumer.slots as worker_module
 from dj_consumer import Registry, make_worker
 from dj_consumer.clock import SystemClock
 from tests.conftest import DB, make_db

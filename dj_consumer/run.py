@@ -1,0 +1,115 @@
+"""What one start() (or work_off) holds: jobs in flight, successes not yet deleted, and
+whether it is over. Closing a run is final: its slot threads never reserve, run or write again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from dj_consumer.models import Job
+
+#: How long closing a run waits for a slot thread to finish the statement it is sending (a
+#: reserve, an outcome). A slot running a handler holds no statement and is never waited for.
+GATE_WAIT = 10.0
+
+
+@dataclass(eq=False)
+class Flight:
+    """A job whose handler runs now, and its lease (times on the worker's clock.monotonic)."""
+
+    job: Job
+    started: float
+    run_time: float
+    renewed: float
+    renewing: bool = True
+
+
+class Pending:
+    """A success whose DELETE travels with the slot's next reserve; what its log line said."""
+
+    __slots__ = ("duration_ms", "job", "logged")
+
+    def __init__(self, job: Job, duration_ms: float) -> None:
+        self.job, self.duration_ms = job, duration_ms
+        self.logged: bool | None = None  # the `deleted` already logged, if any
+
+
+@dataclass(eq=False)
+class Batch:
+    """reserve_batch rows of one slot: those not run yet, and successes not yet deleted."""
+
+    waiting: list[int] = field(default_factory=list)
+    done: list[tuple[Job, float]] = field(default_factory=list)
+    renewed: float = 0.0
+
+
+class Run:
+    """One start() or work_off(). A slot thread sends statements only inside `gate(me)`, and
+    only while the run is open; `close()` makes that final."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.stopping = threading.Event()
+        self.interrupt = threading.Event()
+        self.reason = "interrupted"
+        self.closed = False
+        self.lock = threading.Lock()
+        self._gates = {me: threading.Lock() for me in names}
+        self.in_flight: dict[str, Flight] = {}
+        self.interrupted: set[int] = set()
+        self.pending: dict[str, Pending] = {}  # a success per slot, deleted by its next reserve
+        self.batches: dict[str, Batch] = {}
+        # Successes whose DELETE could not be written: never unlocked by this worker (an
+        # unlocked success runs again).
+        self.keep_locked: set[int] = set()
+
+    @contextmanager
+    def gate(self, me: str) -> Iterator[bool]:
+        """Hold `me`'s gate while sending statements; yields False once the run is closed."""
+        with self._gates[me]:
+            yield not self.closed
+
+    def interrupt_now(self, reason: str) -> None:
+        self.reason = reason
+        self.stopping.set()
+        self.interrupt.set()
+
+    def begin(self, me: str, flight: Flight) -> bool:
+        """Mark a job as running, unless the run closed meanwhile (then it must not run)."""
+        with self.lock:
+            if self.closed:
+                return False
+            self.in_flight[me] = flight
+            return True
+
+    def end(self, me: str, job: Job) -> bool:
+        """The job's handler returned: may its outcome be written (was it not interrupted)?"""
+        with self.lock:
+            if self.in_flight.get(me) is not None and self.in_flight[me].job is job:
+                del self.in_flight[me]
+            return job.id not in self.interrupted and not self.closed
+
+    def close(self, wait: float = GATE_WAIT) -> list[str]:
+        """No slot of this run sends another statement. Waits (up to `wait` seconds in all)
+        for statements in progress; returns the slots still sending one."""
+        with self.lock:
+            self.closed = True
+            self.stopping.set()
+        busy = []
+        deadline = time.monotonic() + wait
+        for me, gate in self._gates.items():
+            if gate.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                gate.release()
+            else:
+                busy.append(me)
+        return busy
+
+    def take_in_flight(self) -> list[tuple[str, Job]]:
+        """The jobs running now, marked interrupted: their slots will write nothing for them."""
+        with self.lock:
+            jobs = [(me, f.job) for me, f in self.in_flight.items()]
+            self.interrupted.update(job.id for _, job in jobs)
+        return jobs

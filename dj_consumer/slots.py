@@ -1,0 +1,306 @@
+"""The slots: poll → reserve → parse → execute → record, one job (or one batch) at a time.
+
+Every statement a slot sends goes through its run's gate (run.py), so a closed run's slot
+threads never reserve, run or write again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
+
+from dj_consumer import ruby_yaml
+from dj_consumer.clock import Clock
+from dj_consumer.config import Config
+from dj_consumer.db import is_refusal, short_error
+from dj_consumer.errors import HandlerParseError
+from dj_consumer.executor import Executor, format_error
+from dj_consumer.heartbeat import Heartbeat
+from dj_consumer.models import Job, JobRow, ParsedHandler, Succeeded
+from dj_consumer.recorder import Recorder
+from dj_consumer.registry import JobSpec, Registry
+from dj_consumer.run import Batch, Flight, Pending, Run
+from dj_consumer.store import Store
+
+log = structlog.get_logger("dj_consumer.worker")
+
+#: What run_one reports: True succeeded, False failed attempt, None nothing was ready,
+#: UNAVAILABLE the database could not be asked (never read as "nothing left to run").
+UNAVAILABLE = "unavailable"
+RunResult = bool | None | str
+#: A database that refuses every reserve (bad password, no privileges, missing table) this
+#: long, and this many times in a row, stops the worker with FatalError (exit non-zero).
+REFUSED_FOR = 60.0
+REFUSED_TIMES = 10
+
+
+class Slots:
+    """What every slot thread of a worker runs (and work_off, in the caller's thread)."""
+
+    def __init__(self, config: Config, registry: Registry, clock: Clock, store: Store,
+                 executor: Executor, recorder: Recorder, heartbeat: Heartbeat,
+                 fatal_stop: Callable[[str], None]) -> None:
+        self.config, self.registry, self.clock, self.store = config, registry, clock, store
+        self.executor, self.recorder, self.heartbeat = executor, recorder, heartbeat
+        self.fatal_stop = fatal_stop
+        self.refusals = Refusals(clock)
+
+    def loop(self, run: Run, me: str) -> None:
+        batch = self.config.reserve_batch
+        try:
+            while not run.stopping.is_set():
+                try:
+                    result = self.run_batch(run, me, batch) if batch > 1 else self.run_one(run, me)
+                except Exception:  # a bug of ours must not silently end the slot
+                    log.exception("worker.slot_error", worker=me, hint="the slot goes on")
+                    result = UNAVAILABLE
+                if result == UNAVAILABLE:
+                    # Not "nothing left": exit_on_complete waits for the database to return.
+                    self.clock.sleep(max(self.config.sleep_delay, 0.5), run.stopping)
+                    continue
+                if result is not None:
+                    continue
+                if self.config.exit_on_complete:
+                    return
+                self.clock.sleep(self.config.sleep_delay, run.stopping)
+        finally:
+            with run.gate(me) as open_:
+                if open_:
+                    self.flush_pending(run, me)
+            self.executor.close_loop()
+
+    def _acceptor(self) -> tuple[Callable[[JobRow], bool], dict[int, ParsedHandler | HandlerParseError]]:
+        """accept(row): is this row's name one we have a handler for? (Parsed once, kept.)"""
+        parsed: dict[int, ParsedHandler | HandlerParseError] = {}
+
+        def accept(row: JobRow) -> bool:
+            result = _parse(row.handler, self.config)
+            name = (result.name if isinstance(result, ParsedHandler)
+                    else ruby_yaml.fallback_dispatch_name(row.handler))
+            if name is None or self.registry.spec(name) is None:
+                return False
+            parsed[row.id] = result
+            return True
+
+        return accept, parsed
+
+    def run_one(self, run: Run, me: str) -> RunResult:
+        accept, parsed = self._acceptor()
+        with run.gate(me) as open_:
+            if not open_:
+                return None
+            pending = run.pending.pop(me, None)
+            # The success's log line is written as soon as its DELETE is known (on MySQL while
+            # the server still commits), not on the way to the next job.
+            report = None if pending is None else partial(self.recorder.log_deleted, pending)
+            try:
+                row, deleted = self.store.reserve_after(
+                    me, self.clock.now(), accept, pending.job.id if pending else None,
+                    on_deleted=report)
+            except Exception as exc:
+                if pending:
+                    run.pending[me] = pending  # its delete was rolled back with the reserve
+                if not isinstance(exc, SQLAlchemyError):
+                    raise
+                return self._reserve_failed(run, me, exc)
+            self.refusals.clear()
+            if pending:
+                self.recorder.log_deleted(pending, deleted)
+            if row is None:
+                return None
+            if run.closed:  # closed while we reserved (a slot it stopped waiting for)
+                self._unclaim([row.id], me)
+                return None
+        return self._run_row(run, row, parsed[row.id], me, pending=self.store.folds_deletes)
+
+    def _reserve_failed(self, run: Run, me: str, exc: SQLAlchemyError) -> str:
+        log.error("db.unavailable", op="reserve", error=short_error(exc),
+                  hint="retrying after sleep_delay")
+        pending = run.pending.get(me)
+        if pending is not None and is_refusal(exc):
+            # The success's DELETE may be what is refused: send it alone to find out.
+            self.flush_pending(run, me)
+        reason = self.refusals.note(exc)
+        if reason is not None:
+            self.fatal_stop(reason)
+        return UNAVAILABLE
+
+    def flush_pending(self, run: Run, me: str) -> None:
+        """Delete a success still waiting for the next reserve (the slot is stopping). The
+        caller holds the slot's gate, or closed the run."""
+        pending = run.pending.pop(me, None)
+        if pending is not None:
+            self.recorder.record(run, pending.job, Succeeded(), me, pending.duration_ms,
+                                 logged=pending.logged is True)
+
+    def run_batch(self, run: Run, me: str, limit: int) -> tuple[int, int] | str | None:
+        """reserve_batch: lock up to `limit` rows in one statement, run them, delete the
+        successes together. A crash loses the deletes in hand: those jobs run again."""
+        accept, parsed = self._acceptor()
+        with run.gate(me) as open_:
+            if not open_:
+                return None
+            try:
+                rows = self.store.reserve_many(me, self.clock.now(), accept, limit)
+            except SQLAlchemyError as exc:
+                return self._reserve_failed(run, me, exc)
+            self.refusals.clear()
+            if rows and run.closed:
+                self._unclaim([r.id for r in rows], me)
+                return None
+            if not rows:
+                return None
+            batch = run.batches[me] = Batch([r.id for r in rows], [], self.clock.monotonic())
+        succeeded = failed = 0
+        for row in rows:
+            if run.stopping.is_set() or self._batch_at_risk(batch):
+                with run.gate(me) as open_, run.lock:
+                    rest, batch.waiting = list(batch.waiting), []
+                if open_:
+                    self._unclaim(rest, me)
+                break
+            with run.lock:
+                lost = row.id not in batch.waiting  # the heartbeat found it taken over
+                if not lost:
+                    batch.waiting.remove(row.id)
+            if lost:
+                continue
+            if self._run_row(run, row, parsed[row.id], me, batch):
+                succeeded += 1
+            else:
+                failed += 1
+        with run.gate(me) as open_:
+            if open_:
+                run.batches.pop(me, None)
+                self.recorder.flush_deletes(run, batch.done, me)
+        return succeeded, failed
+
+    def _batch_at_risk(self, batch: Batch) -> bool:
+        if not self.heartbeat.at_risk(batch.renewed):
+            return False
+        log.error("job.lease_at_risk", jobs=batch.waiting,
+                  hint="the locks of the rows waiting in this batch could not be renewed; "
+                       "another worker may take them: handed back instead of run")
+        return True
+
+    def _unclaim(self, ids: list[int], me: str) -> None:
+        try:
+            self.store.unclaim_many(ids, me)
+        except SQLAlchemyError as exc:
+            log.error("db.unavailable", op="unclaim", error=short_error(exc),
+                      hint="the rows stay locked until the lock horizon")
+
+    def _run_row(self, run: Run, row: JobRow, result: ParsedHandler | HandlerParseError, me: str,
+                 batch: Batch | None = None, *, pending: bool = False) -> bool:
+        """Run one reserved row and record its outcome (a batch's success into `batch.done`,
+        a success whose DELETE rides with the next reserve into run.pending)."""
+        if isinstance(result, HandlerParseError):
+            with run.gate(me) as open_:
+                return open_ and self._fail_unparseable(run, row, result, me)
+        spec = self.registry.spec(result.name)
+        assert spec is not None
+        job = self._job(row, result, spec, me)
+        now = self.clock.monotonic()
+        flight = Flight(job, now, self.executor.run_time_for(spec),
+                        batch.renewed if batch is not None else now)
+        if not run.begin(me, flight):
+            return False  # the run closed first: the row is released with the others
+        job.log.debug("job.started", display_name=job.display_name)
+        started = time.perf_counter()
+        outcome = self.executor.execute(job, spec)
+        duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        with run.gate(me) as open_:
+            if not run.end(me, job) or not open_:
+                job.log.warning("job.finished_after_interrupt", duration_ms=duration_ms,
+                                outcome=type(outcome).__name__,
+                                hint="the row was already unlocked with attempts unchanged")
+                return False
+            if batch is not None and isinstance(outcome, Succeeded):
+                batch.done.append((job, duration_ms))
+                return True
+            if pending and isinstance(outcome, Succeeded):
+                # Deleted by the next reserve, in its transaction (README "Row protocol").
+                run.pending[me] = Pending(job, duration_ms)
+                return True
+            self.recorder.record(run, job, outcome, me, duration_ms)
+        return isinstance(outcome, Succeeded)
+
+    def _job(self, row: JobRow, parsed: ParsedHandler, spec: JobSpec | None, me: str) -> Job:
+        max_attempts = self.config.max_attempts
+        if spec is not None and spec.max_attempts is not None:
+            max_attempts = spec.max_attempts
+        return Job(
+            id=row.id,
+            name=parsed.name,
+            display_name=parsed.display_name,
+            payload=parsed.payload,
+            attempts=row.attempts,
+            max_attempts=max_attempts,
+            queue=row.queue,
+            priority=row.priority,
+            run_at=row.run_at,
+            locked_by=me,
+            handler=row.handler,
+            log=log.bind(job_id=row.id, name=parsed.name, queue=row.queue, attempt=row.attempts + 1),
+        )
+
+    def _fail_unparseable(self, run: Run, row: JobRow, error: HandlerParseError, me: str) -> bool:
+        """Ruby's DeserializationError: failed for good at once, attempts unchanged."""
+        name = ruby_yaml.fallback_dispatch_name(row.handler) or "?"
+        spec = self.registry.spec(name)
+        display = ruby_yaml.fallback_name(row.handler) or name  # Ruby's Delayed::Job#name
+        job = self._job(row, ParsedHandler(name, display, None), spec, me)
+        handler = row.handler if len(row.handler) <= 500 else row.handler[:500] + "…"
+        message = f"Job failed to load: {error}. Handler: {handler!r}"
+        job.log.error("job.unparseable", error=str(error))
+        outcome = self.executor.fail(
+            job, spec, HandlerParseError(message), attempts=row.attempts,
+            last_error=format_error(HandlerParseError(message)),
+        )
+        self.recorder.record(run, job, outcome, me, 0.0)
+        return False
+
+
+class Refusals:
+    """Ruby raises FatalBackendError after 10 failed reserves in a row. We ride out outages
+    (connection lost, restart, failover) for as long as they last; only a database that
+    refuses us (authentication, privileges, a missing table) for REFUSED_FOR seconds and at
+    least REFUSED_TIMES reserves in a row stops the worker."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._since: float | None = None
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        if self._since is not None:
+            with self._lock:
+                self._since, self._count = None, 0
+
+    def note(self, exc: SQLAlchemyError) -> str | None:
+        """Count a failed reserve; the reason to stop, once it is time to."""
+        if not is_refusal(exc):
+            return None  # an outage, not a refusal: neither counts nor clears
+        with self._lock:
+            now = self.clock.monotonic()
+            self._since = now if self._since is None else self._since
+            self._count += 1
+            lasted = now - self._since
+            if self._count < REFUSED_TIMES or lasted < REFUSED_FOR:
+                return None
+        return (f"the database has refused every reserve for {lasted:.0f}s "
+                f"({self._count} in a row): {short_error(exc)}")
+
+
+def _parse(handler: str, config: Config) -> ParsedHandler | HandlerParseError:
+    try:
+        return ruby_yaml.load(handler, max_bytes=config.max_handler_bytes,
+                              max_values=config.max_handler_values)
+    except HandlerParseError as exc:
+        return exc
