@@ -343,12 +343,13 @@ def make_engine(url: URL, config: Config, *, autocommit: bool) -> Engine:
         kwargs["max_overflow"] = config.concurrency + 2
         kwargs["pool_recycle"] = 3600
     timeout = io_timeout(config)
-    # A connect_timeout in the URL wins (connect_args would replace it): 10 s otherwise.
+    # Timeouts given in the URL win (connect_args would replace them): defaults otherwise.
     connect = {} if "connect_timeout" in url.query else {"connect_timeout": 10}
     if dialect in ("mysql", "mariadb"):
         # A socket that went half-open (a dead host, a dropped NAT entry) would otherwise
         # block a statement, a heartbeat's renewal say, forever.
-        kwargs["connect_args"] = {**connect, "read_timeout": timeout, "write_timeout": timeout}
+        io = {k: timeout for k in ("read_timeout", "write_timeout") if k not in url.query}
+        kwargs["connect_args"] = {**connect, **io}
         if autocommit:
             # Multi-statements let a reserve travel in one round trip (Connections.run_script).
             # FOUND_ROWS is SQLAlchemy's own flag, restated because client_flag replaces it:
