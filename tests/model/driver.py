@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,9 @@ from dj_consumer.worker import Worker
 from tests.conftest import ROOT, clean_env
 from tests.model import faults
 from tests.model.faults import ScheduleOver
-from tests.model.jobs import Trace, build_registry, handler_yaml, read_trace
-from tests.model.schedule import LOOKALIKES, Schedule, Step, WorkerSpec
+from tests.model.jobs import Trace, build_registry, read_trace
+from tests.model.schedule import Schedule, Step, WorkerSpec
+from tests.model.table import insert_rows, locked_by, snapshot, wait_for_room
 
 STOP_WAIT = 45.0    # a stopped worker must have returned by then
 DRAIN_ROUNDS = 8    # work_off calls of the quiet drain (its clock jumps a day each time)
@@ -140,6 +141,7 @@ def play(schedule: Schedule, backend: str, url: str, workdir: Path) -> Played:
     workdir.mkdir(parents=True, exist_ok=True)
     table = f"dj_model_{uuid.uuid4().hex[:10]}"
     engine = sa.create_engine(url)
+    wait_for_room(engine, backend)
     schema.create(engine, table)
     (workdir / "trace.jsonl").unlink(missing_ok=True)
     trace = Trace(workdir / "trace.jsonl")
@@ -147,7 +149,7 @@ def play(schedule: Schedule, backend: str, url: str, workdir: Path) -> Played:
     fleet: list[ThreadWorker | ProcessWorker] = []
     with _worker_logs(workdir / "threads.log"), _thread_deaths(played):
         try:
-            played.kinds, played.keys = _insert_rows(engine, table, schedule)
+            played.kinds, played.keys = insert_rows(engine, table, schedule)
             played.before = snapshot(engine, table)
             for spec in schedule.workers:
                 fleet.append(ThreadWorker(spec, url, table, trace) if spec.mode == "thread"
@@ -253,60 +255,6 @@ def drain(schedule: Schedule, url: str, table: str, trace: Trace) -> list[str]:
     finally:
         worker.close()
     return problems
-
-
-def _insert_rows(engine: sa.Engine, table: str,
-                 schedule: Schedule) -> tuple[dict[int, str], dict[int, int]]:
-    t = schema.delayed_jobs_table(table)
-    now = SystemClock().now().replace(microsecond=0)
-    kinds: dict[int, str] = {}
-    keys: dict[int, int] = {}
-    with engine.begin() as conn:
-        if schedule.bulk:
-            conn.execute(sa.insert(t), [
-                {"handler": handler_yaml(LOOKALIKES[i % len(LOOKALIKES)], 100000 + i, "ok"),
-                 "priority": -5, "attempts": 0, "run_at": now - timedelta(minutes=10)}
-                for i in range(schedule.bulk)])
-            ids = conn.execute(sa.select(t.c.id).order_by(t.c.id)).scalars().all()
-            kinds.update((int(i), "bulk") for i in ids)
-            keys.update((int(i), 100000 + n) for n, i in enumerate(ids))
-        for row in schedule.rows:
-            values: dict[str, Any] = {
-                "handler": handler_yaml(row.name, row.key, row.plan), "priority": row.priority,
-                "attempts": 0, "run_at": now - timedelta(seconds=row.key % 60 + 1),
-                "created_at": now, "updated_at": now}
-            if row.kind == "future":
-                values["run_at"] = now + timedelta(hours=1)
-            elif row.kind == "failed":
-                values.update(failed_at=now - timedelta(hours=1), attempts=3,
-                              last_error="old failure")
-            inserted = conn.execute(sa.insert(t).values(**values)).inserted_primary_key
-            assert inserted is not None
-            job_id = inserted[0]
-            kinds[int(job_id)] = row.kind
-            keys[int(job_id)] = row.key
-    return kinds, keys
-
-
-def snapshot(engine: sa.Engine, table: str) -> dict[int, dict[str, Any]]:
-    """Every column of every row, times as naive ISO text."""
-    t = schema.delayed_jobs_table(table)
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(t)).mappings().all()
-    return {int(r["id"]): {k: _plain(v) for k, v in r.items()} for r in rows}
-
-
-def _plain(value: Any) -> Any:
-    return value.replace(tzinfo=None).isoformat(sep=" ") if isinstance(value, datetime) else value
-
-
-def locked_by(engine: sa.Engine, table: str, worker: str) -> list[int]:
-    """Rows a worker (any of its slots) holds now."""
-    t = schema.delayed_jobs_table(table)
-    query = sa.select(t.c.id).where(sa.or_(t.c.locked_by.like(f"{worker} host:%"),
-                                           t.c.locked_by.like(f"{worker}:%")))
-    with engine.connect() as conn:
-        return [int(i) for i in conn.execute(query).scalars()]
 
 
 @contextlib.contextmanager

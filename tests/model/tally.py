@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 from tests.model.driver import Played
 from tests.model.model import Violation
 
+STEPS = {"stop": "stops", "interrupt": "second SIGTERMs", "kill": "kill -9s"}
+
 
 @dataclass
 class Tally:
     schedules: Counter[str] = field(default_factory=Counter)  # per backend
     faults: Counter[str] = field(default_factory=Counter)     # injected, per kind
-    steps: Counter[str] = field(default_factory=Counter)      # stop, interrupt, kill, enqueue
+    steps: Counter[str] = field(default_factory=Counter)      # stops, kill -9s, enqueues …
     runs: int = 0
     seconds: float = 0.0
     # Schedules that broke an invariant, per known defect and invariant; and any other.
@@ -27,13 +29,13 @@ class Tally:
         for e in played.events:
             if e["ev"] == "fault":
                 self.faults[e["fault"]] += 1
-            elif e["ev"] in ("stop", "interrupt", "kill"):
-                self.steps[e["ev"]] += 1
+            elif e["ev"] in STEPS:
+                self.steps[STEPS[e["ev"]]] += 1
             elif e["ev"] == "enqueued":
-                self.steps["enqueue"] += 1
+                self.steps["enqueues"] += 1
             elif e["ev"] == "run_start":
                 self.runs += 1
-        self.steps["shutdown_timeout"] += sum(
+        self.steps["shutdown_timeouts"] += sum(
             1 for w in played.schedule.workers if w.shutdown_timeout is not None)
         for v in {(v.invariant, v.defect): v for v in violations}.values():
             if v.defect in known:
