@@ -4,13 +4,14 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench fixtures clean help
+.PHONY: demo test test-fast soak lint bench fixtures clean help
 
 help:
 	@echo "make demo   - venv + install + SQLite table + sample jobs + run the worker until done"
 	@echo "make test   - lint (ruff, mypy --strict) and the whole test suite"
 	@echo "make bench  - throughput, latency and memory against the bare protocol and Ruby"
 	@echo "make lint   - ruff + mypy --strict only"
+	@echo "make soak   - the model test (tests/model) with random seeds for SOAK_MINUTES (default 10)"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +31,12 @@ test: $(STAMP) lint
 
 test-fast: $(STAMP)
 	$(VENV)/bin/pytest -q -ra -x -m "not slow"
+
+# The model-based fault-injection test with random seeds, as long as asked:
+# make soak SOAK_MINUTES=30. Every broken schedule is printed with its replay command.
+SOAK_MINUTES ?= 10
+soak: $(STAMP)
+	DJ_MODEL_SOAK_MINUTES=$(SOAK_MINUTES) $(VENV)/bin/pytest -q -ra tests/model -k soak
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
