@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,7 +26,14 @@ from tests.model.jobs import Trace, build_registry
 from tests.model.schedule import Fault
 
 
+def _quiet_schedule_over(args: threading.ExceptHookArgs) -> None:
+    """A thread of this worker ended by the closed tap is in the trace already."""
+    if args.exc_type is None or not issubclass(args.exc_type, faults.ScheduleOver):
+        threading.__excepthook__(args)
+
+
 def main(path: str) -> None:
+    threading.excepthook = _quiet_schedule_over
     spec = json.loads(Path(path).read_text())
     log = open(spec["log"], "a")  # noqa: SIM115 - lives as long as the process
     structlog.configure(

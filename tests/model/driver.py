@@ -284,9 +284,9 @@ def _thread_deaths(played: Played) -> Any:
     global _deaths
     previous = threading.excepthook
     if not getattr(previous, "model_filter", False):
-        def hook(args: Any) -> None:
-            if args.exc_type is not None and issubclass(args.exc_type, ScheduleOver):
-                return
+        def hook(args: Any, over: type = ScheduleOver) -> None:  # bound now: module
+            if args.exc_type is not None and issubclass(args.exc_type, over):  # globals go
+                return  # at interpreter exit, while abandoned daemon threads may still end
             if _deaths is None:
                 previous(args)
                 return
