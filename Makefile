@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 RUNTIME := $(VENV)/.installed-runtime
 DEV     := $(VENV)/.installed-dev
 
-.PHONY: demo test test-fast lint bench fixtures clean help
+.PHONY: demo test test-fast soak lint bench fixtures clean help
 
 help:
 	@echo "make demo   - venv + install (runtime only) + SQLite table + sample jobs + run the worker until done"
@@ -14,6 +14,7 @@ help:
 	@echo "make bench  - throughput, latency, memory and parse speed against the bare protocol and Ruby;"
 	@echo "              results in .bench/results.md, or benchmarks/results.md with SAVE=1"
 	@echo "make lint   - ruff + mypy --strict only"
+	@echo "make soak   - the model test (tests/model) with random seeds for SOAK_MINUTES (default 10)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +40,12 @@ test: $(DEV) lint
 
 test-fast: $(DEV)
 	$(VENV)/bin/pytest -q -ra -x -m "not slow"
+
+# The model-based fault-injection test with random seeds, as long as asked:
+# make soak SOAK_MINUTES=30. Every broken schedule is printed with its replay command.
+SOAK_MINUTES ?= 10
+soak: $(DEV)
+	DJ_MODEL_SOAK_MINUTES=$(SOAK_MINUTES) $(VENV)/bin/pytest -q -ra tests/model -k soak
 
 bench: $(DEV)
 	$(PY) -m benchmarks.run $(if $(SAVE),--output benchmarks/results.md)
