@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TypeVar
 
 import structlog
 from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
@@ -22,6 +23,10 @@ from dj_consumer.run import Pending, Run
 from dj_consumer.store import Store, is_transient
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+#: Further tries of a success's DELETE that failed other than by a passing fault.
+DELETE_TRIES = 3
 
 __all__ = ["Pending", "Recorder"]
 
@@ -62,8 +67,12 @@ class Recorder:
                 break
             except Exception as exc:
                 if not passing(exc):
+                    again = self._delete_again(lambda: self.store.delete_many(ids, me))
+                    if isinstance(again, int):
+                        deleted = again
+                        break
                     run.keep_locked.update(ids)
-                    self._delete_refused(ids, exc)
+                    self._delete_refused(ids, again)
                     return
                 log.error("db.unavailable", op="delete_many", error=short_error(exc), jobs=len(ids))
                 if run.stopping.is_set():
@@ -122,8 +131,15 @@ class Recorder:
         """The database (or the driver) refused the outcome itself, not a passing fault."""
         job.log.error("job.outcome_refused", error=short_error(exc), outcome=type(outcome).__name__)
         if isinstance(outcome, Succeeded):
+            again = self._delete_again(lambda: self.store.delete(job.id, me))
+            if isinstance(again, bool):
+                if again:
+                    self.log_outcome(job, outcome, 0.0)
+                else:
+                    self.log_lock_lost(job, outcome)
+                return
             run.keep_locked.add(job.id)
-            self._delete_refused([job.id], exc)
+            self._delete_refused([job.id], again)
             return
         if isinstance(outcome, Failed) and outcome.destroy:
             outcome = replace(outcome, destroy=False)  # kept with failed_at: it never reruns
@@ -147,6 +163,19 @@ class Recorder:
             job.log.error("job.outcome_refused", error=short_error(again), retry="unlock")
         job.log.error("job.outcome_unwritten", outcome=type(outcome).__name__,
                       hint="the row was unlocked with attempts unchanged, if the database let us")
+
+    def _delete_again(self, delete: Callable[[], T]) -> T | BaseException:
+        """A DELETE carries no text of ours: one that fails other than by a passing fault is
+        tried DELETE_TRIES more times before it counts as refused for good (a driver's
+        one-off error must not stop the worker); the answer, or the last error."""
+        error: BaseException = RuntimeError("not tried")
+        for attempt in range(1, DELETE_TRIES + 1):
+            self.clock.sleep(0.1 * attempt)
+            try:
+                return delete()
+            except Exception as exc:
+                error = exc
+        return error
 
     def _delete_refused(self, ids: list[int], exc: BaseException) -> None:
         """A success whose DELETE is refused for good must not be unlocked (it would run

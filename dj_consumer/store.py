@@ -693,6 +693,15 @@ class Store:
                             hint="the lost COMMIT did not commit; inserting again")
 
     def _insert_once(self, params: dict[str, Any]) -> int:
+        if self.dialect == "sqlite":
+            # The SQLite connection autocommits each statement: open the transaction by hand,
+            # so an INSERT whose answer is lost is rolled back (the connection is closed on any
+            # error) and its retry is the only row.
+            with self.db.connection() as conn:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                job_id = conn.execute(self.sql.insert, params).lastrowid
+                conn.exec_driver_sql("COMMIT")
+            return int(job_id)
         with self.db.connection(tx=True) as conn:
             trans = conn.begin()
             result = conn.execute(self.sql.insert, params)

@@ -269,8 +269,9 @@ class Worker:
                 self.recorder.flush_deletes(run, batch.done, name)
             try:
                 released += self.store.release(name, keep=sorted(run.keep_locked))
-            except SQLAlchemyError as exc:
-                log.error("worker.release_failed", worker=name, error=short_error(exc))
+            except Exception as exc:  # a driver's bug too: the other slots are released still
+                log.error("worker.release_failed", worker=name, error=short_error(exc),
+                          hint="rows this slot still holds come back after the lock horizon")
         with self._lock:
             if self._run is run:
                 self._run = None
@@ -325,7 +326,7 @@ class Worker:
             job.timed_out.stop(message)
             try:
                 written = self.store.interrupt(job.id, me, last_error=message, now=self.clock.now())
-            except SQLAlchemyError as exc:
+            except Exception as exc:  # a driver's bug too: the other jobs are unlocked still
                 job.log.error("job.interrupt_unwritten", error=short_error(exc),
                               hint="the row stays locked; it runs again after the lock horizon")
                 continue

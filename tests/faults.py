@@ -41,6 +41,7 @@ class Faults:
         for engine in engines:
             if engine.dialect.name == "sqlite":  # sqlite3's connection takes no attributes
                 sa.event.listen(engine, "before_cursor_execute", self._sqlite_before)
+                sa.event.listen(engine, "after_cursor_execute", self._sqlite_after)
             else:
                 sa.event.listen(engine, "connect", self._wrap)
 
@@ -62,6 +63,13 @@ class Faults:
 
     def _sqlite_before(self, _conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
         self._before(sql)
+
+    def _sqlite_after(self, _conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        """SQLite has no reply to lose: the statement ran, then the caller sees an error."""
+        if self._take(sql, "after") is not None:
+            import sqlite3
+
+            raise sqlite3.OperationalError("database is locked (injected after the statement ran)")
 
     def _before(self, sql: str) -> None:
         rule = self._take(sql, "before")

@@ -72,3 +72,17 @@ def test_an_unknown_outcome_is_an_error_never_a_second_row(mariadb_db: DB) -> No
 def _delete_all(db: DB) -> None:
     with db.engine.begin() as conn:
         conn.execute(db.t.delete())
+
+
+def test_sqlite_an_insert_whose_answer_is_lost_is_written_once(sqlite_db: DB) -> None:
+    """SQLite autocommits each statement: an INSERT that ran before its answer was lost had
+    committed, and the retry wrote a second row (found by the model test, seed sqlite:49)."""
+    db = sqlite_db
+    store, faults = _store(db)
+    rule = faults.add(r"INSERT INTO", LOSE_REPLY)
+    try:
+        job_id = enqueue(db.config(), "MailJob", {"to": "a@example.com"}, store=store)
+    finally:
+        store.close()
+    assert rule.fired == 1, "the fault never fired"
+    assert [r.id for r in db.rows()] == [job_id]

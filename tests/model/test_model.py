@@ -49,14 +49,15 @@ from tests.model.schedule import Schedule, generate, shrink_candidates
 from tests.model.tally import TALLY
 
 #: Defects still open: their violations are expected (xfail), any other fails. Numbers are
-#: issue #12's; N1 is new (model.py _blame_crash): a non-database error from the driver during
-#: the shutdown's release escapes start(), leaving rows locked and later slots unreleased.
-XFAIL_DEFECTS = {"1", "2", "3", "4", "N1"}
-#: The schedules `make test` plays on every database. 24, 56 and 182 meet no known defect:
-#: every invariant must hold (24, 56: 5-10 faults each, thread and process workers, batches,
-#: a second SIGTERM; 182: two kill -9s of workers holding rows). 36 and 834 find #1 (a slot of
-#: an interrupted worker writing after start() returned; batch successes run again), 49 finds
-#: #2 and #4, 51 finds #3, 21 finds N1.
+#: issue #12's (all fixed); N1 was found by this test (a non-database error from the driver
+#: during the shutdown's release escaped start()), also fixed. Empty: every violation fails.
+XFAIL_DEFECTS: set[str] = set()
+#: The schedules `make test` plays on every database; every invariant must hold in each.
+#: 24, 56: 5-10 faults each, thread and process workers, batches, a second SIGTERM; 182: two
+#: kill -9s of workers holding rows. Before their fixes, 36 and 834 found #1 (a slot of an
+#: interrupted worker writing after start() returned; batch successes run again), 49 found
+#: #2 and #4, 51 found #3, 21 found N1, and 24 (SQLite) a one-off driver error on a DELETE
+#: that stopped the worker.
 CI_SEEDS = [24, 56, 182, 36, 834, 49, 51, 21]
 
 pytestmark = pytest.mark.slow
