@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 
 from dj_consumer.models import Job
 from dj_consumer.runs import schema
@@ -53,7 +54,9 @@ def runs_tables(db: DB) -> Iterator[RunsDB]:
 
 
 def job(job_id: int, payload: Any = None, *, name: str = "ReportJob", attempts: int = 0,
-        locked_by: str = "py host:h pid:1", queue: str | None = "reports") -> Job:
+        locked_by: str = "py host:h pid:1", queue: str | None = "reports",
+        max_attempts: int = 25) -> Job:
     return Job(id=job_id, name=name, display_name=name, payload=payload or {}, attempts=attempts,
-               max_attempts=25, queue=queue, priority=0, run_at=None, locked_by=locked_by,
-               handler="--- !ruby/object:" + name + "\n")
+               max_attempts=max_attempts, queue=queue, priority=0, run_at=None,
+               locked_by=locked_by, handler="--- !ruby/object:" + name + "\n",
+               log=structlog.get_logger("test").bind(job_id=job_id))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +137,39 @@ def test_ruby_and_python_each_finish_a_part_and_on_complete_comes_once(
     assert rails("load", "--id", str(done[0].id)) == {"class": "BatchDone", "ivars": expected}
     batch = runs.batch(made.batch_id, config=rails.config())
     assert batch is not None and batch.complete and batch.on_complete_job_id == done[0].id
+
+
+def test_rails_enqueues_http_steps_and_a_python_worker_runs_them(interop: Interop) -> None:
+    from dj_consumer import Registry, make_worker
+    from dj_consumer.contrib import http_steps
+    from tests.http_server import http_server
+
+    rails = Rails(interop)
+    with http_server() as server:
+        server.plan = {"/orders": [201], "/charge": [502]}
+        specs = [
+            {"steps": [
+                {"name": "order", "method": "POST", "url": f"{server.url}/orders",
+                 "body": {"sku": "A-1", "qty": 2}, "expect": 201,
+                 "headers": {"Authorization": "Bearer tok-abcdefgh123"}},
+                {"name": "confirm", "method": "GET", "url": f"{server.url}/confirm"}]},
+            {"steps": [{"name": "charge", "method": "POST", "url": f"{server.url}/charge",
+                        "headers": {"Authorization": "Bearer tok-abcdefgh123"},
+                        "retry_exponent": 2}], "max_attempts": 3},
+        ]
+        ok, failing = rails("enqueue-http", stdin=json.dumps(specs))
+        registry = Registry()
+        http_steps.register(registry, "HttpSteps")
+        worker = make_worker(interop.db.config(exit_on_complete=True, queues=["http"]),
+                             registry=registry)
+        before = SystemClock().now().replace(microsecond=0)
+        assert worker.work_off(10) == (1, 1)
+    assert interop.db.row(ok) is None
+    assert [(s.method, s.path) for s in server.seen[:2]] == [("POST", "/orders"),
+                                                            ("GET", "/confirm")]
+    assert json.loads(server.seen[0].body) == {"sku": "A-1", "qty": 2}
+    row = interop.db.row(failing)
+    assert row.attempts == 1 and row.failed_at is None
+    assert before + timedelta(seconds=1) <= row.run_at <= before + timedelta(seconds=3)  # 1 ** 2
+    assert row.last_error.startswith(f"step charge: POST {server.url}/charge returned 502")
+    assert "tok-abcdefgh123" not in row.last_error

@@ -10,6 +10,7 @@
 #   cancel    write cancel_requested_at on job ID's record, as a Rails app cancels
 #   work-one  Delayed::Worker#run on job ID: a Ruby worker runs one part of a batch
 #   finish    DjConsumerBatches.finish_part(--batch-id, --id (the part's index)), 1 processed
+#   enqueue-http  Delayed::Job.enqueue HttpSteps.new(steps) for each JSON spec on stdin
 #   load      YAML.load_dj(handler) of job ID: its class and instance variables as JSON
 
 require "json"
@@ -63,6 +64,14 @@ class BatchDone
   def perform; end
 end
 
+# The README's multi-step HTTP job, enqueued from Rails and run by dj_consumer's http_steps.
+# Its queue ("http") is left out of the Ruby workers' --queues: only Python runs it.
+HttpSteps = Struct.new(:steps, :max_attempts) do
+  def perform
+    raise "HttpSteps runs in dj_consumer (queue http)"
+  end
+end
+
 case command
 when "migrate", "rollback"
   eval($stdin.read, TOPLEVEL_BINDING, "migration.rb") # rubocop:disable Security/Eval
@@ -79,6 +88,12 @@ when "work-one"
   puts JSON.generate(ok: ok, left: Delayed::Job.where(id: job.id).exists?)
 when "finish"
   puts JSON.generate(DjConsumerBatches.finish_part(opts.fetch(:batch_id), opts.fetch(:id), processed: 1))
+when "enqueue-http"
+  # [{"steps": [...]}, …] on stdin, with symbol keys as a Rails app would write them
+  ids = JSON.parse($stdin.read, symbolize_names: true).map do |spec|
+    Delayed::Job.enqueue(HttpSteps.new(spec[:steps], spec[:max_attempts]), queue: "http").id
+  end
+  puts JSON.generate(ids)
 when "load"
   object = YAML.load_dj(Delayed::Job.find(opts.fetch(:id)).handler)
   puts JSON.generate(class: object.class.name,
