@@ -88,5 +88,5 @@ def _request(conn: Connection, store: RunsStore | None, row: Any, job_id: int, *
         "run_now": store.ts(now),
     })
     return Cancelled(job_id, "requested", f"job {job_id} is running ({holder}): cancel "
-                     "requested; its worker stops it within one heartbeat",
+                     "requested (cancel_requested_at set; its handler sees j.cancelled)",
                      store.get(conn, job_id))
