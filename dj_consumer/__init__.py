@@ -1,7 +1,7 @@
 """dj_consumer: run a Rails delayed_jobs table's jobs with Python handlers, beside Ruby workers.
 
 The decorators (`job`), `Job`, the errors, `Registry` and `enqueue` load at once; `make_worker`,
-`Worker` and `Config` on first use, so importing a handler module (or starting `dj-consumer
+`Worker`, `Config`, `cancel` and `enqueue_batch` on first use, so importing a handler module (or starting `dj-consumer
 --help`) does not pay for SQLAlchemy and the worker.
 """
 
@@ -25,6 +25,7 @@ from dj_consumer.registry import Registry
 
 if TYPE_CHECKING:
     from dj_consumer.config import Config
+    from dj_consumer.runs import cancel, enqueue_batch
     from dj_consumer.worker import Worker, make_worker
 
 #: The default registry: `@job.run("NewsletterJob")` and friends.
@@ -34,6 +35,8 @@ _LAZY = {
     "Config": "dj_consumer.config",
     "Worker": "dj_consumer.worker",
     "make_worker": "dj_consumer.worker",
+    "cancel": "dj_consumer.runs",
+    "enqueue_batch": "dj_consumer.runs",
 }
 
 
@@ -59,7 +62,9 @@ __all__ = [
     "Registry",
     "RegistryError",
     "Worker",
+    "cancel",
     "enqueue",
+    "enqueue_batch",
     "job",
     "make_worker",
 ]

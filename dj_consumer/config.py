@@ -22,7 +22,10 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
 #: The commands that talk to the database: each takes the connection keys.
-DB_COMMANDS = ("work", "parse", "enqueue", "jobs", "failed", "check", "why", "status", "schema")
+DB_COMMANDS = ("work", "parse", "enqueue", "jobs", "failed", "check", "why", "status", "schema",
+               "runs", "cancel")
+#: The commands that read or write run records and batches (README "Job runs").
+RUNS_COMMANDS = ("work", "schema", "runs", "cancel", "enqueue")
 WORK = ("work",)
 #: `why` judges a row as the worker it is asked about would: pass it the same flags.
 SERVES = ("work", "why")
@@ -142,6 +145,19 @@ class Config:
     max_handler_values: int = setting(
         100_000, flags=("--max-handler-values",), metavar="N",
         help="a handler with more values than this (aliases expanded) fails to load")
+    # Run records and batches (README "Job runs"): optional tables a Rails app can poll.
+    runs_table: str = setting(
+        "delayed_job_runs", flags=("--runs-table",), metavar="NAME", commands=RUNS_COMMANDS,
+        help="the run records table (state, progress, result, cancel); used only when it "
+             "exists: `dj-consumer schema --create --runs`")
+    batches_table: str = setting(
+        "delayed_job_batches", flags=("--batches-table",), metavar="NAME",
+        commands=RUNS_COMMANDS,
+        help="the batch records table of enqueue_batch (its parts: NAME_parts)")
+    run_retention: float = setting(
+        14 * 86400.0, flags=("--run-retention",), metavar="S", shown_default="14 days",
+        help="seconds a finished run record (and a completed batch) is kept before the "
+             "worker prunes it")
     hostname: str = setting(
         factory=socket.gethostname, flags=("--hostname",), metavar="HOST",
         shown_default="this host's name", help="the host part of locked_by")
@@ -195,8 +211,10 @@ class Config:
             if not wid or any(c.isspace() for c in wid):
                 raise ConfigError(f"lease_worker_ids must be worker_ids without spaces, got {wid!r}")
             _not_rubys("lease_worker_ids", wid)
-        if not self.table_name:
-            raise ConfigError("table_name must not be empty")
+        for key in ("table_name", "runs_table", "batches_table"):
+            if not getattr(self, key):
+                raise ConfigError(f"{key} must not be empty")
+        _positive("run_retention", self.run_retention)
         _ = self.url  # validates database_url / db_config now, not at first use
 
     @property

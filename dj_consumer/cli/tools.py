@@ -25,8 +25,13 @@ def add(sub: Any) -> None:
                     "SQL and Rails migration for anything missing. Exit 0 when all is well, "
                     "1 with warnings, 2 with errors.")
     p = add_command(sub, "schema", run_schema,
-                    help="print (or --create) the Rails delayed_jobs table")
+                    help="print (or --create) the Rails delayed_jobs table, or with --runs the "
+                         "run records and batch tables")
     p.add_argument("--create", action="store_true", help="create the table if it is missing")
+    p.add_argument("--runs", action="store_true",
+                   help="the run records and batch tables (README 'Job runs') instead")
+    p.add_argument("--rails", action="store_true",
+                   help="with --runs: print the Rails migration instead of SQL")
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -93,7 +98,17 @@ def run_schema(args: argparse.Namespace) -> int:
     from dj_consumer import schema
     from dj_consumer.cli._run import store
 
+    if args.rails and not args.runs:
+        raise ConfigError("--rails prints the run records' migration: give --runs too "
+                          "(the delayed_jobs migration is Rails': rails generate delayed_job:active_record)")
+    if args.rails:
+        return _runs_migration(args)
     st = store(args, check=False)
+    if args.runs:
+        try:
+            return _runs_schema(args, st)
+        finally:
+            st.close()
     name = st.config.table_name
     table = schema.delayed_jobs_table(name)
     try:
@@ -112,4 +127,46 @@ def run_schema(args: argparse.Namespace) -> int:
             print(f"table {name} created")
     finally:
         st.close()
+    return 0
+
+
+def _runs_schema(args: argparse.Namespace, st: Any) -> int:
+    from sqlalchemy import inspect
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    from dj_consumer.runs import schema
+    from dj_consumer.runs.store import detect
+
+    cfg = st.config
+    tables = schema.tables(cfg.runs_table, cfg.batches_table)
+    if not args.create:
+        for table in tables:
+            print(str(CreateTable(table).compile(st.engine)).strip() + ";")
+            for index in table.indexes:
+                print(str(CreateIndex(index).compile(st.engine)).strip() + ";")
+        return 0
+    with st.engine.connect() as conn:
+        existing = {t.name for t in tables if inspect(conn).has_table(t.name)}
+    schema.create(st.engine, cfg.runs_table, cfg.batches_table)
+    with st.engine.connect() as conn:  # an existing table must have our columns: one line if not
+        detect(conn, runs_table=cfg.runs_table, table_name=cfg.table_name,
+               batches_table=cfg.batches_table)
+    for table in tables:
+        print(f"table {table.name} {'exists' if table.name in existing else 'created'}")
+    return 0
+
+
+def _runs_migration(args: argparse.Namespace) -> int:
+    """The migration needs the table names only: no database (a placeholder URL if none)."""
+    from dj_consumer.cli._run import config
+    from dj_consumer.runs import schema
+
+    try:
+        cfg = config(args)
+    except ConfigError as exc:
+        if "database_url is required" not in str(exc):
+            raise
+        args.database_url = "sqlite:///unused.db"
+        cfg = config(args)
+    print(schema.rails_migration(cfg.runs_table, cfg.batches_table), end="")
     return 0

@@ -1,0 +1,1 @@
+"""Ready-made handlers (each optional: its extra installs what it needs)."""
