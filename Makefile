@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 RUNTIME := $(VENV)/.installed-runtime
 DEV     := $(VENV)/.installed-dev
 
-.PHONY: demo test test-fast lint bench fixtures clean help
+.PHONY: demo test test-fast lint bench fixtures screenshots clean help
 
 help:
 	@echo "make demo   - venv + install (runtime only) + SQLite table + sample jobs + run the worker until done"
@@ -14,6 +14,7 @@ help:
 	@echo "make bench  - throughput, latency, memory and parse speed against the bare protocol and Ruby;"
 	@echo "              results in .bench/results.md, or benchmarks/results.md with SAVE=1"
 	@echo "make lint   - ruff + mypy --strict only"
+	@echo "make screenshots - docs/web-*.png from a real run (MariaDB, Ruby, headless Chromium)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +43,9 @@ test-fast: $(DEV)
 
 bench: $(DEV)
 	$(PY) -m benchmarks.run $(if $(SAVE),--output benchmarks/results.md)
+
+screenshots: $(DEV)
+	$(PY) -m tests.browser.screenshots
 
 fixtures:
 	ruby tests/fixtures/generate.rb

@@ -98,8 +98,8 @@ class Web:
             return self._render(request, "confirm.html", verb=verb, scope=scope, f=f,
                                 ids=ids, count=count, job=job)
         done, asked = await run_in_threadpool(self._apply, verb, scope, f, ids)
-        log.info(f"web.{verb}", scope=scope, asked=asked, done=done,
-                 by=request.state.identity or None)
+        log.info("web.retried" if verb == "retry" else "web.deleted", scope=scope, asked=asked,
+                 done=done, by=request.state.identity or None)
         back = f"/jobs/{int(job)}" if job.isdigit() else link("/failed", **_params(f))
         sep = "&" if "?" in back else "?"
         return RedirectResponse(f"{back}{sep}done={verb}&n={done}&left={asked - done}", 303)

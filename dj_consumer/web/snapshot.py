@@ -3,9 +3,9 @@ dashboard remembers between them (which queue and name it saw progress on, and w
 
 A status pass reads the whole table (about 2 s on a million rows), so no page waits for one:
 pages show the latest pass, and a thread takes the next while somebody looks — every
-`every` seconds, or `cost` times as long as the last pass took, whichever is longer (so the
-dashboard keeps at most 1/cost of one database core busy), and not at all once no page has
-asked for `idle` seconds.
+`every` seconds, or `cost` times as long as the last pass took, whichever is longer (so
+passes run at most 1/cost of the time), and not at all once no page has asked for `idle`
+seconds.
 """
 
 from __future__ import annotations

@@ -52,16 +52,23 @@ def server(table: Interop, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 def overview(browser: Any) -> dict[tuple[str, str], dict[str, str]]:
-    """The overview's table: (queue, name) → column → text, as the browser shows it."""
-    from selenium.webdriver.common.by import By
-
+    """The overview's table: (queue, name) → column → text, as the browser shows it. Read in
+    one script: htmx may swap the table between two WebDriver calls."""
+    rows = browser.execute_script("""
+        return Array.from(document.querySelectorAll('#names tbody tr[data-name]'))
+          .map(tr => Array.from(tr.cells).map(td => td.innerText.trim()));""")
+    keys = ["queue", "name", "runs in", "ready", "oldest", "scheduled", "running", "failed"]
     out = {}
-    for tr in browser.find_elements(By.CSS_SELECTOR, "#names tbody tr[data-name]"):
-        cells = [td.text.strip() for td in tr.find_elements(By.TAG_NAME, "td")]
-        keys = ["queue", "name", "runs in", "ready", "oldest", "scheduled", "running", "failed"]
+    for cells in rows:
         row = dict(zip(keys, cells, strict=True))
         out[(row["queue"], row["name"])] = row
     return out
+
+
+def text_of(browser: Any, element_id: str) -> str:
+    return str(browser.execute_script(
+        "const e = document.getElementById(arguments[0]); return e ? e.innerText : '';",
+        element_id))
 
 
 def test_overview_counts_what_ruby_and_python_enqueued(browser: Any, server: WebServer) -> None:
@@ -79,7 +86,7 @@ def test_overview_counts_what_ruby_and_python_enqueued(browser: Any, server: Web
     got = {key: (line["runs in"], line["ready"], line["scheduled"], line["failed"])
            for key, line in lines.items()}
     assert got == want
-    assert "no live locks" in browser.find_element("id", "overview").text.lower()
+    assert "no live locks" in text_of(browser, "overview").lower()
 
 
 def test_counts_change_without_a_reload(browser: Any, server: WebServer, table: Interop) -> None:
@@ -91,9 +98,8 @@ def test_counts_change_without_a_reload(browser: Any, server: WebServer, table: 
     wait_for(lambda: overview(browser).get(("python", "PyReportJob"), {}).get("ready") == "6",
              "the ready count of PyReportJob to become 6 without a reload", timeout=90)
     assert browser.execute_script("return window.djMarker") == "same page"
-    totals = browser.find_element("id", "totals").text
-    wait_for(lambda: "12 ready" in browser.find_element("id", "totals").text,
-             f"the header totals to say 12 ready (said {totals!r})", timeout=90)
+    wait_for(lambda: "12 ready" in text_of(browser, "totals"),
+             "the header totals to say 12 ready", timeout=90)
 
 
 def test_retry_a_failed_job_from_its_page(browser: Any, server: WebServer,
@@ -105,15 +111,16 @@ def test_retry_a_failed_job_from_its_page(browser: Any, server: WebServer,
     assert [r.find_elements(By.TAG_NAME, "td")[2].text for r in rows] == ["OneShotJob"]
     job_id = rows[0].get_attribute("data-id")
     rows[0].find_element(By.LINK_TEXT, job_id).click()
-    assert browser.find_element("id", "state").text == "failed"
+    wait_for(lambda: text_of(browser, "state") == "failed", f"job {job_id}'s page")
     error = browser.find_element("id", "last-error").text
     assert error.startswith("no luck") and "jobs.rb" in error  # Ruby's message and backtrace
     assert '"key": "one"' in browser.find_element("id", "payload").text
     browser.find_element("id", "retry").click()
-    assert "Retry 1 failed job?" in browser.find_element(By.TAG_NAME, "h1").text
+    wait_for(lambda: "Retry 1 failed job?" in text_of(browser, "main"), "the confirmation")
     browser.find_element("id", "confirm").click()
-    assert "1 job will run again" in " ".join(browser.find_element("id", "done").text.split())
-    assert browser.find_element("id", "state").text == "ready"
+    wait_for(lambda: "1 job will run again" in " ".join(text_of(browser, "done").split()),
+             "the job page saying the job will run again")
+    assert text_of(browser, "state") == "ready"
     browser.get(server.url + "/failed")
     assert browser.find_elements(By.CSS_SELECTOR, "#jobs tbody tr[data-id]") == []
     row = table.db.row(int(job_id))

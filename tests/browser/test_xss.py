@@ -68,6 +68,7 @@ def test_table_text_never_becomes_markup(browser: Any, sqlite_db: DB, server: We
     rows = browser.find_elements(By.CSS_SELECTOR, "#jobs tbody tr[data-id]")
     assert [r.get_attribute("data-id") for r in rows] == [str(failed)]
     browser.find_element(By.CSS_SELECTOR, "button[value=delete-all]").click()
+    wait_for(lambda: browser.find_elements(By.ID, "confirm"), "the confirmation page")
     assert_inert(browser, "confirmation")
     assert browser.find_element(By.CSS_SELECTOR, "input[name=queue]").get_attribute("value") \
         == QUEUE
