@@ -154,7 +154,7 @@ class Web:
         return {"python": python, "stuck": stuck,
                 "stuck_keys": {(s.queue, s.name) for s in stuck},
                 "rule": RULE.format(minutes=minutes), "minutes": minutes,
-                "cfg": self.cfg, "now": self.clock.now()}
+                "cfg": self.cfg, "now": self.clock.now(), "pass_error": self.snaps.error}
 
     def _render(self, request: Request, template: str, status: int = 200,
                 **context: Any) -> Response:

@@ -122,6 +122,7 @@ class Snapshots:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _progress: dict[Key, datetime] = field(default_factory=dict)
+    error: str | None = None  # why the last pass failed (the database is away); None after one works
 
     def latest(self) -> Snapshot | None:
         """The latest pass (None before the first); asking keeps the passes coming."""
@@ -154,7 +155,7 @@ class Snapshots:
                 self._progress[(s.queue, s.name)] = now
         snap = Snapshot(now, took, lines, workers(lines, self.config), dict(self._progress),
                         now if fresh or before is None else before.watching_since)
-        self._latest = snap
+        self._latest, self.error = snap, None
         log.debug("web.status_pass", seconds=round(took, 3), lines=len(lines))
         return snap
 
@@ -165,8 +166,11 @@ class Snapshots:
                 self._wake.clear()
                 continue
             try:
-                took = self.take().took
+                pause = max(self.every, self.cost * self.take().took)
             except Exception as exc:  # the database is away: show the last pass, try again
-                log.warning("web.status_failed", error=f"{type(exc).__name__}: {exc}")
-                took = self.every
-            self._stop.wait(max(self.every, self.cost * took))
+                from dj_consumer.dberrors import describe
+
+                self.error = describe(exc)
+                log.warning("web.status_failed", error=self.error)
+                pause = self.every
+            self._stop.wait(pause)

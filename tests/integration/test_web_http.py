@@ -12,12 +12,13 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from dj_consumer.clock import SystemClock
 from tests.conftest import DB
 from tests.integration.test_operator import cli, fill
 from tests.integration.test_protocol import obj
-from tests.webserver import WebServer, web_server
+from tests.webserver import WebServer, wait_for, web_server
 
 TOKEN = "t0ken-for-the-dashboard-tests"
 
@@ -201,3 +202,27 @@ def test_basic_auth_and_a_proxy_header(sqlite_db: DB, tmp_path: Path) -> None:
                     "--auth-header", "X-Forwarded-User") as s, client(s) as c:
         assert c.get("/").status_code == 401
         assert c.get("/", headers={"x-forwarded-user": "alice"}).status_code == 200
+
+
+def test_a_table_gone_away_is_one_line_and_the_last_counts_stay(sqlite_db: DB,
+                                                                 server: WebServer) -> None:
+    fill(sqlite_db)
+    with client(server) as c:
+        wait_for(lambda: 'id="names"' in c.get("/fragments/overview").text, "the first pass")
+        with sqlite_db.engine.begin() as conn:
+            conn.execute(sa.text(f"ALTER TABLE {sqlite_db.table} RENAME TO {sqlite_db.table}_x"))
+        try:
+            r = c.get("/jobs")
+            assert r.status_code == 503
+            assert r.text.startswith(f"dj-consumer web: table '{sqlite_db.table}' does not exist")
+            assert r.text.count("\n") == 1
+            wait_for(lambda: 'id="pass-error"' in c.get("/fragments/overview").text,
+                     "the overview to say the last pass failed", timeout=90)
+            page = c.get("/fragments/overview").text
+            assert "Showing the one before." in page and 'id="names"' in page
+        finally:
+            with sqlite_db.engine.begin() as conn:
+                conn.execute(sa.text(
+                    f"ALTER TABLE {sqlite_db.table}_x RENAME TO {sqlite_db.table}"))
+        wait_for(lambda: 'id="pass-error"' not in c.get("/fragments/overview").text,
+                 "the next pass to work again", timeout=90)
