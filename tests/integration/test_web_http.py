@@ -226,3 +226,20 @@ def test_a_table_gone_away_is_one_line_and_the_last_counts_stay(sqlite_db: DB,
                     f"ALTER TABLE {sqlite_db.table}_x RENAME TO {sqlite_db.table}"))
         wait_for(lambda: 'id="pass-error"' not in c.get("/fragments/overview").text,
                  "the next pass to work again", timeout=90)
+
+
+def test_overview_tells_ruby_locks_from_python_leases(sqlite_db: DB, server: WebServer) -> None:
+    fill(sqlite_db)  # py host:a pid:1 locked 3 min ago; delayed_job host:r pid:9 30 s ago
+    now = SystemClock().now().replace(microsecond=0)
+    sqlite_db.insert(obj("NewsletterJob", n=9), locked_by="py:1 host:c pid:3",
+                     locked_at=now - timedelta(minutes=6))  # past lock_timeout (5 min)
+    with client(server) as c:
+        wait_for(lambda: 'id="workers"' in c.get("/fragments/overview").text, "the first pass")
+        page = c.get("/fragments/overview").text
+    workers = re.findall(r"<tr>\s*<td><code>([^<]+)</code></td>\s*<td>(\w+)</td>.*?</tr>",
+                         page.split('id="workers"')[1], re.S)
+    assert workers == [("delayed_job host:r pid:9", "ruby"), ("py host:a pid:1", "python"),
+                       ("py:1 host:c pid:3", "python")]
+    rows = page.split('id="workers"')[1].split("</tr>")
+    assert "lease 3" in rows[2] and "expired" not in rows[2]
+    assert "lease 6" in rows[3] and "expired" in rows[3]
