@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 RUNTIME := $(VENV)/.installed-runtime
 DEV     := $(VENV)/.installed-dev
 
-.PHONY: demo test test-fast soak lint bench fixtures clean help
+.PHONY: demo test test-fast soak lint bench fixtures screenshots clean help
 
 help:
 	@echo "make demo   - venv + install (runtime only) + SQLite table + sample jobs + run the worker until done"
@@ -15,6 +15,7 @@ help:
 	@echo "              results in .bench/results.md, or benchmarks/results.md with SAVE=1"
 	@echo "make lint   - ruff + mypy --strict only"
 	@echo "make soak   - the model test (tests/model) with random seeds for SOAK_MINUTES (default 10)"
+	@echo "make screenshots - docs/web-*.png from a real run (MariaDB, Ruby, headless Chromium)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +50,9 @@ soak: $(DEV)
 
 bench: $(DEV)
 	$(PY) -m benchmarks.run $(if $(SAVE),--output benchmarks/results.md)
+
+screenshots: $(DEV)
+	$(PY) -m tests.browser.screenshots
 
 fixtures:
 	ruby tests/fixtures/generate.rb

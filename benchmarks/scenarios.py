@@ -318,11 +318,11 @@ def _parse(ctx: Context) -> None:
     parse(ctx)
 
 
-def _operator(name: str) -> Callable[[Context], None]:
+def _operator(name: str, module: str = "operator") -> Callable[[Context], None]:
     def run(ctx: Context) -> None:
-        from benchmarks import operator
+        import importlib
 
-        getattr(operator, name)(ctx)
+        getattr(importlib.import_module(f"benchmarks.{module}"), name)(ctx)
     return run
 
 
@@ -336,4 +336,5 @@ SCENARIOS: dict[str, Callable[[Context], None]] = {
     "backlog": backlog,
     "startup": _operator("startup"),
     "status": _operator("status"),
+    "web": _operator("web", "web"),
 }

@@ -41,13 +41,14 @@ _MYSQL_TEXT_BYTES = {"TINYTEXT": 255, "TEXT": 65_535, "MEDIUMTEXT": 16_777_215,
 
 @dataclass(frozen=True)
 class Filter:
-    """Which rows: a dispatch name, a queue (None: any; "nil": the nil queue), a state, and
-    for failed rows a failed_at lower bound."""
+    """Which rows: a dispatch name, a queue (None: any; "nil": the nil queue), a state, for
+    failed rows a failed_at lower bound, and text the handler contains."""
 
     name: str | None = None
     queue: str | None = None
     state: str = "all"
     since: datetime | None = None
+    text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,9 +102,10 @@ class Admin:
         if f.name:  # every form Psych writes spells the class or method name out
             word = f.name.replace("#", ".").rsplit(".", 1)[-1]
             name_like = f"%{ruby_yaml.like_literal(word)}%"
+        text_like = f"%{ruby_yaml.like_literal(f.text)}%" if f.text else "%"
         params: dict[str, Any] = {
             "any_queue": int(f.queue is None), "nil_queue": int(f.queue == "nil"),
-            "queue": f.queue, "name_like": name_like,
+            "queue": f.queue, "name_like": name_like, "text_like": text_like,
             "any_time": int(f.since is None), "since": self.store.ts(f.since or now),
             "now": self.store.ts(now), "horizon": self.store.ts(horizon),
         }

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 #: The rows a listing, a count or a bulk retry/delete is about: queue (`:any_queue`, or
 #: `:queue`, or the nil queue with `:nil_queue`), a LIKE on the handler that a --name filter
-#: narrows by (re-checked by parsing), failures since a time, and one state.
+#: narrows by (re-checked by parsing), text the handler contains (the dashboard's search),
+#: failures since a time, and one state.
 MATCHING = """
     (:any_queue = 1 OR queue = :queue OR (:nil_queue = 1 AND queue IS NULL))
     AND handler LIKE :name_like ESCAPE '!'
+    AND handler LIKE :text_like ESCAPE '!'
     AND (:any_time = 1 OR failed_at >= :since)
     AND (:all_states = 1
       OR (:failed = 1 AND failed_at IS NOT NULL)
@@ -57,6 +59,20 @@ LIMIT :batch
 
 #: matching_ids — every matching id, for a bulk retry or delete without a --name filter.
 MATCHING_IDS = f"SELECT id FROM {{table}} WHERE {MATCHING} ORDER BY id"
+
+#: scan_page — the dashboard's listing: matching rows in one window of ids (:floor <= id <
+#: :before), newest first, at most :limit. The window bounds the rows a page reads whatever
+#: the filter (a primary-key range: no filter needs an index), so a sparse filter on a large
+#: table costs a few windows, never a pass over the table. Handlers come cut at :head
+#: characters: a page of 50 rows never carries 50 large handlers.
+SCAN_PAGE = f"""
+SELECT id, priority, attempts, SUBSTR(handler, 1, :head) AS handler, run_at, queue, locked_at,
+       locked_by, failed_at, SUBSTR(last_error, 1, 500) AS error_head
+FROM {{table}}
+WHERE {MATCHING} AND id < :before AND id >= :floor
+ORDER BY id DESC
+LIMIT :limit
+"""
 
 #: backlog_at_least — are there at least :rows unfinished rows? Reads at most that many.
 BACKLOG_AT_LEAST = """

@@ -23,26 +23,31 @@ if TYPE_CHECKING:
 
 #: The commands that talk to the database: each takes the connection keys.
 DB_COMMANDS = ("work", "parse", "enqueue", "jobs", "failed", "check", "why", "status", "schema",
-               "runs", "cancel")
+               "runs", "cancel", "web")
 #: The commands that read or write run records and batches (README "Job runs").
 RUNS_COMMANDS = ("work", "schema", "runs", "cancel", "enqueue")
 WORK = ("work",)
-#: `why` judges a row as the worker it is asked about would: pass it the same flags.
-SERVES = ("work", "why")
+#: `why` (and the dashboard's why) judges a row as the worker it is asked about would: pass
+#: it the same flags.
+SERVES = ("work", "why", "web")
+#: The keys only `dj-consumer web` reads.
+WEB = ("web",)
 _MISSING: Any = dataclasses.MISSING
 
 
 def setting(default: Any = _MISSING, *, help: str, flags: tuple[str, ...] = (),
             commands: tuple[str, ...] = WORK, metavar: str | None = None,
             choices: tuple[str, ...] | None = None, env: bool = True,
-            factory: Callable[[], Any] | None = None, shown_default: str | None = None) -> Any:
+            factory: Callable[[], Any] | None = None, shown_default: str | None = None,
+            secret: bool = False) -> Any:
     """One key's declaration: a dataclass field whose metadata the CLI, the environment
-    reader and the README table are built from (see dj_consumer.settings)."""
+    reader and the README table are built from (see dj_consumer.settings). A `secret` is
+    left out of the Config's repr."""
     meta = {"help": help, "flags": flags, "commands": commands, "metavar": metavar,
             "choices": choices, "env": env, "shown_default": shown_default}
     if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
+        return field(default_factory=factory, metadata=meta, repr=not secret)
+    return field(default=default, metadata=meta, repr=not secret)
 
 
 #: Every renewing worker refreshes its leases at least this often (seconds, by the database's
@@ -54,7 +59,7 @@ LEASE_RENEW_MAX = 60.0
 @dataclass(frozen=True, kw_only=True)
 class Config:
     worker_id: str = setting(
-        "py", flags=("--worker-id",), metavar="ID", commands=("work", "why"),
+        "py", flags=("--worker-id",), metavar="ID", commands=SERVES,
         help="locked_by prefix: '{worker_id}[:{slot}] host:{hostname} pid:{pid}'")
     database_url: str | None = setting(
         None, flags=("--database-url",), metavar="URL", commands=DB_COMMANDS,
@@ -69,7 +74,7 @@ class Config:
         "delayed_jobs", flags=("--table-name",), metavar="NAME", commands=DB_COMMANDS,
         help="the delayed_jobs table")
     queues: tuple[str | None, ...] | None = setting(
-        None, flags=("--queues", "--queue"), metavar="A,B", commands=("work", "why", "check"),
+        None, flags=("--queues", "--queue"), metavar="A,B", commands=(*SERVES, "check"),
         shown_default="all",
         help="only these queues (comma separated, as Ruby's --queues); 'nil' is the nil queue")
     min_priority: int | None = setting(
@@ -83,7 +88,7 @@ class Config:
         help="failed attempts before a job fails for good (Ruby's default)")
     max_run_time: float = setting(
         14400.0, flags=("--max-run-time",), metavar="S",
-        commands=("work", "why", "status", "failed", "jobs"),
+        commands=(*SERVES, "status", "failed", "jobs"),
         help="seconds before j.timed_out is set; also the stale-lock horizon (Ruby's 4 h)")
     sleep_delay: float = setting(
         5.0, flags=("--sleep-delay",), metavar="S", help="seconds to wait when nothing is ready")
@@ -109,6 +114,24 @@ class Config:
         "info", flags=("--log-level",), choices=("debug", "info", "warning", "error"),
         commands=DB_COMMANDS,
         help="the lowest level dj-consumer logs, for its own events and stdlib logging alike")
+    # The dashboard (README "Web dashboard"): loopback unless an auth is given.
+    web_host: str = setting(
+        "127.0.0.1", flags=("--host",), metavar="ADDR", commands=WEB,
+        help="the address `dj-consumer web` listens on; any but a loopback one needs web_auth "
+             "or web_auth_header")
+    web_port: int = setting(
+        8500, flags=("--port",), metavar="N", commands=WEB,
+        help="the port `dj-consumer web` listens on (0: any free one)")
+    web_auth: str | None = setting(
+        None, flags=("--auth",), metavar="KIND:SECRET", commands=WEB, shown_default="none",
+        secret=True,
+        help="who may use the dashboard: token:SECRET (a login form or 'Authorization: Bearer "
+             "SECRET') or basic:USER:PASSWORD (HTTP Basic); prefer DJ_WEB_AUTH to a flag")
+    web_auth_header: str | None = setting(
+        None, flags=("--auth-header",), metavar="HEADER", commands=WEB, shown_default="none",
+        help="a reverse proxy's header naming the signed-in user (e.g. X-Forwarded-User); a "
+             "request without it is refused. Only safe when nothing but the proxy reaches "
+             "the port")
     # Beyond delayed_job (README "Lease renewal"): refresh locked_at while a job runs, so a
     # crashed Python worker's rows come back after lock_timeout instead of max_run_time.
     heartbeat_interval: float = setting(
@@ -139,11 +162,11 @@ class Config:
         help="lock up to N rows per reserve and delete the successes together (README: "
              "'Batching')")
     max_handler_bytes: int = setting(
-        16 * 1024 * 1024, flags=("--max-handler-bytes",), metavar="N",
+        16 * 1024 * 1024, flags=("--max-handler-bytes",), metavar="N", commands=("work", "web"),
         help="a handler longer than this fails to load (Ruby has no cap: the column bounds it, "
              "MySQL text 64 KiB, mediumtext 16 MiB; README 'Large jobs')")
     max_handler_values: int = setting(
-        100_000, flags=("--max-handler-values",), metavar="N",
+        100_000, flags=("--max-handler-values",), metavar="N", commands=("work", "web"),
         help="a handler with more values than this (aliases expanded) fails to load")
     # Run records and batches (README "Job runs"): optional tables a Rails app can poll.
     runs_table: str = setting(
@@ -215,6 +238,7 @@ class Config:
             if not getattr(self, key):
                 raise ConfigError(f"{key} must not be empty")
         _positive("run_retention", self.run_retention)
+        _web_settings(self)
         _ = self.url  # validates database_url / db_config now, not at first use
 
     @property
@@ -331,6 +355,27 @@ def _not_rubys(key: str, worker_id: str) -> None:
     if worker_id == "delayed_job" or worker_id.startswith("delayed_job."):
         raise ConfigError(f"{key} {worker_id!r} is the name Ruby's delayed_job daemons lock rows "
                           "with; their live jobs would look like our leases. Pick another, e.g. 'py'")
+
+
+def _web_settings(cfg: Config) -> None:
+    if not 0 <= cfg.web_port <= 65535:
+        raise ConfigError(f"web_port must be 0-65535, got {cfg.web_port}")
+    auth = cfg.web_auth
+    if auth is not None:
+        kind, _, secret = auth.partition(":")
+        user, _, password = secret.partition(":")
+        if kind == "token" and len(secret) < 16:
+            raise ConfigError("web_auth token:SECRET needs a secret of 16 characters or more "
+                              "(e.g. python -c 'import secrets; print(secrets.token_urlsafe())')")
+        if kind == "basic" and not (user and password):
+            raise ConfigError("web_auth basic:USER:PASSWORD needs a user and a password")
+        if kind not in ("token", "basic"):
+            raise ConfigError("web_auth must be token:SECRET or basic:USER:PASSWORD, got "
+                              f"{kind + ':…' if secret else 'no kind'}")
+    header = cfg.web_auth_header
+    if header is not None and not header.replace("-", "").isalnum():
+        raise ConfigError(f"web_auth_header must be a header name like X-Forwarded-User, "
+                          f"got {header!r}")
 
 
 def _positive(key: str, value: float) -> None:

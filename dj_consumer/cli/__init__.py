@@ -1,4 +1,4 @@
-"""`dj-consumer`: work, status, jobs, failed, why, check, parse, enqueue, schema.
+"""`dj-consumer`: work, status, jobs, failed, why, check, parse, enqueue, schema, web.
 
 One small module per command group (work, status, rows, tools, handlers); _parser builds the
 arguments from Config's declarations, _run runs a command and turns every mistake into one

@@ -34,6 +34,7 @@ COMMANDS: dict[str, list[str]] = {
     "check": ["check"],
     "status": ["status"],
     "work": ["work", "--import", "sample_jobs", "--exit-on-complete"],
+    "web": ["web", "--port", "0"],  # checks the table before it listens
 }
 
 

@@ -41,7 +41,9 @@ def test_each_command_shows_the_flags_and_variables_it_takes(command: str) -> No
 
 def test_work_takes_every_worker_key_and_defaults_come_from_config() -> None:
     work = {s.key for s in settings.for_command("work")}
-    assert work == {f.name for f in fields(Config)} - {"db_config"}
+    dashboard = {"web_host", "web_port", "web_auth", "web_auth_header"}  # `web` only
+    assert {s.key for s in settings.settings() if s.commands == ("web",)} == dashboard
+    assert work == {f.name for f in fields(Config)} - {"db_config"} - dashboard
     text = " ".join(_help("work").split())
     assert "(default 14400) [DJ_MAX_RUN_TIME]" in text
     assert "(default 25) [DJ_MAX_ATTEMPTS]" in text

@@ -1,0 +1,118 @@
+"""The README's screenshots, from a real run: `make screenshots` (python -m
+tests.browser.screenshots) writes docs/web-overview.png and docs/web-job.png.
+
+A MariaDB table made by Rails' migration gets Ruby enqueues (struct, ActiveJob, `.delay`) and
+ours; a Ruby worker fails a job for good; a Ruby worker and a Python worker each hold a
+long job; a job nobody handles waits. `dj-consumer web` serves it and headless Chromium
+(tests/browser/conftest.py) takes the pictures.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from dj_consumer import enqueue
+from dj_consumer.clock import SystemClock
+from tests.conftest import ROOT, clean_env
+from tests.interop.conftest import make_interop
+from tests.interop.helpers import stop_all
+from tests.webserver import wait_for, web_server
+
+JOBS = Path(__file__).with_name("screenshot_jobs.py")
+DOCS = ROOT / "docs"
+
+
+def fill(shared: Any, tmp: Path) -> list[subprocess.Popen[bytes]]:
+    """The table's rows and the workers holding locks; returns the workers to stop."""
+    shared.ruby.enqueue([
+        {"kind": "struct", "class": "RubyOnlyJob", "args": {"key": "r-%{i}"}, "count": 40,
+         "queue": "default"},
+        {"kind": "active_job", "class": "RubyActiveJob", "args": ["aj-%{i}"], "count": 12},
+        {"kind": "delay_class", "class": "RubyMailer", "method": "deliver", "args": ["m-%{i}"],
+         "count": 5, "queue": "mail"},
+        {"kind": "struct", "class": "OneShotJob", "args": {"key": "invoice-7", "message":
+         "Net::ReadTimeout: the billing API did not answer"}, "queue": "billing"},
+    ])
+    shared.ruby.work(queues=["billing"])  # fails OneShotJob for good, as Ruby writes it
+    shared.ruby.enqueue([{"kind": "struct", "class": "SharedJob",
+                          "args": {"key": "slow", "seconds": 600}, "queue": "slow"}])
+    cfg = {"database_url": shared.url, "table_name": shared.table}
+    now = SystemClock().now()
+    for i in range(25):
+        enqueue(cfg, "ReportJob", {"account_id": 100 + i}, queue="reports")
+    for i in range(8):
+        enqueue(cfg, "ReportJob", {"account_id": 200 + i}, queue="reports",
+                run_at=now + timedelta(hours=1))
+    for i in range(3):
+        enqueue(cfg, "LegacyExportJob", {"batch": i}, queue="exports",
+                run_at=now - timedelta(minutes=40))
+    ruby = shared.ruby.spawn_worker(tmp / "ruby.log", queues=["slow"], exit_on_complete=False)
+    python = subprocess.Popen(
+        [sys.executable, "-m", "dj_consumer.cli", "work", "--database-url", shared.url,
+         "--table-name", shared.table, "--queues", "reports", "--import", str(JOBS),
+         "--worker-id", "py"], env=clean_env(), cwd=ROOT,
+        stdout=(tmp / "py.log").open("wb"), stderr=subprocess.STDOUT)
+    return [ruby, python]
+
+
+def main() -> int:
+    from tests.browser.conftest import FLAGS, chromium_missing
+
+    reason = chromium_missing()
+    if reason:
+        print(reason, file=sys.stderr)
+        return 2
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    tmp = Path(tempfile.mkdtemp(prefix="dj_shots_"))
+    with ExitStack() as stack:
+        shared = next(iter(stack.enter_context(_generator(make_interop("mariadb", tmp)))))
+        workers = fill(shared, tmp)
+        stack.callback(stop_all, workers)
+        server = stack.enter_context(web_server(shared.url, shared.table, tmp,
+                                                imports=[JOBS]))
+        options = webdriver.ChromeOptions()
+        for flag in (*FLAGS, f"--user-data-dir={tmp / 'profile'}"):
+            options.add_argument(flag.replace("1300,1000", "1280,1180"))
+        driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+        stack.callback(driver.quit)
+        driver.get(server.url + "/")
+        from tests.browser.test_dashboard import text_of
+
+        wait_for(lambda: "py host:" in text_of(driver, "workers")
+                 and "ruby" in text_of(driver, "workers"),
+                 "both workers' locks on the overview", timeout=120)
+        time.sleep(1)
+        driver.save_screenshot(str(DOCS / "web-overview.png"))
+        driver.get(server.url + "/failed")
+        driver.find_element(By.CSS_SELECTOR, "#jobs tbody tr[data-id] a").click()
+        driver.save_screenshot(str(DOCS / "web-job.png"))
+    print(f"wrote {DOCS / 'web-overview.png'} and {DOCS / 'web-job.png'}")
+    return 0
+
+
+class _generator:
+    """A fixture generator (make_interop) as a context manager: its teardown runs on exit."""
+
+    def __init__(self, gen: Any) -> None:
+        self.gen = gen
+
+    def __enter__(self) -> list[Any]:
+        return [next(self.gen)]
+
+    def __exit__(self, *exc: object) -> None:
+        for _ in self.gen:
+            pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

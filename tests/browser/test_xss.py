@@ -1,0 +1,74 @@
+"""Handlers, queue names and errors are attacker-influenced text: the dashboard shows them as
+text. A real Chromium opens every page that shows them and finds no element the text could
+have made (a script, an img with onerror) and no script that ran — checked in the DOM, so the
+test fails on a missing escape even though the CSP header would still block the script."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from dj_consumer.clock import SystemClock
+from tests.conftest import DB
+from tests.webserver import WebServer, wait_for, web_server
+
+pytestmark = pytest.mark.browser
+
+SCRIPT = "<script>window.djXss = 'ran'</script>"
+IMG = "<img src=x onerror=\"window.djXss = 'ran'\">"
+HANDLER = f"--- !ruby/object:Evil{SCRIPT}\nnote: '{IMG}'\n"
+QUEUE = f"q{SCRIPT}"
+ERROR = f"RuntimeError: {SCRIPT}{IMG}\n/app/{IMG}.rb:1:in `perform'"
+
+
+@pytest.fixture
+def server(sqlite_db: DB, tmp_path: Path) -> Iterator[WebServer]:
+    with web_server(sqlite_db.url, sqlite_db.table, tmp_path) as s:
+        yield s
+
+
+def assert_inert(browser: Any, where: str) -> None:
+    found = browser.execute_script("""
+        return {
+          ran: window.djXss || null,
+          scripts: Array.from(document.scripts).map(s => s.getAttribute('src')),
+          handlers: document.querySelectorAll('[onerror], [onload], [onclick]').length,
+          images: document.images.length,
+          text: document.body.innerText,
+        };""")
+    assert found["ran"] is None, where
+    assert found["scripts"] == ["/static/htmx.min.js"], where
+    assert (found["handlers"], found["images"]) == (0, 0), where
+    assert SCRIPT in found["text"], f"{where}: the text is not shown as text"
+
+
+def test_table_text_never_becomes_markup(browser: Any, sqlite_db: DB, server: WebServer) -> None:
+    from selenium.webdriver.common.by import By
+
+    hour_ago = SystemClock().now() - timedelta(hours=1)
+    failed = sqlite_db.insert(HANDLER, queue=QUEUE, failed_at=hour_ago, attempts=2,
+                              last_error=ERROR)
+    sqlite_db.insert(HANDLER, queue=QUEUE, run_at=hour_ago)  # waits: "nobody runs this"
+    for path in [f"/jobs/{failed}", "/jobs", "/failed", "/jobs?q=%3Cscript%3E"]:
+        browser.get(server.url + path)
+        assert_inert(browser, path)
+    browser.get(server.url + "/")  # the counts arrive in a fragment htmx swaps in
+    wait_for(lambda: browser.find_elements(By.ID, "stuck"), "the nobody-runs-this list")
+    assert_inert(browser, "overview")
+    browser.get(server.url + f"/jobs/{failed}")
+    assert IMG in browser.find_element(By.ID, "last-error").text
+    assert IMG in browser.find_element(By.ID, "handler").text
+    # The filter goes back into hidden fields of the confirmation form: still text.
+    browser.get(server.url + "/failed?queue=" + quote(QUEUE, safe=""))
+    rows = browser.find_elements(By.CSS_SELECTOR, "#jobs tbody tr[data-id]")
+    assert [r.get_attribute("data-id") for r in rows] == [str(failed)]
+    browser.find_element(By.CSS_SELECTOR, "button[value=delete-all]").click()
+    wait_for(lambda: browser.find_elements(By.ID, "confirm"), "the confirmation page")
+    assert_inert(browser, "confirmation")
+    assert browser.find_element(By.CSS_SELECTOR, "input[name=queue]").get_attribute("value") \
+        == QUEUE
