@@ -15,7 +15,10 @@ from tests.conftest import ROOT, clean_env
 
 def make_n(target: str, tmp_path: Path, *args: str) -> list[str]:
     """The commands `make TARGET` would run on a fresh clone (a venv that does not exist yet)."""
-    out = subprocess.run(["make", "-n", target, f"VENV={tmp_path / 'venv'}", *args], cwd=ROOT,
+    # --no-print-directory: under `make test` this is a sub-make, which would add
+    # "Entering/Leaving directory" lines.
+    out = subprocess.run(["make", "--no-print-directory", "-n", target,
+                          f"VENV={tmp_path / 'venv'}", *args], cwd=ROOT,
                          capture_output=True, text=True, check=True, timeout=60)
     return out.stdout.splitlines()
 
