@@ -1,0 +1,165 @@
+"""Issue 19: `dj-consumer work --processes P` — a supervisor, its children, one /metrics.
+
+Real subprocesses against real databases: counts scraped over HTTP during a drain equal the
+outcomes in the table; kill -9 of a child mid-job is survived; a child whose database
+refuses it for good stops the whole supervisor with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from tests.conftest import DB
+from tests.integration.procs import Proc, get, samples, total, write_jobs
+from tests.integration.test_protocol import obj
+
+CHILD_LOCK = re.compile(r"^pytest\.[01]:[01] host:\S+ pid:\d+$")
+
+
+def outcomes(db: DB) -> tuple[int, int, int]:
+    """(rows left unfinished and never failed, rescheduled rows, failed rows)."""
+    rows = db.rows()
+    waiting = sum(1 for r in rows if r.failed_at is None and r.attempts == 0)
+    rescheduled = sum(1 for r in rows if r.failed_at is None and r.attempts > 0)
+    failed = sum(1 for r in rows if r.failed_at is not None)
+    return waiting, rescheduled, failed
+
+
+def test_metrics_scraped_during_a_drain_match_the_table(db: DB, tmp_path: Path) -> None:
+    """Two processes x two slots drain 60 jobs; /metrics (one endpoint for the supervisor)
+    is scraped while they work and after: its counts are the table's outcomes."""
+    write_jobs(tmp_path, ok_sleep=0.05)
+    db.insert_many([obj("OkJob")] * 50)
+    db.insert_many([obj("BadJob")] * 6)  # first attempt fails: rescheduled
+    db.insert_many([obj("BadJob")] * 4, attempts=1)  # second of max 2: failed for good
+    before = db.count()
+    proc = Proc(["--database-url", db.url, "--table-name", db.table, "--import", "issue19jobs",
+                 "--processes", "2", "-n", "2", "--metrics-port", "0", "--sleep-delay", "0.2",
+                 "--max-attempts", "2", "--worker-id", "pytest"], cwd=tmp_path)
+    try:
+        port = proc.port()
+        during = proc.wait_for(lambda: (lambda s: s[1] if s[0] == 200 and 0 < total(
+            s[1], "dj_consumer_job_succeeded_total") < 50 else None)(get(port, "/metrics")),
+            why="a scrape mid-drain")
+        assert total(during, "dj_consumer_job_succeeded_total") <= before - db.count() + 4
+        proc.wait_for(lambda: outcomes(db)[0] == 0 and db.count() == 10, why="the drain")
+        # The last outcomes are written just before the table shows them: scrape until the
+        # counts settle (they never go past the table's).
+        time.sleep(0.5)
+        status, text = get(port, "/metrics")
+        assert status == 200
+        _, rescheduled, failed = outcomes(db)
+        assert (rescheduled, failed) == (6, 4)
+        assert total(text, "dj_consumer_job_succeeded_total") == 50
+        assert samples(text, "dj_consumer_job_succeeded_total") == {
+            (("name", "OkJob"), ("queue", "")): 50}
+        assert total(text, "delayed_job_error_total") == rescheduled
+        assert total(text, "delayed_job_failure_total") == failed
+        assert total(text, "dj_consumer_job_lock_lost_total") == 0
+        assert total(text, "delayed_job_run_seconds_count") == 60
+        assert total(text, "delayed_worker_reserve_jobs_seconds_count") >= 60 / 2
+        assert total(text, "dj_consumer_jobs_in_flight") == 0
+        assert total(text, "dj_consumer_last_successful_poll_timestamp_seconds") > time.time() - 60
+        assert get(port, "/healthz")[0] == 200
+        status, body = get(port, "/readyz")
+        assert status == 200 and "child 0: ok" in body and "child 1: ok" in body, body
+        locks = (tmp_path / "locked_by.txt").read_text().split()
+        lines = (tmp_path / "locked_by.txt").read_text().splitlines()
+        assert locks and all(CHILD_LOCK.match(line) for line in lines), lines[:5]
+        assert {line.split(" ")[0].split(":")[0] for line in lines} == {"pytest.0", "pytest.1"}
+    finally:
+        code = proc.stop()
+    assert code == 0, proc.lines[-20:]
+    assert [e["exit_codes"] for e in proc.events("supervisor.stopped")] == [[0, 0]]
+
+
+def test_kill_9_of_a_child_mid_job_restarts_it_and_the_job_comes_back(
+        db: DB, tmp_path: Path) -> None:
+    write_jobs(tmp_path)
+    hang = db.insert(obj("HangJob"))
+    proc = Proc(["--database-url", db.url, "--table-name", db.table, "--import", "issue19jobs",
+                 "--processes", "2", "--sleep-delay", "0.2", "--worker-id", "pytest",
+                 "--lock-timeout", "3", "--heartbeat-interval", "0.5"], cwd=tmp_path)
+    marker = tmp_path / "hang.pid"
+    try:
+        proc.wait_for(marker.exists, why="the hanging job to start")
+        victim = int(marker.read_text())
+        started = {e["pid"]: e["child"] for e in proc.events("supervisor.child_started")}
+        assert victim in started
+        survivor = next(pid for pid in started if pid != victim)
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        died = proc.wait_for(lambda: proc.events("supervisor.child_died"), why="the restart")
+        assert died[0]["pid"] == victim and died[0]["exit_code"] == -signal.SIGKILL
+        proc.wait_for(lambda: len(proc.events("supervisor.child_started")) == 3,
+                      why="the child's restart")
+        # The job comes back after lock_timeout (3 s), not before, and runs again.
+        proc.wait_for(lambda: db.row(hang) is None, timeout=60, why="the job to run again")
+        assert time.monotonic() - killed_at >= 2.5
+        # The other child was not disturbed: still the same process, still working.
+        os.kill(survivor, 0)
+        db.insert_many([obj("OkJob")] * 10)
+        proc.wait_for(lambda: db.count() == 0, why="new jobs after the restart")
+    finally:
+        code = proc.stop()
+    assert code == 0, proc.lines[-20:]
+
+
+FATAL_JOBS = '''
+from dj_consumer import job, slots
+
+# Scaled down from 60 s and 10 reserves, so the test takes seconds.
+slots.REFUSED_FOR, slots.REFUSED_TIMES = 1.0, 3
+
+@job.run("OkJob")
+def ok(j):
+    pass
+'''
+
+
+def test_children_refused_for_good_stop_the_supervisor_non_zero(db: DB, tmp_path: Path) -> None:
+    """The table disappears under a running supervisor: every child's reserves are refused,
+    each exits 2 (FatalError) once the refusal bound is reached, none is restarted, and
+    the supervisor exits 2."""
+    (tmp_path / "fataljobs.py").write_text(FATAL_JOBS)
+    db.insert(obj("OkJob"))
+    proc = Proc(["--database-url", db.url, "--table-name", db.table, "--import", "fataljobs",
+                 "--processes", "2", "--sleep-delay", "0.1", "--worker-id", "pytest"],
+                cwd=tmp_path)
+    try:
+        proc.wait_for(lambda: db.count() == 0, why="the first job")
+        proc.wait_for(lambda: len(proc.events("worker.started")) == 2, why="both children")
+        with db.engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE {db.table}"))
+        code = proc.proc.wait(60)
+    finally:
+        proc.close()
+        db.engine.dispose()
+        from dj_consumer import schema
+
+        schema.create(db.engine, db.table)  # for the fixture's DROP
+    assert code == 2, proc.lines[-20:]
+    assert len(proc.events("supervisor.child_started")) == 2  # never restarted
+    assert proc.events("supervisor.child_fatal")
+    assert any(e.get("event") == "worker.fatal" for e in proc.events()), proc.lines
+
+
+def test_a_child_that_cannot_start_is_not_restarted(sqlite_db: DB, tmp_path: Path) -> None:
+    """A missing table at start: each child exits 2 with one line; the supervisor exits 2."""
+    write_jobs(tmp_path)
+    proc = Proc(["--database-url", sqlite_db.url, "--table-name", "no_such_table",
+                 "--import", "issue19jobs", "--processes", "2", "--worker-id", "pytest"],
+                cwd=tmp_path)
+    try:
+        code = proc.proc.wait(60)
+    finally:
+        proc.close()
+    assert code == 2
+    assert len(proc.events("supervisor.child_started")) == 2
+    assert any("table 'no_such_table' does not exist" in line for line in proc.lines)
