@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sys
 import time
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
+from dj_consumer.errors import ConfigError
 from tests.conftest import DB
 from tests.integration.procs import Proc, get, samples, total, write_jobs
 from tests.integration.test_protocol import obj
@@ -163,3 +166,38 @@ def test_a_child_that_cannot_start_is_not_restarted(sqlite_db: DB, tmp_path: Pat
     assert code == 2
     assert len(proc.events("supervisor.child_started")) == 2
     assert any("table 'no_such_table' does not exist" in line for line in proc.lines)
+
+
+def test_one_process_serves_metrics_and_health_on_its_port(sqlite_db: DB, tmp_path: Path) -> None:
+    """Without --processes the worker serves its own port: the same names, its own counts."""
+    write_jobs(tmp_path)
+    sqlite_db.insert_many([obj("OkJob")] * 5)
+    proc = Proc(["--database-url", sqlite_db.url, "--table-name", sqlite_db.table,
+                 "--import", "issue19jobs", "--metrics-port", "0", "--sleep-delay", "0.2",
+                 "--worker-id", "pytest"], cwd=tmp_path)
+    try:
+        port = proc.port()
+        proc.wait_for(lambda: sqlite_db.count() == 0, why="the drain")
+        text = proc.wait_for(lambda: (lambda s: s[1] if total(
+            s[1], "dj_consumer_job_succeeded_total") == 5 else None)(get(port, "/metrics")),
+            why="five successes counted")
+        assert total(text, "delayed_job_run_seconds_count") == 5
+        assert get(port, "/healthz") == (200, "ok\n")
+        assert get(port, "/readyz") == (200, "ok\n")
+        assert get(port, "/nothing")[0] == 404
+        lines = (tmp_path / "locked_by.txt").read_text().splitlines()
+        assert all(line.startswith("pytest host:") for line in lines), lines
+    finally:
+        assert proc.stop() == 0
+
+
+def test_metrics_without_the_extra_is_one_clear_line() -> None:
+    from dj_consumer import metrics
+
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.setitem(sys.modules, "prometheus_client", None)
+        with pytest.raises(ConfigError, match=r"pip install 'dj_consumer\[metrics\]'"):
+            metrics.require()
+    finally:
+        mp.undo()
