@@ -47,11 +47,17 @@ def hang(j):
 class Proc:
     """`dj-consumer work …` with --log-format json; stderr lines collected in a thread."""
 
-    def __init__(self, args: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dj_consumer.cli", "work", *args, "--log-format", "json"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=cwd,
-            env=clean_env(PYTHONPATH=f"{ROOT}:{cwd}", **(env or {})))
+    def __init__(self, args: list[str], *, cwd: Path, env: dict[str, str] | None = None,
+                 command: list[str] | None = None, user: int | None = None) -> None:
+        """`dj-consumer work ARGS` from this checkout, or `command` exactly as given (with
+        `env` as its whole environment), as `user` if given."""
+        cmd = command or [sys.executable, "-m", "dj_consumer.cli", "work", *args,
+                          "--log-format", "json"]
+        environ = env if command else clean_env(PYTHONPATH=f"{ROOT}:{cwd}", **(env or {}))
+        extra: dict[str, Any] = {} if user is None else {"user": user, "group": user,
+                                                          "extra_groups": []}
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True, cwd=cwd, env=environ, **extra)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
