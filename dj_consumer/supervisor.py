@@ -136,6 +136,10 @@ class Supervisor:
         child.proc = None
         if self.multiproc is not None:
             metrics.process_dead(pid)
+        if self.stopping and code in (-signal.SIGTERM, -signal.SIGINT):
+            # Our signal reached it before its worker had taken over signals (it was still
+            # starting: no job had run, no row was locked), or after its worker had stopped.
+            code = 0
         if code == 0 or self.stopping:
             child.exit_code = code
             log.info("supervisor.child_exited", child=child.index, pid=pid, exit_code=code)

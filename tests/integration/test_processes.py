@@ -201,3 +201,46 @@ def test_metrics_without_the_extra_is_one_clear_line() -> None:
             metrics.require()
     finally:
         mp.undo()
+
+
+def test_a_second_sigterm_interrupts_the_children_s_jobs(server_db: DB, tmp_path: Path) -> None:
+    """Forwarded once each: the first SIGTERM lets the running job go on, the second unlocks
+    it with attempts unchanged, and the supervisor still exits 0."""
+    db = server_db
+    write_jobs(tmp_path)
+    hang = db.insert(obj("HangJob"))
+    proc = Proc(["--database-url", db.url, "--table-name", db.table, "--import", "issue19jobs",
+                 "--processes", "2", "--sleep-delay", "0.2", "--worker-id", "pytest"],
+                cwd=tmp_path)
+    try:
+        proc.wait_for((tmp_path / "hang.pid").exists, why="the hanging job")
+        proc.proc.send_signal(signal.SIGTERM)
+        proc.wait_for(lambda: proc.events("worker.stopping"), why="the children stopping")
+        time.sleep(0.5)
+        assert proc.proc.poll() is None  # the job in hand is being finished
+        assert db.row(hang).locked_by is not None
+        proc.proc.send_signal(signal.SIGTERM)
+        code = proc.proc.wait(60)
+    finally:
+        proc.close()
+    assert code == 0, proc.lines[-20:]
+    row = db.row(hang)
+    assert row.locked_by is None and row.attempts == 0 and "Interrupted" in row.last_error
+    assert proc.events("worker.interrupting")
+    assert [e["exit_codes"] for e in proc.events("supervisor.stopped")] == [[0, 0]]
+
+
+def test_a_sigterm_while_the_children_start_is_a_clean_stop(sqlite_db: DB, tmp_path: Path) -> None:
+    """A child that gets the forwarded SIGTERM before its worker runs (still importing) dies
+    of it, holding nothing: that is a clean stop, exit 0, not a failure."""
+    write_jobs(tmp_path)
+    proc = Proc(["--database-url", sqlite_db.url, "--table-name", sqlite_db.table,
+                 "--import", "issue19jobs", "--processes", "2", "--worker-id", "pytest"],
+                cwd=tmp_path)
+    try:
+        proc.wait_for(lambda: len(proc.events("supervisor.child_started")) == 2, why="spawns")
+        proc.proc.send_signal(signal.SIGTERM)
+        code = proc.proc.wait(60)
+    finally:
+        proc.close()
+    assert code == 0, proc.lines[-20:]
