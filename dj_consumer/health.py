@@ -60,7 +60,8 @@ class Health(Observer):
 
     def polled(self, kind: Poll, seconds: float, exc: BaseException | None = None) -> None:
         if kind is Poll.ERROR:
-            self.poll_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            first = (str(exc).splitlines() or [""])[0]
+            self.poll_error = f"{type(exc).__name__}: {first[:200]}"
         else:
             self.last_poll, self.poll_error = self.clock(), None
 

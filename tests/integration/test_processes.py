@@ -244,3 +244,50 @@ def test_a_sigterm_while_the_children_start_is_a_clean_stop(sqlite_db: DB, tmp_p
     finally:
         proc.close()
     assert code == 0, proc.lines[-20:]
+
+
+def test_children_of_a_killed_supervisor_finish_and_exit(sqlite_db: DB, tmp_path: Path) -> None:
+    write_jobs(tmp_path)
+    proc = Proc(["--database-url", sqlite_db.url, "--table-name", sqlite_db.table,
+                 "--import", "issue19jobs", "--processes", "2", "--worker-id", "pytest",
+                 "--sleep-delay", "0.2"], cwd=tmp_path)
+    try:
+        proc.wait_for(lambda: len(proc.events("worker.started")) == 2, why="both children")
+        pids = [int(e["pid"]) for e in proc.events("supervisor.child_started")]
+        proc.proc.kill()
+        proc.proc.wait(10)
+        deadline = time.monotonic() + 30
+        alive = pids
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+            alive = [pid for pid in pids if _running(pid)]
+        assert not alive, proc.lines[-10:]
+        assert len(proc.events("worker.orphaned")) == 2
+    finally:
+        proc.close()
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie is reaped by init, not by us)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize(("value", "expect"), [
+    ("auto", len(os.sched_getaffinity(0))), ("1", 1), (3, 3), ("999", 999)])
+def test_processes_is_auto_or_a_whole_number(value: object, expect: int) -> None:
+    from dj_consumer.config import Config
+
+    assert Config.from_mapping({"database_url": "sqlite://", "processes": value}).process_count \
+        == expect
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1000", "1.5"])
+def test_processes_mistakes_are_one_line(value: str) -> None:
+    from dj_consumer.config import Config
+
+    with pytest.raises(ConfigError, match=r"^processes must be auto or a whole number 1-999, got"):
+        Config.from_mapping({"database_url": "sqlite://", "processes": value})
