@@ -220,10 +220,10 @@ class Slots:
                                 outcome=type(outcome).__name__,
                                 hint="the row was already unlocked with attempts unchanged")
                 return False
-            if batch is not None and isinstance(outcome, Succeeded):
+            if batch is not None and isinstance(outcome, Succeeded) and not self.recorder.claims(job):
                 batch.done.append((job, duration_ms))
                 return True
-            if pending and isinstance(outcome, Succeeded):
+            if pending and isinstance(outcome, Succeeded) and not self.recorder.claims(job):
                 # Deleted by the next reserve, in its transaction (README "Row protocol").
                 run.pending[me] = Pending(job, duration_ms)
                 return True

@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import Any
 
@@ -21,6 +21,7 @@ from dj_consumer.db import safe_url, short_error
 from dj_consumer.errors import ConfigError, FatalError
 from dj_consumer.executor import Executor, Watchdog
 from dj_consumer.heartbeat import Heartbeat
+from dj_consumer.outcomes import Outcomes, Participant
 from dj_consumer.recorder import Recorder
 from dj_consumer.registry import Registry
 from dj_consumer.run import GATE_WAIT, Run
@@ -42,6 +43,7 @@ class Worker:
         *,
         clock: Clock | None = None,
         store: Store | None = None,
+        participants: Sequence[Participant] = (),
     ) -> None:
         self.config = config
         self.registry = registry
@@ -56,7 +58,10 @@ class Worker:
             max_run_time=config.max_run_time,
             destroy_failed_jobs=config.destroy_failed_jobs,
         )
-        self.recorder = Recorder(self.store, self.clock, config, self._fatal_stop)
+        # Outcome participants (outcomes.py): statements in the same transaction as a job's
+        # outcome, or written instead of it.
+        self.outcomes = Outcomes(self.store, participants)
+        self.recorder = Recorder(self.store, self.clock, config, self._fatal_stop, self.outcomes)
         self.heartbeat = Heartbeat(self.store, self.clock, config, self.watchdog,
                                    lambda: self._run, self.recorder.owner)
         self.slots = Slots(config, registry, self.clock, self.store, self.executor,
@@ -338,6 +343,7 @@ def make_worker(
     registry: Registry | None = None,
     *,
     clock: Clock | None = None,
+    participants: Sequence[Participant] = (),
 ) -> Worker:
     """Build a worker from a config mapping (SPEC §2) and a registry (default: `dj_consumer.job`)."""
     from dj_consumer import job as default_registry
@@ -345,4 +351,5 @@ def make_worker(
     if not isinstance(config, Mapping | Config):
         raise ConfigError(f"make_worker takes a config mapping, got {type(config).__name__}")
     return Worker(Config.from_mapping(config),
-                  registry if registry is not None else default_registry, clock=clock)
+                  registry if registry is not None else default_registry, clock=clock,
+                  participants=participants)
