@@ -25,14 +25,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import TextClause, text
 
 from dj_consumer.models import Failed, Job, Outcome, Rescheduled, Succeeded
 from dj_consumer.store import Store
 
-__all__ = ["Outcomes", "Participant", "Tx"]
+__all__ = ["Outcomes", "Participant", "Preparer", "Tx"]
 
 #: The database's clock, naive UTC (the one `locked_at` leases are read by).
 _DB_NOW = {
@@ -116,15 +116,46 @@ class Participant(Protocol):
         ...
 
 
+@runtime_checkable
+class Preparer(Protocol):
+    """A participant that also looks at a job before it runs (recurring rows read their
+    schedule). Optional: a participant without these methods is never asked."""
+
+    def refuses(self, job_id: int) -> bool:
+        """Is this reserved-looking row one not to take now (checked by the reserve's
+        accept, before the row is claimed)?"""
+        ...
+
+    def prepare(self, job: Job) -> Job | None:
+        """The job to run (possibly changed), or None: hand the row back unrun."""
+        ...
+
+
 class Outcomes:
     """The registered participants and the transaction they share with an outcome write."""
 
     def __init__(self, store: Store, participants: Sequence[Participant] = ()) -> None:
         self.store = store
-        self.participants: list[Participant] = list(participants)
+        self.participants: list[Participant] = []
+        self.preparers: list[Preparer] = []
+        for participant in participants:
+            self.add(participant)
 
     def add(self, participant: Participant) -> None:
         self.participants.append(participant)
+        if isinstance(participant, Preparer):
+            self.preparers.append(participant)
+
+    def refuses(self, job_id: int) -> bool:
+        return any(p.refuses(job_id) for p in self.preparers)
+
+    def prepare(self, job: Job) -> Job | None:
+        for preparer in self.preparers:
+            prepared = preparer.prepare(job)
+            if prepared is None:
+                return None
+            job = prepared
+        return job
 
     def claims(self, job: Job) -> bool:
         return any(p.claims(job) for p in self.participants)

@@ -180,6 +180,7 @@ class Worker:
                         hint="hooks registered for a name with no @job.run never fire")
         server = self.store.check()
         self._check_privileges()
+        self._add_recurring()
         self._checked = True
         if server.dialect == "mysql" and not server.skip_locked:
             log.info("worker.no_skip_locked", server=server.version,
@@ -187,6 +188,16 @@ class Worker:
                           "MySQL >= 8.0.1 add SKIP LOCKED and fewer collisions between workers")
         self._warn_if_scanning()
         self.heartbeat.start()
+
+    def _add_recurring(self) -> None:
+        """Recurring rows (recurring.py), when the table has their columns."""
+        from dj_consumer import recurring
+
+        conventions = recurring.detect(self.store)
+        if conventions.any:
+            self.outcomes.add(recurring.Recurring(self.store, conventions,
+                                                  default_zone=self.config.cron_zone))
+            log.info("worker.recurring", conventions=conventions.describe())
 
     def _check_privileges(self) -> None:
         """A worker that may not DELETE would unlock (and so rerun) every success: refuse to
