@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 #: The commands that talk to the database: each takes the connection keys.
 DB_COMMANDS = ("work", "parse", "enqueue", "jobs", "failed", "check", "why", "status", "schema",
-               "runs", "cancel", "web")
+               "runs", "cancel", "web", "schedule", "schedules")
 #: The commands that read or write run records and batches (README "Job runs").
 RUNS_COMMANDS = ("work", "schema", "runs", "cancel", "enqueue")
 WORK = ("work",)

@@ -80,8 +80,11 @@ class Conventions:
 def detect(store: Store) -> Conventions:
     """The recurring columns of the store's table (the table must exist)."""
     with store.engine.connect() as conn:
-        names = {c["name"] for c in inspect(conn).get_columns(store.config.table_name)}
-    return Conventions("cron" in names, "reoccur_in" in names, "last_run_at" in names)
+        return conventions([c["name"] for c in inspect(conn).get_columns(store.config.table_name)])
+
+
+def conventions(columns: list[str]) -> Conventions:
+    return Conventions("cron" in columns, "reoccur_in" in columns, "last_run_at" in columns)
 
 
 def _stmt(sql: str, *times: str) -> TextClause:
