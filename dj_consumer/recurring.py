@@ -46,6 +46,9 @@ __all__ = ["Conventions", "Recurring", "detect"]
 CRON, REOCCUR, PLAIN = "cron", "reoccur", "plain"
 #: The beginning of the last_error of a handler that cannot be loaded (slots.py).
 UNLOADABLE = "Job failed to load"
+#: Jobs whose kind is remembered between prepare and their outcome, at most (a plain row's
+#: success never reaches `instead`: its entry is dropped with the oldest).
+KINDS_MAX = 10_000
 #: How long a row whose schedule we cannot read is left alone before we look again.
 REFUSE_TTL = 300.0
 
@@ -162,6 +165,9 @@ class Recurring:
             return None
         with self._lock:
             self._kinds[job.id] = kind
+            if len(self._kinds) > KINDS_MAX:  # outcomes never recorded (a closed run): old
+                for old in list(self._kinds)[: KINDS_MAX // 2]:
+                    del self._kinds[old]
         if kind == CRON:
             return replace(job, max_attempts=sys.maxsize)  # 0.9.0: never failed by count
         return job

@@ -267,14 +267,15 @@ def test_a_cron_write_is_fenced_by_locked_by(rdb: DB) -> None:
     assert (row.attempts, row.locked_by) == (0, "other worker")
 
 
-@pytest.mark.parametrize("interval", ["3600", "PT1H"])
-def test_a_reoccur_row_moves_to_the_next_slot_on_its_grid(rdb: DB, interval: str) -> None:
+@pytest.mark.parametrize(("interval", "batch"), [("3600", 1), ("PT1H", 5)])
+def test_a_reoccur_row_moves_to_the_next_slot_on_its_grid(rdb: DB, interval: str,
+                                                          batch: int) -> None:
     calls = Calls()
     now = db_now(rdb).replace(microsecond=0)
     grid = now - timedelta(hours=2, minutes=30)  # late by 2.5 intervals: one run, no burst
     job_id = rdb.insert(obj("Tick"), attempts=2, run_at=grid)
     set_cols(rdb, job_id, reoccur_in=interval, last_error="an old error")
-    assert work(rdb, registry(calls)) == (1, 0)
+    assert work(rdb, registry(calls), reserve_batch=batch) == (1, 0)
     after = db_now(rdb)
     row = cols(rdb, job_id)
     assert calls.runs == [job_id]
@@ -294,10 +295,14 @@ def test_a_failed_reoccur_run_follows_the_normal_retry(rdb: DB) -> None:
     assert as_dt(row.run_at) < db_now(rdb) + timedelta(seconds=30)  # 5 + 1**4 seconds
 
 
-def test_plain_rows_of_a_recurring_table_are_deleted_as_ever(rdb: DB) -> None:
+@pytest.mark.parametrize("batch", [1, 5])
+def test_plain_rows_of_a_recurring_table_are_deleted_as_ever(rdb: DB, batch: int) -> None:
     calls = Calls()
     ids = [rdb.insert(obj("Tick")), rdb.insert(obj("Tick"))]
-    assert work(rdb, registry(calls)) == (2, 0)
+    cron_id = rdb.insert(obj("Tick"))
+    set_cols(rdb, cron_id, cron=YEARLY)
+    assert work(rdb, registry(calls), reserve_batch=batch) == (3, 0)
+    assert cols(rdb, cron_id).attempts == 1
     assert [cols(rdb, i) for i in ids] == [None, None]
 
 
