@@ -4,6 +4,7 @@ docs/recurring.md says; tables without the columns are worked as before."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -316,3 +317,36 @@ def test_detect_reports_the_conventions(db: DB) -> None:
         assert detect(store).cron and detect(store).reoccur
     finally:
         store.close()
+
+
+def test_workers_racing_for_a_cron_row_run_each_slot_once(rdb: DB) -> None:
+    """Three slots in two workers poll one every-second cron row for a few seconds: each
+    run is a new slot (the reserve locks it, the outcome write is fenced by locked_by)."""
+    slots: list[datetime] = []
+    lock = threading.Lock()
+    reg = Registry()
+
+    @reg.run("Tick")
+    def tick(j: Job) -> None:
+        with lock:
+            slots.append(as_dt(j.run_at))
+        time.sleep(0.05)
+
+    job_id = rdb.insert(obj("Tick"))
+    set_cols(rdb, job_id, cron=EVERY_SECOND)
+    workers = [make_worker(rdb.config(worker_id=f"w{i}", concurrency=c, sleep_delay=0.02), reg)
+               for i, c in ((1, 2), (2, 1))]
+    threads = [threading.Thread(target=w.start, daemon=True) for w in workers]
+    for t in threads:
+        t.start()
+    time.sleep(4.5)
+    for w in workers:
+        w.stop()
+    for t in threads:
+        t.join(30)
+    for w in workers:
+        w.close()
+    assert len(slots) >= 2, slots
+    assert slots == sorted(set(slots)), f"a slot ran twice: {slots}"
+    row = cols(rdb, job_id)
+    assert (row.attempts, row.locked_by) == (len(slots), None)
