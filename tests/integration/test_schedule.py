@@ -177,3 +177,16 @@ def test_detected_columns_are_reported_by_check(db: DB) -> None:
     with db.engine.begin() as conn:
         conn.execute(sa.text(f"ALTER TABLE {db.table} DROP COLUMN last_run_at"))
     assert "WARN  reoccur_in and last_run_at come together" in cli(*base).stdout
+
+
+def test_schema_recurring_prints_and_adds_the_columns(db: DB) -> None:
+    base = ["schema", "--recurring", "--database-url", db.url, "--table-name", db.table]
+    out = cli(*base)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("ALTER TABLE") == 3 and "ADD COLUMN cron VARCHAR(255);" in out.stdout
+    out = cli(*base, "--create")
+    assert out.stdout.strip() == f"table {db.table}: added cron, reoccur_in, last_run_at"
+    assert cli(*base, "--create").stdout.strip() == f"table {db.table} has the recurring columns"
+    assert cli(*base).stdout == ""
+    assert "recurring rows: cron (delayed_cron_job), reoccur_in/last_run_at" in cli(
+        "check", "--database-url", db.url, "--table-name", db.table).stdout
