@@ -143,7 +143,13 @@ def _recurring_schema(args: argparse.Namespace, st: Any) -> int:
 
     name = st.config.table_name
     if not args.create:
-        for statement in schema.recurring_columns_sql(st.engine, name):
+        from sqlalchemy import inspect
+
+        with st.engine.connect() as conn:  # what a table that exists lacks, else all of them
+            insp = inspect(conn)
+            have = ({c["name"] for c in insp.get_columns(name)} if insp.has_table(name)
+                    else set())
+        for statement in schema.recurring_columns_sql(st.engine, name, have=have):
             print(statement + ";")
         return 0
     st.check()  # the table must exist and be a delayed_jobs table: one line if not
