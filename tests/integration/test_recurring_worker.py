@@ -350,3 +350,31 @@ def test_workers_racing_for_a_cron_row_run_each_slot_once(rdb: DB) -> None:
     assert slots == sorted(set(slots)), f"a slot ran twice: {slots}"
     row = cols(rdb, job_id)
     assert (row.attempts, row.locked_by) == (len(slots), None)
+
+
+@pytest.mark.parametrize("fault", ["lost_reply", "driver_bug"])
+def test_a_fault_in_the_cron_write_never_writes_it_twice_nor_deletes_the_row(
+        rdb: DB, fault: str) -> None:
+    """A reply lost after the cron UPDATE (it committed): the retried transaction finds the
+    row no longer ours and writes nothing more. A one-off driver error before it: tried
+    again, the row is kept (a success of a claimed job is never sent to a plain DELETE)."""
+    from tests.faults import LOSE_REPLY, Faults
+
+    calls = Calls()
+    job_id = rdb.insert(obj("Tick"))
+    set_cols(rdb, job_id, cron=YEARLY)
+    w = make_worker(rdb.config(exit_on_complete=True), registry(calls))
+    faults = Faults(w.store.db.engine, w.store.db.tx_engine)
+    rule = faults.add(r"SET attempts = attempts \+ 1",
+                      LOSE_REPLY if fault == "lost_reply" else RuntimeError("a driver bug"))
+    thread = threading.Thread(target=w.start, daemon=True)
+    thread.start()
+    thread.join(30)
+    w.stop()
+    thread.join(10)
+    w.close()
+    assert rule.fired == 1
+    row = cols(rdb, job_id)
+    assert calls.runs == [job_id], "ran once"
+    assert row is not None, "the cron row was deleted"
+    assert (row.attempts, row.locked_by, row.cron) == (1, None, YEARLY)
