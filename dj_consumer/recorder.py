@@ -19,6 +19,7 @@ from dj_consumer.clock import Clock
 from dj_consumer.config import Config
 from dj_consumer.db import short_error
 from dj_consumer.models import Failed, Interrupted, Job, Outcome, Rescheduled, Succeeded
+from dj_consumer.outcomes import Outcomes
 from dj_consumer.run import Pending, Run
 from dj_consumer.store import Store, is_transient
 
@@ -39,11 +40,17 @@ def passing(exc: BaseException) -> bool:
 
 class Recorder:
     def __init__(self, store: Store, clock: Clock, config: Config,
-                 on_fatal: Callable[[str], None]) -> None:
+                 on_fatal: Callable[[str], None], outcomes: Outcomes | None = None) -> None:
         self.store = store
         self.clock = clock
         self.config = config
         self.on_fatal = on_fatal  # the worker cannot do its work: stop it, exit non-zero
+        self.outcomes = outcomes if outcomes is not None else Outcomes(store)
+
+    def claims(self, job: Job) -> bool:
+        """Does an outcome participant act on this job (outcomes.py)? Its success is then
+        written by record() at once, never folded into the next reserve nor batched."""
+        return bool(self.outcomes.participants) and self.outcomes.claims(job)
 
     def log_deleted(self, pending: Pending, deleted: bool) -> None:
         """job.succeeded once its DELETE is known (or job.lock_lost); each line once, however
@@ -131,7 +138,7 @@ class Recorder:
         """The database (or the driver) refused the outcome itself, not a passing fault."""
         job.log.error("job.outcome_refused", error=short_error(exc), outcome=type(outcome).__name__)
         if isinstance(outcome, Succeeded):
-            again = self._delete_again(lambda: self.store.delete(job.id, me))
+            again = self._delete_again(lambda: self.write(job, outcome, me))
             if isinstance(again, bool):
                 if again:
                     self.log_outcome(job, outcome, 0.0)
@@ -195,6 +202,8 @@ class Recorder:
     def write(self, job: Job, outcome: Outcome, me: str) -> bool:
         now = self.clock.now()
         store = self.store
+        if self.outcomes.participants and self.outcomes.claims(job):
+            return self.outcomes.write(job, outcome, me, now)
         if isinstance(outcome, Succeeded):
             return store.delete(job.id, me)
         if isinstance(outcome, Rescheduled):
