@@ -151,6 +151,7 @@ def _mapping(mapping: Mapping[Any, Any], tag: str | None, *, attributes: bool = 
     names Psych writes as plain-only scalars (dump_ivars), not through visit_String."""
     pairs = []
     for key, value in mapping.items():
+        key_node: Scalar | None
         if attributes and isinstance(key, str):
             if tokenize(key) != key:
                 # Psych writes the name plain, and reads it back as true/false/nil: Ruby
