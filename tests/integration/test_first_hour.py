@@ -130,3 +130,36 @@ def test_star_hooks_in_a_real_worker_including_an_unparseable_row(tmp_path: Path
     assert sorted(reported) == [("error", failing, "ZeroDivisionError"),
                                 ("failure", broken, "HandlerParseError")]
     assert rows[failing].attempts == 1 and rows[broken].failed_at is not None
+
+
+REPORTING = textwrap.dedent("""
+    from dj_consumer import FailJob, job
+    from dj_consumer.testing import run_inline
+    from sample_jobs import error_reporting
+
+    @job.run("ChargeJob", max_attempts=2)
+    def charge(j):
+        raise ValueError("card declined")
+
+    @job.error("ChargeJob")
+    def own(j, exc):
+        print("own error hook first")
+
+    run_inline("ChargeJob", {"id": 1}, id=41)               # attempt 1 of 2: retried
+    run_inline("ChargeJob", {"id": 1}, id=41, attempts=1)   # attempt 2 of 2: fails for good
+    for e in error_reporting.client.events:
+        print(e["level"], type(e["exception"]).__name__, e["tags"]["job.name"],
+              e["context"]["attempt"], e["context"]["job_id"])
+""")
+
+
+def test_the_error_reporting_example_reports_attempts_and_failures(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-c", REPORTING], capture_output=True, text=True,
+                         env=clean_env(), cwd=Path(__file__).resolve().parents[2], timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "own error hook first", "own error hook first",
+        "warning ValueError ChargeJob 1 41",
+        "warning ValueError ChargeJob 2 41",
+        "error ValueError ChargeJob 2 41",
+    ], out.stdout
