@@ -10,7 +10,6 @@ sequences a handler holds; tests/interop compares it with Ruby's own output.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +27,8 @@ _ESCAPES = {"\0": "0", "\x07": "a", "\x08": "b", "\t": "t", "\n": "n", "\x0b": "
 _INNER_NEWLINE = re.compile(r"\n(?!\n?\Z)")
 _STARTS_ODD = re.compile(r'^\W[^"]*$', re.MULTILINE)
 _OCTAL_LOOKALIKE = re.compile(r"\A0[0-7]*[89]")
+#: Text whose analysis needs no loop: no space, break, indicator or non-ASCII character.
+_SIMPLE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./@+=;$()~^-]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,8 @@ def _analyze(text: str) -> _Analysis:
     """yaml_emitter_analyze_scalar."""
     if not text:
         return _Analysis(False, False, True, True, False)
+    if _SIMPLE.fullmatch(text):
+        return _Analysis(False, True, True, True, True)
     block_ind = flow_ind = text.startswith(("---", "..."))
     line_breaks = special = False
     leading_space = leading_break = trailing_space = trailing_break = False
@@ -265,6 +268,14 @@ class _Emitter:
         self.indent = self.indents.pop()
 
     def scalar(self, node: Scalar) -> None:
+        if (node.style == PLAIN and node.plain_implicit and node.tag is None
+                and _SIMPLE.fullmatch(node.text)):
+            # Most scalars (numbers, names, ids): plain is allowed and there is nothing to fold.
+            if not self.whitespace:
+                self.put(" ")
+            self.put(node.text)
+            self.whitespace = self.indention = False
+            return
         analysis = _analyze(node.text)
         style, tag = self.select_style(node, analysis), node.tag
         if tag is None and not node.quoted_implicit and style != PLAIN:
@@ -272,10 +283,14 @@ class _Emitter:
         self.tag(tag)
         self.increase_indent(True, False)
         breaks = not self.simple_key_context
-        writer: Callable[[str, bool], None] = {
-            PLAIN: self.plain, SINGLE: self.single, DOUBLE: self.double,
-            LITERAL: self.literal}[style]
-        writer(node.text, breaks)
+        if style == PLAIN:
+            self.plain(node.text, breaks)
+        elif style == SINGLE:
+            self.single(node.text, breaks)
+        elif style == DOUBLE:
+            self.double(node.text, breaks)
+        else:
+            self.literal(node.text)
         self.indent = self.indents.pop()
 
     def select_style(self, node: Scalar, analysis: _Analysis) -> str:
@@ -302,6 +317,10 @@ class _Emitter:
     def plain(self, text: str, allow_breaks: bool) -> None:
         if not self.whitespace and (text or self.flow_level):
             self.put(" ")
+        if _SIMPLE.fullmatch(text):  # nothing to fold
+            self.put(text)
+            self.whitespace = self.indention = False
+            return
         spaces = breaks = False
         for i, char in enumerate(text):
             if char == " ":
@@ -374,7 +393,7 @@ class _Emitter:
         self.indicator('"', False, False, False)
         self.whitespace = self.indention = False
 
-    def literal(self, text: str, _allow_breaks: bool) -> None:
+    def literal(self, text: str) -> None:
         self.indicator("|", True, False, False)
         if text[:1] in (" ", *_BREAKS):
             self.indicator(str(BEST_INDENT), False, False, False)
