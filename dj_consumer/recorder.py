@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
@@ -222,12 +222,39 @@ class Recorder:
         elif isinstance(outcome, Rescheduled):
             job.log.warning("job.rescheduled", duration_ms=duration_ms, attempts=outcome.attempts,
                             run_at=outcome.run_at.isoformat(sep=" "),
-                            error=outcome.last_error.split("\n", 1)[0])
+                            **error_fields(outcome.last_error, outcome.error))
         elif isinstance(outcome, Failed):
             job.log.error("job.failed", duration_ms=duration_ms, attempts=outcome.attempts,
-                          destroyed=outcome.destroy, error=outcome.last_error.split("\n", 1)[0])
+                          destroyed=outcome.destroy,
+                          **error_fields(outcome.last_error, outcome.error))
         elif isinstance(outcome, Interrupted):
             job.log.warning("job.interrupted", duration_ms=duration_ms)
+
+
+#: The `error` field of job.rescheduled / job.failed is clipped to this many characters (the
+#: whole message and traceback are in last_error, and in JSON logs in `exception`).
+ERROR_CLIP = 500
+
+
+def error_fields(last_error: str, error: BaseException | None) -> dict[str, Any]:
+    """`error_class`, `error` (last_error's first line, clipped) and `exc_info` (rendered as
+    the traceback by structlog's format_exc_info in JSON logs; the console drops it)."""
+    message = last_error.split("\n", 1)[0]
+    if len(message) > ERROR_CLIP:
+        message = message[:ERROR_CLIP] + f"… ({len(message)} chars)"
+    fields: dict[str, Any] = {"error": message}
+    if error is not None:
+        fields["error_class"] = exception_class(error)
+        fields["exc_info"] = error
+    return fields
+
+
+def exception_class(error: BaseException) -> str:
+    """`KeyError` for a builtin, `myapp.billing.CardDeclined` for anything else."""
+    kind = type(error)
+    if kind.__module__ == "builtins":
+        return kind.__qualname__
+    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _ascii(text: str) -> str:

@@ -262,7 +262,7 @@ class Slots:
     def _fail_unparseable(self, run: Run, row: JobRow, error: HandlerParseError, me: str) -> bool:
         """Ruby's DeserializationError: failed for good at once, attempts unchanged."""
         name = ruby_yaml.fallback_dispatch_name(row.handler) or "?"
-        spec = self.registry.spec(name)
+        spec = self.registry.spec(name) or self.registry.hooks_only(name)  # "*" hooks still run
         display = ruby_yaml.fallback_name(row.handler) or name  # Ruby's Delayed::Job#name
         job = self._job(row, ParsedHandler(name, display, None), spec, me)
         handler = row.handler if len(row.handler) <= 500 else row.handler[:500] + "…"
