@@ -26,6 +26,7 @@ from dj_consumer.registry import Registry
 if TYPE_CHECKING:
     from dj_consumer.config import Config
     from dj_consumer.runs import cancel, enqueue_batch
+    from dj_consumer.scheduling import schedule, schedules
     from dj_consumer.worker import Worker, make_worker
 
 #: The default registry: `@job.run("NewsletterJob")` and friends.
@@ -37,6 +38,8 @@ _LAZY = {
     "make_worker": "dj_consumer.worker",
     "cancel": "dj_consumer.runs",
     "enqueue_batch": "dj_consumer.runs",
+    "schedule": "dj_consumer.scheduling",
+    "schedules": "dj_consumer.scheduling",
 }
 
 
@@ -67,5 +70,7 @@ __all__ = [
     "enqueue_batch",
     "job",
     "make_worker",
+    "schedule",
+    "schedules",
 ]
 __version__ = "0.1.0"

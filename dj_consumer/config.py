@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 #: The commands that talk to the database: each takes the connection keys.
 DB_COMMANDS = ("work", "parse", "enqueue", "jobs", "failed", "check", "why", "status", "schema",
-               "runs", "cancel", "web")
+               "runs", "cancel", "web", "schedule", "schedules")
 #: The commands that read or write run records and batches (README "Job runs").
 RUNS_COMMANDS = ("work", "schema", "runs", "cancel", "enqueue")
 WORK = ("work",)
@@ -184,6 +184,10 @@ class Config:
     max_handler_values: int = setting(
         100_000, flags=("--max-handler-values",), metavar="N", commands=("work", "web"),
         help="a handler with more values than this (aliases expanded) fails to load")
+    cron_zone: str = setting(
+        "UTC", flags=("--cron-zone",), metavar="ZONE", commands=(*WORK, "schedule", "schedules"),
+        help="the time zone of a cron expression without a zone suffix (Ruby: the worker "
+             "process's TZ); docs/recurring.md")
     # Run records and batches (README "Job runs"): optional tables a Rails app can poll.
     runs_table: str = setting(
         "delayed_job_runs", flags=("--runs-table",), metavar="NAME", commands=RUNS_COMMANDS,
@@ -223,6 +227,7 @@ class Config:
         _positive("lock_timeout", self.lock_timeout)
         _positive("max_handler_bytes", self.max_handler_bytes)
         _positive("max_handler_values", self.max_handler_values)
+        _zone("cron_zone", self.cron_zone)
         if self.sleep_delay < 0:
             raise ConfigError(f"sleep_delay must be >= 0 seconds, got {self.sleep_delay!r}")
         if self.shutdown_timeout is not None and self.shutdown_timeout < 0:
@@ -463,3 +468,13 @@ def closest(word: str, candidates: Iterable[str]) -> str | None:
 
     match = difflib.get_close_matches(word, sorted(candidates), n=1)
     return match[0] if match else None
+
+
+def _zone(key: str, value: str) -> None:
+    from zoneinfo import ZoneInfo
+
+    try:
+        ZoneInfo(value)
+    except (KeyError, ValueError, OSError):
+        raise ConfigError(f"{key} must be a time zone name such as UTC or Europe/Berlin, "
+                          f"got {value!r}") from None

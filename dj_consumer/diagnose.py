@@ -63,6 +63,7 @@ def advise(
                            "it is not a delayed_job table, or its migration is incomplete"))
     else:
         out.append(Finding("ok", f"table {table!r} has every delayed_job column"))
+    out.extend(_recurring(columns))
     if server is not None:
         if server.skip_locked:
             out.append(Finding("ok", f"{server.dialect} {server.version} supports SKIP LOCKED"))
@@ -105,6 +106,26 @@ def advise(
             ))
         else:
             out.append(Finding("ok", f"clock skew with the database {skew:+.1f}s"))
+    return out
+
+
+def _recurring(columns: list[str]) -> list[Finding]:
+    """Which recurring convention the table supports (docs/recurring.md)."""
+    from dj_consumer.recurring import conventions
+
+    found = conventions(columns)
+    out = [Finding("ok", f"recurring rows: {found.describe()}")]
+    if found.reoccur_in != found.last_run_at:
+        out.append(Finding("warn", "reoccur_in and last_run_at come together; with one only, "
+                                   "reoccur_in rows are deleted after a success like any job",
+                           "add the missing column (docs/recurring.md)"))
+    if found.cron:
+        try:
+            import cronsim  # noqa: F401
+        except ImportError:
+            out.append(Finding("warn", "the table has a cron column but cronsim is not installed: "
+                                       "workers hand cron rows back unrun",
+                               "pip install 'dj_consumer[cron]'"))
     return out
 
 

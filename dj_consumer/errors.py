@@ -34,6 +34,10 @@ class RegistryError(DJConsumerError):
     """A handler is registered twice, or a hook names no job."""
 
 
+class RegistryWarning(UserWarning):
+    """A registration that is allowed but almost certainly a mistake (a name no Ruby job has)."""
+
+
 class JobTimeout(DJConsumerError):
     """execution expired"""
 

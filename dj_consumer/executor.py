@@ -197,39 +197,55 @@ class Executor:
         error: BaseException | None = None
         notes: list[str] = []  # what hooks raised after the job's own error
         give_up = False  # a hook raised FailJob after the job's own error
+        returned_late = False  # the handler returned although timed_out was set
         try:
             try:
-                self._call(spec.hook("before"), job, run_time, expired)
+                for before in spec.hooks_for("before"):
+                    self._call(before, job, run_time, expired)
                 if spec.timeout == "process":
                     run_in_child(spec.run, job, run_time)
                 else:
                     self._call(spec.run, job, run_time, expired)
                 if job.timed_out.is_set():
+                    returned_late = True  # it ignored timed_out: its work does not count
                     raise _timeout(job, run_time, expired)
-                self._call(spec.hook("success"), job, run_time, expired)
+                for success in spec.hooks_for("success"):
+                    self._call(success, job, run_time, expired)
             except BaseException as exc:  # Ruby's invoke_job rescues Exception: everything
                 if isinstance(exc, KeyboardInterrupt):
                     raise
                 error = exc
                 give_up = self._hook(spec, "error", job, notes, exc)
             finally:
-                after = spec.hook("after")
-                if error is None and after is not None:
+                afters = spec.hooks_for("after")
+                if error is not None:
+                    give_up = self._hook(spec, "after", job, notes) or give_up
+                for index, after in enumerate(afters if error is None else ()):
                     try:
                         self.loops.call(after, job, cancellable=False)
                     except BaseException as exc:
                         if isinstance(exc, KeyboardInterrupt):
                             raise
-                        error = exc
-                elif error is not None:
-                    give_up = self._hook(spec, "after", job, notes) or give_up
+                        error = exc  # the attempt fails; the other after hooks still run
+                        give_up = self._hook(spec, "after", job, notes,
+                                             only=afters[index + 1:]) or give_up
+                        break
         finally:
             self.watchdog.cancel(timer)
         if error is None:
             return Succeeded()
+        outcome = self.failed_attempt(job, spec, error, notes, give_up=give_up)
         if isinstance(error, JobTimeout) or job.timed_out.is_set():
-            job.log.warning("job.timed_out", max_run_time=run_time)
-        return self.failed_attempt(job, spec, error, notes, give_up=give_up)
+            then = "retried" if isinstance(outcome, Rescheduled) else "failed for good"
+            if returned_late:
+                job.log.warning(
+                    "job.timed_out", max_run_time=run_time, returned=True, then=then,
+                    hint=f"the handler returned after j.timed_out was set: the attempt counts "
+                         f"as failed, whatever it did, and the job will be {then} "
+                         "(its work is retried); check j.timed_out and stop early")
+            else:
+                job.log.warning("job.timed_out", max_run_time=run_time, then=then)
+        return outcome
 
     def _call(self, fn: Callable[..., Any] | None, job: Job, run_time: float,
               expired: _Expired) -> None:
@@ -243,23 +259,25 @@ class Executor:
             raise _timeout(job, run_time, expired) from None
 
     def _hook(self, spec: JobSpec | None, kind: str, job: Job, notes: list[str],
-              *args: Any) -> bool:
-        """A hook after the job failed: its own exception is logged and noted, never raised.
-        True if it raised FailJob (the job then fails for good, with its own error)."""
-        hook = spec.hook(kind) if spec is not None else None
-        if hook is None:
-            return False
-        try:
-            self.loops.call(hook, job, *args, cancellable=False)
-        except BaseException as exc:
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            job.log.error("job.hook_failed", hook=kind, error=f"{type(exc).__name__}: {exc}",
-                          hint="logged and appended to last_error; the job's own error stands")
-            notes.append(f"{kind} hook raised {type(exc).__name__}: {exc}\n"
-                         + format_error(exc).split("\n", 1)[1])
-            return isinstance(exc, FailJob)
-        return False
+              *args: Any, only: tuple[Callable[..., Any], ...] | None = None) -> bool:
+        """The hooks of `kind` (the job's own and the global one) after the job failed: their
+        own exceptions are logged and noted, never raised. True if one raised FailJob (the job
+        then fails for good, with its own error). `only`: these hooks instead."""
+        hooks = only if only is not None else spec.hooks_for(kind) if spec is not None else ()
+        give_up = False
+        for hook in hooks:
+            try:
+                self.loops.call(hook, job, *args, cancellable=False)
+            except BaseException as exc:
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                job.log.error("job.hook_failed", hook=kind, error=f"{type(exc).__name__}: {exc}",
+                              error_class=type(exc).__name__,
+                              hint="logged and appended to last_error; the job's own error stands")
+                notes.append(f"{kind} hook raised {type(exc).__name__}: {exc}\n"
+                             + format_error(exc).split("\n", 1)[1])
+                give_up = give_up or isinstance(exc, FailJob)
+        return give_up
 
     def close_loop(self) -> None:
         """Close the calling thread's event loop (a slot thread that ends, or work_off)."""
@@ -284,7 +302,7 @@ class Executor:
             run_at = default_reschedule_at(now, attempts)
         if run_at.tzinfo is not None:
             run_at = (run_at - run_at.utcoffset()).replace(tzinfo=None)  # type: ignore[operator]
-        return Rescheduled(attempts=attempts, run_at=run_at, last_error=last_error)
+        return Rescheduled(attempts=attempts, run_at=run_at, last_error=last_error, error=error)
 
     def fail(
         self, job: Job, spec: JobSpec | None, error: BaseException, *, attempts: int, last_error: str
@@ -297,7 +315,7 @@ class Executor:
         destroy = self.destroy_failed_jobs
         if spec is not None and spec.destroy_failed_jobs is not None:
             destroy = spec.destroy_failed_jobs
-        return Failed(attempts=attempts, last_error=last_error, destroy=destroy)
+        return Failed(attempts=attempts, last_error=last_error, destroy=destroy, error=error)
 
 
 class _Expired:

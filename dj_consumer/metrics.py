@@ -105,12 +105,11 @@ class Metrics(Observer):
         if isinstance(outcome, Succeeded):
             self.succeeded.labels(*labels).inc()
             return
-        if isinstance(outcome, Rescheduled):
-            self.rescheduled.labels(*labels).inc()
-        elif isinstance(outcome, Failed):
-            self.failed.labels(*labels).inc()
-        if job.timed_out.is_set():
-            self.timed_out.labels(*labels).inc()
+        if isinstance(outcome, Rescheduled | Failed):
+            (self.rescheduled if isinstance(outcome, Rescheduled) else self.failed).labels(
+                *labels).inc()
+            if job.timed_out.is_set():
+                self.timed_out.labels(*labels).inc()
 
 
 def error_kind(exc: BaseException | None) -> str:

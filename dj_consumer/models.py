@@ -100,6 +100,8 @@ class Rescheduled:
     attempts: int
     run_at: datetime
     last_error: str
+    #: the exception, for the log line (error_class, traceback); not written, not compared
+    error: BaseException | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +109,8 @@ class Failed:
     attempts: int
     last_error: str
     destroy: bool = False
+    #: the exception, for the log line (error_class, traceback); not written, not compared
+    error: BaseException | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

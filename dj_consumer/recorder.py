@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
@@ -20,6 +20,7 @@ from dj_consumer.config import Config
 from dj_consumer.db import short_error
 from dj_consumer.events import Observer
 from dj_consumer.models import Failed, Interrupted, Job, Outcome, Rescheduled, Succeeded
+from dj_consumer.outcomes import Outcomes
 from dj_consumer.run import Pending, Run
 from dj_consumer.store import Store, is_transient
 
@@ -42,11 +43,17 @@ class Recorder:
     observer = Observer()  # the worker's (dj_consumer.events)
 
     def __init__(self, store: Store, clock: Clock, config: Config,
-                 on_fatal: Callable[[str], None]) -> None:
+                 on_fatal: Callable[[str], None], outcomes: Outcomes | None = None) -> None:
         self.store = store
         self.clock = clock
         self.config = config
         self.on_fatal = on_fatal  # the worker cannot do its work: stop it, exit non-zero
+        self.outcomes = outcomes if outcomes is not None else Outcomes(store)
+
+    def claims(self, job: Job) -> bool:
+        """Does an outcome participant act on this job (outcomes.py)? Its success is then
+        written by record() at once, never folded into the next reserve nor batched."""
+        return bool(self.outcomes.participants) and self.outcomes.claims(job)
 
     def log_deleted(self, pending: Pending, deleted: bool) -> None:
         """job.succeeded once its DELETE is known (or job.lock_lost); each line once, however
@@ -136,7 +143,7 @@ class Recorder:
         """The database (or the driver) refused the outcome itself, not a passing fault."""
         job.log.error("job.outcome_refused", error=short_error(exc), outcome=type(outcome).__name__)
         if isinstance(outcome, Succeeded):
-            again = self._delete_again(lambda: self.store.delete(job.id, me))
+            again = self._delete_again(lambda: self.write(job, outcome, me))
             if isinstance(again, bool):
                 if again:
                     self.log_outcome(job, outcome, 0.0)
@@ -200,6 +207,8 @@ class Recorder:
     def write(self, job: Job, outcome: Outcome, me: str) -> bool:
         now = self.clock.now()
         store = self.store
+        if self.outcomes.participants and self.outcomes.claims(job):
+            return self.outcomes.write(job, outcome, me, now)
         if isinstance(outcome, Succeeded):
             return store.delete(job.id, me)
         if isinstance(outcome, Rescheduled):
@@ -219,12 +228,39 @@ class Recorder:
         elif isinstance(outcome, Rescheduled):
             job.log.warning("job.rescheduled", duration_ms=duration_ms, attempts=outcome.attempts,
                             run_at=outcome.run_at.isoformat(sep=" "),
-                            error=outcome.last_error.split("\n", 1)[0])
+                            **error_fields(outcome.last_error, outcome.error))
         elif isinstance(outcome, Failed):
             job.log.error("job.failed", duration_ms=duration_ms, attempts=outcome.attempts,
-                          destroyed=outcome.destroy, error=outcome.last_error.split("\n", 1)[0])
+                          destroyed=outcome.destroy,
+                          **error_fields(outcome.last_error, outcome.error))
         elif isinstance(outcome, Interrupted):
             job.log.warning("job.interrupted", duration_ms=duration_ms)
+
+
+#: The `error` field of job.rescheduled / job.failed is clipped to this many characters (the
+#: whole message and traceback are in last_error, and in JSON logs in `exception`).
+ERROR_CLIP = 500
+
+
+def error_fields(last_error: str, error: BaseException | None) -> dict[str, Any]:
+    """`error_class`, `error` (last_error's first line, clipped) and `exc_info` (rendered as
+    the traceback by structlog's format_exc_info in JSON logs; the console drops it)."""
+    message = last_error.split("\n", 1)[0]
+    if len(message) > ERROR_CLIP:
+        message = message[:ERROR_CLIP] + f"… ({len(message)} chars)"
+    fields: dict[str, Any] = {"error": message}
+    if error is not None:
+        fields["error_class"] = exception_class(error)
+        fields["exc_info"] = error
+    return fields
+
+
+def exception_class(error: BaseException) -> str:
+    """`KeyError` for a builtin, `myapp.billing.CardDeclined` for anything else."""
+    kind = type(error)
+    if kind.__module__ == "builtins":
+        return kind.__qualname__
+    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _ascii(text: str) -> str:

@@ -64,3 +64,31 @@ def create(bind: Engine | Connection, name: str = "delayed_jobs", *, drop: bool 
         table.drop(bind, checkfirst=True)
     table.create(bind, checkfirst=True)
     return table
+
+
+
+def recurring_columns_sql(bind: Engine, name: str = "delayed_jobs", *, cron: bool = True,
+                          reoccur: bool = True, have: set[str] | frozenset[str] = frozenset()
+                          ) -> list[str]:
+    """ALTER TABLE statements for the recurring columns `name` lacks, as their Ruby
+    migrations add them (docs/recurring.md): delayed_cron_job's `cron` string, the
+    delayed_job fork's `reoccur_in` string and `last_run_at` datetime."""
+    quote = bind.dialect.identifier_preparer.quote
+    stamp = "TIMESTAMP" if bind.dialect.name == "postgresql" else "DATETIME"
+    wanted = ([("cron", "VARCHAR(255)")] if cron else []) + (
+        [("reoccur_in", "VARCHAR(255)"), ("last_run_at", stamp)] if reoccur else [])
+    return [f"ALTER TABLE {quote(name)} ADD COLUMN {column} {kind}"
+            for column, kind in wanted if column not in have]
+
+
+def add_recurring_columns(bind: Engine, name: str = "delayed_jobs", *, cron: bool = True,
+                          reoccur: bool = True) -> list[str]:
+    """Add the recurring columns `name` lacks; the statements run."""
+    from sqlalchemy import inspect
+
+    have = {c["name"] for c in inspect(bind).get_columns(name)}
+    statements = recurring_columns_sql(bind, name, cron=cron, reoccur=reoccur, have=have)
+    with bind.begin() as conn:
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+    return statements

@@ -82,6 +82,8 @@ class Slots:
         parsed: dict[int, ParsedHandler | HandlerParseError] = {}
 
         def accept(row: JobRow) -> bool:
+            if self.recorder.outcomes.preparers and self.recorder.outcomes.refuses(row.id):
+                return False  # an outcome participant leaves this row alone (recurring.py)
             result = _parse(row.handler, self.config)
             name = (result.name if isinstance(result, ParsedHandler)
                     else ruby_yaml.fallback_dispatch_name(row.handler))
@@ -213,6 +215,14 @@ class Slots:
         spec = self.registry.spec(result.name)
         assert spec is not None
         job = self._job(row, result, spec, me)
+        if self.recorder.outcomes.preparers:  # outcome participants look first (outcomes.py)
+            with run.gate(me) as open_:
+                prepared = self.recorder.outcomes.prepare(job) if open_ else None
+                if prepared is None:
+                    if open_:
+                        self._unclaim([row.id], me)
+                    return False
+            job = prepared
         now = self.clock.monotonic()
         flight = Flight(job, now, self.executor.run_time_for(spec),
                         batch.renewed if batch is not None else now)
@@ -230,10 +240,10 @@ class Slots:
                                 outcome=type(outcome).__name__,
                                 hint="the row was already unlocked with attempts unchanged")
                 return False
-            if batch is not None and isinstance(outcome, Succeeded):
+            if batch is not None and isinstance(outcome, Succeeded) and not self.recorder.claims(job):
                 batch.done.append((job, duration_ms))
                 return True
-            if pending and isinstance(outcome, Succeeded):
+            if pending and isinstance(outcome, Succeeded) and not self.recorder.claims(job):
                 # Deleted by the next reserve, in its transaction (README "Row protocol").
                 run.pending[me] = Pending(job, duration_ms)
                 return True
@@ -262,7 +272,7 @@ class Slots:
     def _fail_unparseable(self, run: Run, row: JobRow, error: HandlerParseError, me: str) -> bool:
         """Ruby's DeserializationError: failed for good at once, attempts unchanged."""
         name = ruby_yaml.fallback_dispatch_name(row.handler) or "?"
-        spec = self.registry.spec(name)
+        spec = self.registry.spec(name) or self.registry.hooks_only(name)  # "*" hooks still run
         display = ruby_yaml.fallback_name(row.handler) or name  # Ruby's Delayed::Job#name
         job = self._job(row, ParsedHandler(name, display, None), spec, me)
         handler = row.handler if len(row.handler) <= 500 else row.handler[:500] + "…"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import Any
 
@@ -22,6 +22,7 @@ from dj_consumer.errors import ConfigError, FatalError
 from dj_consumer.events import Observer
 from dj_consumer.executor import Executor, Watchdog
 from dj_consumer.heartbeat import Heartbeat
+from dj_consumer.outcomes import Outcomes, Participant
 from dj_consumer.recorder import Recorder
 from dj_consumer.registry import Registry
 from dj_consumer.run import GATE_WAIT, Run
@@ -43,6 +44,7 @@ class Worker:
         *,
         clock: Clock | None = None,
         store: Store | None = None,
+        participants: Sequence[Participant] = (),
         observer: Observer | None = None,
     ) -> None:
         self.config = config
@@ -58,7 +60,10 @@ class Worker:
             max_run_time=config.max_run_time,
             destroy_failed_jobs=config.destroy_failed_jobs,
         )
-        self.recorder = Recorder(self.store, self.clock, config, self._fatal_stop)
+        # Outcome participants (outcomes.py): statements in the same transaction as a job's
+        # outcome, or written instead of it.
+        self.outcomes = Outcomes(self.store, participants)
+        self.recorder = Recorder(self.store, self.clock, config, self._fatal_stop, self.outcomes)
         self.heartbeat = Heartbeat(self.store, self.clock, config, self.watchdog,
                                    lambda: self._run, self.recorder.owner)
         self.slots = Slots(config, registry, self.clock, self.store, self.executor,
@@ -179,6 +184,7 @@ class Worker:
                         hint="hooks registered for a name with no @job.run never fire")
         server = self.store.check()
         self._check_privileges()
+        self._add_recurring()
         self._checked = True
         if server.dialect == "mysql" and not server.skip_locked:
             log.info("worker.no_skip_locked", server=server.version,
@@ -186,6 +192,16 @@ class Worker:
                           "MySQL >= 8.0.1 add SKIP LOCKED and fewer collisions between workers")
         self._warn_if_scanning()
         self.heartbeat.start()
+
+    def _add_recurring(self) -> None:
+        """Recurring rows (recurring.py), when the table has their columns."""
+        from dj_consumer import recurring
+
+        conventions = recurring.detect(self.store)
+        if conventions.any:
+            self.outcomes.add(recurring.Recurring(self.store, conventions,
+                                                  default_zone=self.config.cron_zone))
+            log.info("worker.recurring", conventions=conventions.describe())
 
     def _check_privileges(self) -> None:
         """A worker that may not DELETE would unlock (and so rerun) every success: refuse to
@@ -343,6 +359,7 @@ def make_worker(
     registry: Registry | None = None,
     *,
     clock: Clock | None = None,
+    participants: Sequence[Participant] = (),
 ) -> Worker:
     """Build a worker from a config mapping (SPEC §2) and a registry (default: `dj_consumer.job`)."""
     from dj_consumer import job as default_registry
@@ -350,4 +367,5 @@ def make_worker(
     if not isinstance(config, Mapping | Config):
         raise ConfigError(f"make_worker takes a config mapping, got {type(config).__name__}")
     return Worker(Config.from_mapping(config),
-                  registry if registry is not None else default_registry, clock=clock)
+                  registry if registry is not None else default_registry, clock=clock,
+                  participants=participants)

@@ -30,7 +30,7 @@ def configure(fmt: str = "console", level: str | int = "info") -> None:
         shared.append(structlog.processors.format_exc_info)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-        shared.append(nil_queue)
+        shared.extend([nil_queue, one_line_outcomes])
     structlog.configure(
         processors=[structlog.contextvars.merge_contextvars, *shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(number),
@@ -67,6 +67,17 @@ def nil_queue(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """Ruby's word for the nil queue in human output (`queue=nil`, not `queue=None`)."""
     if "queue" in event_dict and event_dict["queue"] is None:
         event_dict["queue"] = "nil"
+    return event_dict
+
+
+#: Events whose traceback (exc_info) only JSON logs carry: on a terminal they stay one line
+#: (error_class and error say what happened; `dj-consumer failed show ID` has the traceback).
+ONE_LINE = frozenset({"job.rescheduled", "job.failed"})
+
+
+def one_line_outcomes(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    if event_dict.get("event") in ONE_LINE:
+        event_dict.pop("exc_info", None)
     return event_dict
 
 

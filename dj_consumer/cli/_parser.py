@@ -111,7 +111,7 @@ def _help(s: Setting) -> str:
 
 
 def build_parser() -> Parser:
-    from dj_consumer.cli import handlers, rows, runs, status, tools, web, work
+    from dj_consumer.cli import handlers, recurring, rows, runs, status, tools, web, work
 
     parser = Parser(
         prog="dj-consumer",
@@ -121,7 +121,7 @@ def build_parser() -> Parser:
     )
     parser.add_argument("--version", action="version", version=f"dj-consumer {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for module in (work, status, rows, runs, tools, handlers, web):
+    for module in (work, status, rows, runs, tools, handlers, recurring, web):
         module.add(sub)
     return parser
 

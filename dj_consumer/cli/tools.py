@@ -30,6 +30,9 @@ def add(sub: Any) -> None:
     p.add_argument("--create", action="store_true", help="create the table if it is missing")
     p.add_argument("--runs", action="store_true",
                    help="the run records and batch tables (README 'Job runs') instead")
+    p.add_argument("--recurring", action="store_true",
+                   help="the recurring columns (cron, reoccur_in, last_run_at; "
+                        "docs/recurring.md): print the ALTER TABLE, or --create adds them")
     p.add_argument("--rails", action="store_true",
                    help="with --runs: print the Rails migration instead of SQL")
 
@@ -104,6 +107,11 @@ def run_schema(args: argparse.Namespace) -> int:
     if args.rails:
         return _runs_migration(args)
     st = store(args, check=False)
+    if args.recurring:
+        try:
+            return _recurring_schema(args, st)
+        finally:
+            st.close()
     if args.runs:
         try:
             return _runs_schema(args, st)
@@ -127,6 +135,27 @@ def run_schema(args: argparse.Namespace) -> int:
             print(f"table {name} created")
     finally:
         st.close()
+    return 0
+
+
+def _recurring_schema(args: argparse.Namespace, st: Any) -> int:
+    from dj_consumer import schema
+
+    name = st.config.table_name
+    if not args.create:
+        from sqlalchemy import inspect
+
+        with st.engine.connect() as conn:  # what a table that exists lacks, else all of them
+            insp = inspect(conn)
+            have = ({c["name"] for c in insp.get_columns(name)} if insp.has_table(name)
+                    else set())
+        for statement in schema.recurring_columns_sql(st.engine, name, have=have):
+            print(statement + ";")
+        return 0
+    st.check()  # the table must exist and be a delayed_jobs table: one line if not
+    added = schema.add_recurring_columns(st.engine, name)
+    print(f"table {name}: added {', '.join(s.split()[-2] for s in added)}" if added
+          else f"table {name} has the recurring columns")
     return 0
 
 

@@ -1,8 +1,7 @@
 """Python values → handler YAML that Ruby's ``YAML.load_dj`` reads as the same values.
 
-A small block-style emitter of our own, shaped like Psych's output: we need exact control
-over the one thing generic emitters get wrong for Ruby, namely which strings must be quoted
-so Psych's ScalarScanner does not turn them into numbers, times, booleans or Symbols.
+Values become the nodes Psych's YAMLTree would build for the same Ruby values; _emit writes
+them as Psych and libyaml do, so the handler is the very text Rails would have written.
 """
 
 from __future__ import annotations
@@ -28,6 +27,15 @@ from dj_consumer.ruby_values import (
     RubyStruct,
 )
 from dj_consumer.ruby_yaml._activejob import serialize_arguments
+from dj_consumer.ruby_yaml._emit import (
+    LITERAL,
+    SINGLE,
+    Collection,
+    Node,
+    Scalar,
+    dump_document,
+    string,
+)
 from dj_consumer.ruby_yaml._inspect import ruby_float
 from dj_consumer.ruby_yaml._interpret import JOB_WRAPPER
 from dj_consumer.ruby_yaml._scalars import tokenize
@@ -37,9 +45,6 @@ __all__ = ["SHAPES", "dump_handler"]
 CONSTANT_PATH = r"[A-Z][A-Za-z0-9_]*(?:::[A-Z][A-Za-z0-9_]*)*"
 CLASS_NAME = re.compile(rf"\A{CONSTANT_PATH}\Z")  # a Ruby constant path: Billing::ChargeJob
 _ATTRIBUTE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
-# Also Ruby constant paths (Billing::ChargeJob), which Psych writes plain: a `:` that is not
-# followed by a space or the end of the line starts nothing in YAML.
-_PLAIN_SAFE = re.compile(rf"\A(?:[A-Za-z_][A-Za-z0-9_./@-]*|{CONSTANT_PATH})\Z")
 SHAPES = ("object", "struct", "active_job")
 
 
@@ -104,12 +109,9 @@ def _job_data(
 
 
 def _document(root: RubyObject) -> str:
-    lines = [f"--- {_tag(root)}"]
-    if root:
-        _mapping_body(lines, root, 0)
-    else:
-        lines[0] += " {}"
-    return "\n".join(lines) + "\n"
+    node = _node(root)
+    assert isinstance(node, Collection)
+    return dump_document(node)
 
 
 def _tag(value: RubyObject) -> str:
@@ -119,62 +121,50 @@ def _tag(value: RubyObject) -> str:
     return f"!ruby/{kind}:{value.ruby_class}"
 
 
-def _mapping_body(lines: list[str], mapping: Mapping[Any, Any], indent: int) -> None:
-    pad = " " * indent
-    for key, value in mapping.items():
-        key_text = _key(key)
-        if key_text is None:
-            raise TypeError(f"cannot dump a {type(key).__name__} as a hash key")
-        _entry(lines, f"{pad}{key_text}:", value, indent + 2)
-
-
-def _key(key: Any) -> str | None:
-    if key is None:
-        return "~"  # an empty key would be no key at all
-    if key == "<<":
-        return "!!str <<"  # Psych merges any other `<<` key
-    return _scalar(key)
-
-
-def _sequence_body(lines: list[str], items: list[Any], indent: int) -> None:
-    pad = " " * indent
-    for item in items:
-        _entry(lines, f"{pad}-", item, indent + 2)
-
-
-def _entry(lines: list[str], head: str, value: Any, indent: int) -> None:
-    """``head`` (``key:`` or ``-``) followed by ``value`` inline or as an indented block."""
-    text = _scalar(value)
-    if text is not None:
-        lines.append(f"{head} {text}" if text else head)
-        return
-    tag, body = _collection(value)
-    prefix = f"{head} {tag}" if tag else head
-    if not body:
-        lines.append(f"{prefix} {'[]' if isinstance(body, list) else '{}'}")
-        return
-    lines.append(prefix)
-    if isinstance(body, list):
-        _sequence_body(lines, body, indent)
-    else:
-        _mapping_body(lines, body, indent)
-
-
-def _collection(value: Any) -> tuple[str, dict[Any, Any] | list[Any]]:
-    """(tag, body) for a value written as a block mapping or sequence."""
+def _node(value: Any) -> Node:
+    """The node Psych's YAMLTree builds for `value` (as the Ruby value it stands for)."""
+    scalar = _scalar(value)
+    if scalar is not None:
+        return scalar
     if isinstance(value, RubyRecord):
-        return _tag(value), _concise_record(value)
+        return _mapping(_concise_record(value), _tag(value))
     if isinstance(value, RubyObject):
-        return _tag(value), dict(value)
+        return _mapping(value, _tag(value), attributes=True)
     if isinstance(value, RubyRange):
-        return "!ruby/range", {"begin": value.begin, "end": value.end, "excl": value.exclude_end}
+        return _mapping({"begin": value.begin, "end": value.end, "excl": value.exclude_end},
+                        "!ruby/range")
+    if isinstance(value, Fraction):  # visit_Rational: plain-only strings
+        return Collection([(Scalar("denominator"), Scalar(str(value.denominator))),
+                           (Scalar("numerator"), Scalar(str(value.numerator)))],
+                          mapping=True, tag="!ruby/object:Rational")
     if isinstance(value, AbstractSet):
-        return "!ruby/object:Set", {"hash": {_set_member(m): True for m in value}}
+        return _mapping({"hash": {_set_member(m): True for m in value}}, "!ruby/object:Set")
     if isinstance(value, Mapping):
-        return "", dict(value)
+        return _mapping(value, None)
     if isinstance(value, (list, tuple)):
-        return "", list(value)
+        return Collection([_node(item) for item in value], mapping=False)
     raise TypeError(f"cannot dump a {type(value).__name__} for Ruby")
+
+
+def _mapping(mapping: Mapping[Any, Any], tag: str | None, *, attributes: bool = False) -> Collection:
+    """A Hash, or (`attributes`) an object's instance variables / a Struct's members, whose
+    names Psych writes as plain-only scalars (dump_ivars), not through visit_String."""
+    pairs = []
+    for key, value in mapping.items():
+        key_node: Scalar | None
+        if attributes and isinstance(key, str):
+            if tokenize(key) != key:
+                # Psych writes the name plain, and reads it back as true/false/nil: Ruby
+                # itself would set @true instead of @on. Refuse rather than write that.
+                raise ValueError(f"attribute {key!r} would be read back by Ruby as "
+                                 f"{tokenize(key)!r}: rename it")
+            key_node = Scalar(key)
+        else:
+            key_node = _scalar(key)
+        if key_node is None:
+            raise TypeError(f"cannot dump a {type(key).__name__} as a hash key")
+        pairs.append((key_node, _node(value)))
+    return Collection(pairs, mapping=True, tag=tag)
 
 
 def _set_member(member: Any) -> Any:
@@ -192,71 +182,37 @@ def _concise_record(record: RubyRecord) -> dict[str, Any]:
     return {"concise_attributes": attributes, "new_record": False, "active_record_yaml_version": 2}
 
 
-def _scalar(value: Any) -> str | None:
-    """The inline text of a scalar value, or None when ``value`` is a collection."""
+def _scalar(value: Any) -> Scalar | None:
+    """The scalar node of ``value`` as Psych's visit_* methods make it, or None for a
+    collection (plain_implicit / quoted_implicit and the style are Psych's arguments)."""
     if value is None:
-        return ""
+        return Scalar("")
     if value is True or value is False:
-        return "true" if value else "false"
+        return Scalar("true" if value else "false")
     if isinstance(value, RubyModule):
-        return f"!ruby/module {_quoted(str(value))}"
+        return Scalar(str(value), "!ruby/module", False, False, SINGLE)
     if isinstance(value, RubyClass):
-        return f"!ruby/class {_quoted(str(value))}"
+        return Scalar(str(value), "!ruby/class", False, False, SINGLE)
     if isinstance(value, str):
-        return _string(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return _float(value)
-    if isinstance(value, Decimal):
-        return f"!ruby/object:BigDecimal {_big_decimal(value)}"
-    if isinstance(value, datetime):
-        return _time(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, (bytes, bytearray)):
-        return f"!binary {_quoted(base64.b64encode(bytes(value)).decode('ascii'))}"
-    if isinstance(value, RubyRegexp):
-        return f"!ruby/regexp {_quoted(f'/{value.source}/{value.options}')}"
-    if isinstance(value, Fraction):
-        return f"!ruby/object:Rational {value.numerator}/{value.denominator}"
-    return None
-
-
-def _string(text: str) -> str:
-    # Plain only when Psych would read it back as this very string; else double-quoted.
-    if _PLAIN_SAFE.match(text):
-        read_back = tokenize(text)
-        if isinstance(read_back, str) and read_back == text:
-            return text
-    return _quoted(text)
-
-
-def _quoted(text: str) -> str:
-    out = ['"']
-    for char in text:
-        code = ord(char)
-        if char in '"\\':
-            out.append("\\" + char)
-        elif char == "\n":
-            out.append("\\n")
-        elif char == "\t":
-            out.append("\\t")
-        elif (
-            0x20 <= code < 0x7F
-            or (0xA0 <= code < 0xD800 and code not in (0x2028, 0x2029))
-            or (0xE000 <= code <= 0xFFFD and code != 0xFEFF)
-            or code >= 0x10000
-        ):
-            out.append(char)
-        elif 0xD800 <= code < 0xE000:
+        if any(0xD800 <= ord(c) < 0xE000 for c in value):
             raise ValueError("cannot dump a string with a lone surrogate")
-        elif code <= 0xFF:
-            out.append(f"\\x{code:02X}")
-        else:
-            out.append(f"\\u{code:04X}")
-    out.append('"')
-    return "".join(out)
+        return string(value)
+    if isinstance(value, int):
+        return Scalar(str(value))
+    if isinstance(value, float):
+        return Scalar(_float(value))
+    if isinstance(value, Decimal):
+        return Scalar(_big_decimal(value), "!ruby/object:BigDecimal", False, False)
+    if isinstance(value, datetime):
+        return Scalar(_time(value))
+    if isinstance(value, date):
+        return Scalar(value.isoformat())
+    if isinstance(value, (bytes, bytearray)):
+        return Scalar(base64.b64encode(bytes(value)).decode("ascii"), "!binary", False, False,
+                      LITERAL)
+    if isinstance(value, RubyRegexp):
+        return Scalar(f"/{value.source}/{value.options}", "!ruby/regexp", False, False)
+    return None
 
 
 def _float(value: float) -> str:

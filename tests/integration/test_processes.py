@@ -291,3 +291,39 @@ def test_processes_mistakes_are_one_line(value: str) -> None:
 
     with pytest.raises(ConfigError, match=r"^processes must be auto or a whole number 1-999, got"):
         Config.from_mapping({"database_url": "sqlite://", "processes": value})
+
+
+def test_metrics_count_timeouts_and_lost_locks(sqlite_db: DB) -> None:
+    """In process: an attempt past max_run_time counts as timed out (and as an error); an
+    outcome whose row was taken meanwhile counts as lock lost, not as a success."""
+    from dj_consumer import Job, Registry, make_worker
+    from dj_consumer.metrics import Metrics
+    from dj_consumer.worker import Worker
+
+    reg = Registry()
+
+    def slow(j: Job) -> None:
+        j.timed_out.wait(10)
+
+    def stolen(j: Job) -> None:
+        sqlite_db.update(j.id, locked_by="someone host:x pid:1")
+
+    reg.run("Slow")(slow)
+    reg.run("Stolen")(stolen)
+    slow_id = sqlite_db.insert(obj("Slow"))
+    sqlite_db.insert(obj("Stolen"))
+    metrics = Metrics()
+    cfg = make_worker(sqlite_db.config(max_run_time=1), reg).config
+    w = Worker(cfg, reg, observer=metrics)
+    try:
+        w.work_off()
+    finally:
+        w.close()
+    value = metrics.registry.get_sample_value
+    assert value("dj_consumer_job_timed_out_total", {"name": "Slow", "queue": ""}) == 1
+    assert value("delayed_job_error_total", {"name": "Slow", "queue": ""}) == 1
+    assert sqlite_db.row(slow_id).attempts == 1
+    assert value("dj_consumer_job_lock_lost_total", {"name": "Stolen", "queue": ""}) == 1
+    assert value("dj_consumer_job_succeeded_total", {"name": "Stolen", "queue": ""}) is None
+    assert value("dj_consumer_jobs_in_flight") == 0
+    assert value("delayed_worker_reserve_jobs_seconds_count") >= 2

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from dj_consumer.errors import HandlerParseError
 from dj_consumer.models import ParsedHandler
 from dj_consumer.ruby_yaml import dump_handler, load
+from dj_consumer.ruby_yaml._scalars import tokenize
 from tests.unit.conftest_yaml import assert_same, fixtures
 
 CORPUS = [f.handler for f in fixtures()]
@@ -136,7 +137,10 @@ VALUES = st.recursive(
 
 @settings(max_examples=300, deadline=None)
 @given(
-    st.dictionaries(st.from_regex(r"\A[a-z_][a-z0-9_]{0,8}\Z"), VALUES, max_size=6),
+    # Names Psych reads back as true/false/nil (on, yes, null …) are refused by dump_handler
+    # (test_ruby_yaml: test_attribute_names_psych_misreads_are_refused).
+    st.dictionaries(st.from_regex(r"\A[a-z_][a-z0-9_]{0,8}\Z").filter(lambda k: tokenize(k) == k),
+                    VALUES, max_size=6),
     st.sampled_from(["object", "struct"]),
 )
 def test_dump_then_load_is_identity(payload: dict[str, Any], shape: str) -> None:

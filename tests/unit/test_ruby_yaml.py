@@ -338,7 +338,7 @@ def test_incomplete_wrappers_fail_to_parse(handler: str) -> None:
 
 def test_activejob_unknown_serializer_keeps_its_data() -> None:
     handler = dump_handler("J", [{"k": 1}], shape="active_job").replace(
-        "k: 1", "_aj_serialized: MoneySerializer\n      cents: 5"
+        "k: 1", "_aj_serialized: MoneySerializer\n    cents: 5"  # Psych's layout: "  - k: 1"
     )
     assert load(handler).payload["arguments"][0]["cents"] == 5
 
@@ -604,3 +604,12 @@ def test_dump_rejects_what_ruby_could_not_read(
 ) -> None:
     with pytest.raises(error):
         dump_handler(name, payload, shape=shape)
+
+
+@pytest.mark.parametrize("attribute", ["on", "yes", "no", "off", "true", "null", "False"])
+def test_attribute_names_psych_misreads_are_refused(attribute: str) -> None:
+    # Psych writes an instance variable's name plain (`on: 1`) and reads it back through its
+    # ScalarScanner (true): Ruby would set @true. A hash key is quoted instead ('on': 1).
+    with pytest.raises(ValueError, match=f"attribute '{attribute}' would be read back by Ruby"):
+        dump_handler("Job", {attribute: 1})
+    assert "\n  '" in dump_handler("Job", {"h": {attribute: 1}})

@@ -1,0 +1,198 @@
+"""Outcome participants: write something in the same transaction as a job's outcome, or
+write the outcome another way.
+
+A participant is registered at worker start (`Worker(..., participants=[...])`, or by the
+worker itself: recurring rows, dj_consumer/recurring.py). For each job it `claims`, the
+recorder opens ONE transaction (SQLite: `BEGIN IMMEDIATE`), asks the participants in order
+whether one writes the outcome `instead` of the normal fenced write (the first answer that is
+not None wins), runs the normal write otherwise, then gives every claiming participant its
+`also` call, and commits. A passing fault (connection lost, deadlock) rolls it all back and
+the whole unit is tried again (Recorder.record); a refusal reaches Recorder.record_refused.
+
+Folded and batched deletes: a success is normally deleted by the slot's NEXT reserve, in
+the reserve's transaction (Store.folds_deletes), or with its batch (reserve_batch). Neither
+transaction is one a participant could join, so a job a participant claims is never folded
+nor batched: its success is written by Recorder.record at once, in the participant's
+transaction. This is decided per job (`claims`), so jobs nobody claims keep the folded
+delete: a participant that claims every job (run records) costs each success one commit; one
+that claims only some rows (recurring) costs nothing for the others.
+
+With no participant registered nothing here runs: the recorder's path is exactly the one it
+had before (Recorder.claims is one list check).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from sqlalchemy import TextClause, text
+
+from dj_consumer.models import Failed, Job, Outcome, Rescheduled, Succeeded
+from dj_consumer.store import Store
+
+__all__ = ["Outcomes", "Participant", "Preparer", "Tx"]
+
+#: The database's clock, naive UTC (the one `locked_at` leases are read by).
+_DB_NOW = {
+    "mysql": "SELECT UTC_TIMESTAMP(6)",
+    "postgresql": "SELECT CAST(CURRENT_TIMESTAMP AT TIME ZONE 'UTC' AS timestamp)",
+    "sqlite": "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')",
+}
+
+
+class Tx:
+    """The open transaction of one job's outcome write: run statements in it, fenced by the
+    worker name `me` where they touch the job's row."""
+
+    def __init__(self, store: Store, conn: Any, me: str, now: datetime) -> None:
+        self.store = store
+        self.conn = conn
+        self.me = me
+        self.now = now  # the worker's clock, as every other outcome write uses
+        self.dialect = store.dialect
+        self.table = store.table  # quoted
+        self._db_now: datetime | None = None
+
+    def execute(self, stmt: TextClause | str, params: dict[str, Any] | None = None) -> Any:
+        """Run one statement in the transaction (bound parameters only)."""
+        if isinstance(stmt, str):
+            stmt = text(stmt)
+        return self.conn.execute(stmt, params or {})
+
+    def ts(self, value: datetime) -> datetime:
+        """A time as the table stores it (MySQL: whole seconds)."""
+        return self.store.ts(value)
+
+    def db_now(self) -> datetime:
+        """The database's now, naive UTC (read once per transaction)."""
+        if self._db_now is None:
+            value = self.conn.execute(text(_DB_NOW[self.dialect])).scalar()
+            if isinstance(value, str):
+                value = datetime.fromisoformat(value)
+            assert isinstance(value, datetime)
+            self._db_now = value.replace(tzinfo=None)
+        return self._db_now
+
+    def write_outcome(self, job: Job, outcome: Outcome) -> bool:
+        """The normal fenced outcome write (Recorder.write's statements), in this transaction;
+        False when the row is no longer ours."""
+        store, sql, me, now = self.store, self.store.sql, self.me, self.now
+        if isinstance(outcome, Succeeded) or (isinstance(outcome, Failed) and outcome.destroy):
+            stmt, params = sql.delete, {"id": job.id, "me": me}
+        elif isinstance(outcome, Rescheduled):
+            stmt, params = sql.reschedule, {
+                "id": job.id, "me": me, "attempts": outcome.attempts,
+                "run_at": store.ts(outcome.run_at), "last_error": store.clip(outcome.last_error),
+                "now": store.ts(now)}
+        elif isinstance(outcome, Failed):
+            stmt, params = sql.fail, {
+                "id": job.id, "me": me, "attempts": outcome.attempts,
+                "last_error": store.clip(outcome.last_error), "now": store.ts(now)}
+        else:
+            stmt, params = sql.interrupt, {
+                "id": job.id, "me": me, "last_error": store.clip(outcome.last_error),
+                "now": store.ts(now)}
+        return bool(self.conn.execute(stmt, params).rowcount == 1)
+
+
+class Participant(Protocol):
+    """Takes part in the outcome writes of the jobs it claims."""
+
+    def claims(self, job: Job) -> bool:
+        """Does this participant act on `job`'s outcome? Called before the job runs's outcome
+        is recorded; a claimed success is written at once (never folded nor batched)."""
+        ...
+
+    def instead(self, tx: Tx, job: Job, outcome: Outcome) -> bool | None:
+        """Write the outcome another way (fenced by tx.me) and say whether the row was still
+        ours; None: leave it to the next participant, or to the normal write."""
+        ...
+
+    def also(self, tx: Tx, job: Job, outcome: Outcome, written: bool) -> None:
+        """Extra statements in the outcome's transaction; `written`: the outcome write (normal
+        or instead) touched the row (False: the lock was lost, nothing of the job changed)."""
+        ...
+
+
+@runtime_checkable
+class Preparer(Protocol):
+    """A participant that also looks at a job before it runs (recurring rows read their
+    schedule). Optional: a participant without these methods is never asked."""
+
+    def refuses(self, job_id: int) -> bool:
+        """Is this reserved-looking row one not to take now (checked by the reserve's
+        accept, before the row is claimed)?"""
+        ...
+
+    def prepare(self, job: Job) -> Job | None:
+        """The job to run (possibly changed), or None: hand the row back unrun."""
+        ...
+
+
+class Outcomes:
+    """The registered participants and the transaction they share with an outcome write."""
+
+    def __init__(self, store: Store, participants: Sequence[Participant] = ()) -> None:
+        self.store = store
+        self.participants: list[Participant] = []
+        self.preparers: list[Preparer] = []
+        for participant in participants:
+            self.add(participant)
+
+    def add(self, participant: Participant) -> None:
+        self.participants.append(participant)
+        if isinstance(participant, Preparer):
+            self.preparers.append(participant)
+
+    def refuses(self, job_id: int) -> bool:
+        return any(p.refuses(job_id) for p in self.preparers)
+
+    def prepare(self, job: Job) -> Job | None:
+        for preparer in self.preparers:
+            prepared = preparer.prepare(job)
+            if prepared is None:
+                return None
+            job = prepared
+        return job
+
+    def claims(self, job: Job) -> bool:
+        return any(p.claims(job) for p in self.participants)
+
+    def write(self, job: Job, outcome: Outcome, me: str, now: datetime) -> bool:
+        """The outcome and the participants' statements in one transaction, tried again as a
+        whole on a passing fault; whether the row was still ours."""
+        claiming = [p for p in self.participants if p.claims(job)]
+        return self.store.db.retrying("record", lambda: self._once(claiming, job, outcome, me, now))
+
+    def _once(self, claiming: list[Participant], job: Job, outcome: Outcome, me: str,
+              now: datetime) -> bool:
+        db = self.store.db
+        if self.store.dialect == "sqlite":
+            # The SQLite connection autocommits each statement: a real transaction, taking the
+            # write lock at once so no other writer slips in between our statements.
+            with db.connection() as conn:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                try:
+                    written = self._statements(claiming, Tx(self.store, conn, me, now), job, outcome)
+                except BaseException:
+                    conn.exec_driver_sql("ROLLBACK")
+                    raise
+                conn.exec_driver_sql("COMMIT")
+            return written
+        with db.connection(tx=True) as conn, conn.begin():
+            return self._statements(claiming, Tx(self.store, conn, me, now), job, outcome)
+
+    @staticmethod
+    def _statements(claiming: list[Participant], tx: Tx, job: Job, outcome: Outcome) -> bool:
+        written: bool | None = None
+        for participant in claiming:
+            written = participant.instead(tx, job, outcome)
+            if written is not None:
+                break
+        if written is None:
+            written = tx.write_outcome(job, outcome)
+        for participant in claiming:
+            participant.also(tx, job, outcome, written)
+        return written
