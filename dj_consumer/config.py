@@ -321,8 +321,7 @@ class Config:
         """`processes` as a number: "auto" is the CPUs this process may use."""
         text = str(self.processes).strip()
         if text == "auto":
-            return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                       else os.cpu_count() or 1)
+            return usable_cpus()
         if not text.isdigit() or not 1 <= int(text) <= MAX_PROCESSES:
             raise ConfigError(f"processes must be auto or a whole number 1-{MAX_PROCESSES}, "
                               f"got {self.processes!r}")
@@ -387,6 +386,20 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
+
+
+def usable_cpus(cgroup: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """The CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (a
+    container's CPU limit, which the affinity does not show)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        with open(cgroup) as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, -(-int(quota) // int(period))))  # rounded up
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
 
 
 def _not_rubys(key: str, worker_id: str) -> None:

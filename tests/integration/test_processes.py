@@ -327,3 +327,15 @@ def test_metrics_count_timeouts_and_lost_locks(sqlite_db: DB) -> None:
     assert value("dj_consumer_job_succeeded_total", {"name": "Stolen", "queue": ""}) is None
     assert value("dj_consumer_jobs_in_flight") == 0
     assert value("delayed_worker_reserve_jobs_seconds_count") >= 2
+
+
+@pytest.mark.parametrize(("cpu_max", "expect"), [
+    ("max 100000\n", None), ("100000 100000\n", 1), ("150000 100000\n", 2), ("garbage", None)])
+def test_auto_processes_follow_a_containers_cpu_limit(
+        tmp_path: Path, cpu_max: str, expect: int | None) -> None:
+    from dj_consumer.config import usable_cpus
+
+    path = tmp_path / "cpu.max"
+    path.write_text(cpu_max)
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cpus(str(path)) == min(affinity, expect or affinity)
