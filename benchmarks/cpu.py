@@ -36,7 +36,8 @@ def cpu(ctx: Context) -> None:
     jobs = 150 if ctx.quick else 400
     s = Section(f"cpu: {jobs} jobs of ~20 ms pure-Python CPU on {t.backend}, "
                 f"dj-consumer work --processes P -n T (jobs/s, best of {ctx.rounds})",
-                ["variant", "jobs/s", "vs p1 n1", "children", "max RSS per child MB"])
+                ["variant", "jobs/s", "vs p1 n1", "handler cores", "children",
+                 "max RSS per child MB"])
     ctx.log(f"cpu {t.backend}")
     best: dict[str, tuple[float, list[float]]] = {}
     with Table(t, "cpu") as table:
@@ -50,13 +51,14 @@ def cpu(ctx: Context) -> None:
     base = best["p1 n1"][0]
     for name, _, _ in VARIANTS:
         speed, rss = best[name]
-        s.add(name, rate(speed), ratio(speed, base), len(rss),
+        s.add(name, rate(speed), ratio(speed, base), f"{speed * 0.02:.2f}", len(rss),
               ", ".join(f"{mb:.1f}" for mb in rss))
     p2, n2 = best["p2 n1"][0] / base, best["p1 n2"][0] / base
     s.note(f"--processes 2 / --processes 1: {p2:.2f}x; -n 2 / -n 1: {n2:.2f}x (threads share "
            "one GIL: only the database round trips of one overlap the other's handler)")
     s.note(f"{os.cpu_count()} cores, shared with whatever else runs: the ratio is the "
-           "measure, not the jobs/s")
+           "measure, not the jobs/s. handler cores = jobs/s x 20 ms of CPU: one process can "
+           "never pass 1.00 (the GIL); two can use what the machine has free, up to 2")
     ctx.report.target("cpu: --processes 2 >= 1.7x --processes 1", f"{p2:.2f}x", p2 >= 1.7)
     peak = max(mb for _, rss in best.values() for mb in rss)
     ctx.report.target("cpu: RSS per child <= 80 MB", f"{peak:.1f} MB", peak <= 80)
