@@ -26,6 +26,7 @@ POSTGRES_URL = os.environ.get(
 
 NOOP_HANDLER = "--- !ruby/object:NoopJob {}\n"
 SLEEP_HANDLER = "--- !ruby/object:SleepJob\nseconds: 0.02\n"
+CPU_HANDLER = "--- !ruby/object:CpuJob\nseconds: 0.02\n"
 # A Rails app's job as Psych writes it: a few hundred bytes, none of them Python's.
 RUBY_ONLY_HANDLER = (
     "--- !ruby/struct:RubyOnlyJob\n"

@@ -16,3 +16,15 @@ def noop(j: Job) -> None:
 def sleep(j: Job) -> None:
     """I/O-bound work: waits `seconds` (20 ms in the benchmarks) without holding the GIL."""
     time.sleep(float(j.payload.get("seconds", 0.02)))
+
+
+@job.run("CpuJob")
+def cpu(j: Job) -> None:
+    """CPU-bound work: ~20 ms of this thread's CPU in pure Python, holding the GIL (an image
+    resize, a PDF, pandas); measured in CPU time, so a loaded machine does not shorten it."""
+    seconds = float(j.payload.get("seconds", 0.02))
+    start = time.thread_time()
+    total = 0
+    while time.thread_time() - start < seconds:
+        for i in range(2000):
+            total += i * i

@@ -337,4 +337,5 @@ SCENARIOS: dict[str, Callable[[Context], None]] = {
     "startup": _operator("startup"),
     "status": _operator("status"),
     "web": _operator("web", "web"),
+    "cpu": _operator("cpu", "cpu"),
 }

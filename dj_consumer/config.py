@@ -54,6 +54,9 @@ def setting(default: Any = _MISSING, *, help: str, flags: tuple[str, ...] = (),
 #: clock), whatever its own settings: so a peer of another deployment with lock_timeout >=
 #: 2 x LEASE_RENEW_MAX never takes a live lease (README "Lease renewal").
 LEASE_RENEW_MAX = 60.0
+#: A supervisor's children are "{worker_id}.{k}", k < MAX_PROCESSES (SQLite's lease GLOBs
+#: match up to three digits exactly).
+MAX_PROCESSES = 999
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,6 +107,19 @@ class Config:
     concurrency: int = setting(
         1, flags=("--concurrency", "-n"), metavar="N",
         help="jobs in flight in this process; each slot has its own locked_by")
+    # Processes as well as threads (docs/deploying.md): a supervisor starts P children,
+    # child k locking rows as "{worker_id}.{k}[:{slot}] host:… pid:…".
+    processes: str = setting(
+        "1", flags=("--processes",), metavar="P|auto",
+        help="worker processes (each with `concurrency` slots) under one supervisor; auto: "
+             "one per CPU. 1 runs the worker in this process")
+    metrics_port: int | None = setting(
+        None, flags=("--metrics-port",), metavar="PORT", shown_default="off",
+        help="serve /metrics (Prometheus, needs the [metrics] extra), /healthz and /readyz "
+             "on this port (0: any free one)")
+    metrics_host: str = setting(
+        "127.0.0.1", flags=("--metrics-host",), metavar="ADDR",
+        help="the address the metrics and health port listens on (0.0.0.0 in a container)")
     sql_log: bool = setting(
         False, flags=("--sql-log",), commands=DB_COMMANDS, help="log every SQL statement")
     log_format: str = setting(
@@ -203,6 +219,9 @@ class Config:
         _positive("max_run_time", self.max_run_time)
         _positive("read_ahead", self.read_ahead)
         _positive("concurrency", self.concurrency)
+        _ = self.process_count  # "auto" or a whole number 1-999
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port must be 0-65535, got {self.metrics_port}")
         _positive("reserve_batch", self.reserve_batch)
         _positive("heartbeat_interval", self.heartbeat_interval)
         _positive("lock_timeout", self.lock_timeout)
@@ -290,9 +309,23 @@ class Config:
         return self.lock_timeout < self.max_run_time
 
     def is_lease_holder(self, locked_by: str) -> bool:
-        """Does this locked_by belong to a lease-renewing worker (see lease_worker_ids)?"""
-        ident = locked_by.split(" host:", 1)[0]
-        return ident.split(":", 1)[0] in self.lease_ids and " host:" in locked_by
+        """Does this locked_by belong to a lease-renewing worker (see lease_worker_ids)? Its
+        id is a lease id, or a supervisor's child of one ("{id}.{k}", k a whole number)."""
+        ident = locked_by.split(" host:", 1)[0].split(":", 1)[0]
+        parent, dot, k = ident.rpartition(".")
+        child = bool(dot) and k.isascii() and k.isdigit() and parent in self.lease_ids
+        return (ident in self.lease_ids or child) and " host:" in locked_by
+
+    @property
+    def process_count(self) -> int:
+        """`processes` as a number: "auto" is the CPUs this process may use."""
+        text = str(self.processes).strip()
+        if text == "auto":
+            return usable_cpus()
+        if not text.isdigit() or not 1 <= int(text) <= MAX_PROCESSES:
+            raise ConfigError(f"processes must be auto or a whole number 1-{MAX_PROCESSES}, "
+                              f"got {self.processes!r}")
+        return int(text)
 
     @property
     def heartbeat(self) -> float:
@@ -321,6 +354,8 @@ class Config:
                 f"unknown config key {unknown[0]!r}" + (f" (did you mean {hint!r}?)" if hint else "")
             )
         values = dict(mapping)
+        if type(values.get("processes")) is int:  # processes = 2 in a config file
+            values["processes"] = str(values["processes"])
         ids = values.get("lease_worker_ids")
         if isinstance(ids, str):
             values["lease_worker_ids"] = tuple(i.strip() for i in ids.split(",") if i.strip()) or None
@@ -351,6 +386,20 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
+
+
+def usable_cpus(cgroup: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """The CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (a
+    container's CPU limit, which the affinity does not show)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        with open(cgroup) as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, -(-int(quota) // int(period))))  # rounded up
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
 
 
 def _not_rubys(key: str, worker_id: str) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from dj_consumer.clock import Clock
 from dj_consumer.config import Config
 from dj_consumer.db import short_error
+from dj_consumer.events import Observer
 from dj_consumer.models import Failed, Interrupted, Job, Outcome, Rescheduled, Succeeded
 from dj_consumer.outcomes import Outcomes
 from dj_consumer.run import Pending, Run
@@ -39,6 +40,8 @@ def passing(exc: BaseException) -> bool:
 
 
 class Recorder:
+    observer = Observer()  # the worker's (dj_consumer.events)
+
     def __init__(self, store: Store, clock: Clock, config: Config,
                  on_fatal: Callable[[str], None], outcomes: Outcomes | None = None) -> None:
         self.store = store
@@ -88,8 +91,9 @@ class Recorder:
                               hint="these succeeded jobs stay locked and run again after the lock horizon")
                     return
                 self.clock.sleep(max(self.config.sleep_delay, 0.5))
-        for job, duration_ms in done:
+        for i, (job, duration_ms) in enumerate(done):
             job.log.info("job.succeeded", duration_ms=duration_ms)
+            self.observer.outcome(job, Succeeded(), lost=i >= deleted)
         if deleted != len(ids):
             log.warning("job.lock_lost", outcome="Succeeded", expected=len(ids), deleted=deleted,
                         hint="some rows were taken over or deleted meanwhile; left alone")
@@ -129,6 +133,7 @@ class Recorder:
     def log_lock_lost(self, job: Job, outcome: Outcome) -> None:
         """A fenced outcome write touched nothing: say who holds the row now."""
         exists, owner = self.owner(job.id)
+        self.observer.outcome(job, outcome, lost=True)
         job.log.warning("job.lock_lost", outcome=type(outcome).__name__,
                         row_exists=exists, owner=owner,
                         hint="another worker holds the row now (or Rails deleted it); left alone")
@@ -217,6 +222,7 @@ class Recorder:
         return store.interrupt(job.id, me, last_error=outcome.last_error, now=now)
 
     def log_outcome(self, job: Job, outcome: Outcome, duration_ms: float) -> None:
+        self.observer.outcome(job, outcome)
         if isinstance(outcome, Succeeded):
             job.log.info("job.succeeded", duration_ms=duration_ms)
         elif isinstance(outcome, Rescheduled):

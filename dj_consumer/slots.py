@@ -19,6 +19,7 @@ from dj_consumer.clock import Clock
 from dj_consumer.config import Config
 from dj_consumer.db import is_refusal, short_error
 from dj_consumer.errors import HandlerParseError
+from dj_consumer.events import Observer, Poll
 from dj_consumer.executor import Executor, format_error
 from dj_consumer.heartbeat import Heartbeat
 from dj_consumer.models import Job, JobRow, ParsedHandler, Succeeded
@@ -41,6 +42,8 @@ REFUSED_TIMES = 10
 
 class Slots:
     """What every slot thread of a worker runs (and work_off, in the caller's thread)."""
+
+    observer = Observer()  # the worker's (dj_consumer.events)
 
     def __init__(self, config: Config, registry: Registry, clock: Clock, store: Store,
                  executor: Executor, recorder: Recorder, heartbeat: Heartbeat,
@@ -100,6 +103,7 @@ class Slots:
             # The success's log line is written as soon as its DELETE is known (on MySQL while
             # the server still commits), not on the way to the next job.
             report = None if pending is None else partial(self.recorder.log_deleted, pending)
+            polled = time.perf_counter()
             try:
                 row, deleted = self.store.reserve_after(
                     me, self.clock.now(), accept, pending.job.id if pending else None,
@@ -111,6 +115,7 @@ class Slots:
                     raise
                 return self._reserve_failed(run, me, exc)
             self.refusals.clear()
+            self.observer.polled(Poll.NOTHING if row is None else Poll.FOUND, time.perf_counter() - polled)
             if pending:
                 self.recorder.log_deleted(pending, deleted)
             if row is None:
@@ -123,6 +128,7 @@ class Slots:
     def _reserve_failed(self, run: Run, me: str, exc: SQLAlchemyError) -> str:
         log.error("db.unavailable", op="reserve", error=short_error(exc),
                   hint="retrying after sleep_delay")
+        self.observer.polled(Poll.ERROR, 0.0, exc)
         pending = run.pending.get(me)
         if pending is not None and is_refusal(exc):
             # The success's DELETE may be what is refused: send it alone to find out.
@@ -147,11 +153,13 @@ class Slots:
         with run.gate(me) as open_:
             if not open_:
                 return None
+            polled = time.perf_counter()
             try:
                 rows = self.store.reserve_many(me, self.clock.now(), accept, limit)
             except SQLAlchemyError as exc:
                 return self._reserve_failed(run, me, exc)
             self.refusals.clear()
+            self.observer.polled(Poll.FOUND if rows else Poll.NOTHING, time.perf_counter() - polled)
             if rows and run.closed:
                 self._unclaim([r.id for r in rows], me)
                 return None
@@ -221,9 +229,11 @@ class Slots:
         if not run.begin(me, flight):
             return False  # the run closed first: the row is released with the others
         job.log.debug("job.started", display_name=job.display_name)
+        self.observer.started(job)
         started = time.perf_counter()
         outcome = self.executor.execute(job, spec)
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        self.observer.ran(job, duration_ms / 1000)
         with run.gate(me) as open_:
             if not run.end(me, job) or not open_:
                 job.log.warning("job.finished_after_interrupt", duration_ms=duration_ms,

@@ -16,7 +16,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.types import DateTime, Integer, String, Text
 
-from dj_consumer.config import Config
+from dj_consumer.config import MAX_PROCESSES, Config
 from dj_consumer.ruby_yaml import like_literal, sure_prefixes, sure_regex
 
 ROW_COLUMNS = "id, priority, attempts, handler, run_at, queue, locked_at, locked_by, failed_at"
@@ -200,10 +200,8 @@ class Statements:
         # renew, so they keep the full horizon and no live Ruby job is ever taken early.
         stale = f"locked_at {self.lt} :stale"
         if self.uses_leases:
-            by = {"mysql": "CAST(locked_by AS BINARY) LIKE :lease_{} ESCAPE '!'",
-                  "postgresql": "locked_by LIKE :lease_{} ESCAPE '!'"}.get(
-                      self.dialect, "locked_by GLOB :lease_{}")  # SQLite's LIKE ignores case
-            owners = " OR ".join(by.format(i) for i in range(2 * len(cfg.lease_ids)))
+            owners = " OR ".join(test.format(f":lease_{i}")
+                                 for i, (test, _) in enumerate(lease_tests(cfg, self.dialect)))
             since = LEASE_STALE.get(self.dialect, f"{self.lt} :lease_stale")
             stale += f" OR (locked_at {since} AND ({owners}))"
         ready = [
@@ -315,12 +313,8 @@ class Statements:
         cfg = self.config
         params: dict[str, Any] = {}
         if self.uses_leases:
-            # "{id} host:… pid:…" or "{id}:{slot} host:… pid:…", matched exactly (_ready_where)
-            glob = self.dialect == "sqlite"
-            literal, anything = (_glob_literal, "*") if glob else (like_literal, "%")
-            for i, wid in enumerate(cfg.lease_ids):
-                params[f"lease_{2 * i}"] = f"{literal(wid)} host:{anything} pid:{anything}"
-                params[f"lease_{2 * i + 1}"] = f"{literal(wid)}:{anything} host:{anything} pid:{anything}"
+            for i, (_, pattern) in enumerate(lease_tests(cfg, self.dialect)):
+                params[f"lease_{i}"] = pattern
             params["lease_s"] = cfg.lock_timeout
             params["lease_us"] = round(cfg.lock_timeout * 1_000_000)
         if cfg.queues:
@@ -349,6 +343,35 @@ LEASE_STALE = {"mysql": "< UTC_TIMESTAMP() - INTERVAL :lease_us MICROSECOND",
 _MICROSECOND = timedelta(microseconds=1)
 _TIMES = ("now", "stale", "lease_stale", "run_at", "locked_at", "mark_run_at", "key_run_at",
           "from_run_at")
+
+
+def lease_tests(cfg: Config, dialect: str) -> list[tuple[str, str]]:
+    """(test with {} for the bind, pattern) per lease locked_by form, matched exactly (bytes,
+    case): "{id} host:… pid:…", "{id}:{slot} host:…", and a supervisor's children
+    "{id}.{k}[:{slot}] host:…" with k digits only, so no other worker_id passes for one."""
+    tests: list[tuple[str, str]] = []
+    if dialect == "sqlite":  # SQLite's LIKE ignores case; GLOB does not (and has [0-9])
+        for wid in cfg.lease_ids:
+            base = _glob_literal(wid)
+            kids = [base + "." + "[0-9]" * n for n in range(1, len(str(MAX_PROCESSES)) + 1)]
+            for ident in (base, *kids):
+                tests += [("locked_by GLOB {}", f"{ident} host:* pid:*"),
+                          ("locked_by GLOB {}", f"{ident}:* host:* pid:*")]
+        return tests
+    like = "CAST(locked_by AS BINARY) LIKE {} ESCAPE '!'" if dialect == "mysql" \
+        else "locked_by LIKE {} ESCAPE '!'"
+    regex = "CAST(locked_by AS BINARY) REGEXP {}" if dialect == "mysql" else "locked_by ~ {}"
+    for wid in cfg.lease_ids:
+        tests += [(like, f"{like_literal(wid)} host:% pid:%"),
+                  (like, f"{like_literal(wid)}:% host:% pid:%"),
+                  (regex, f"^{_regex_literal(wid)}[.][0-9]+(:.*)? host:.* pid:.*$")]
+    return tests
+
+
+def _regex_literal(text: str) -> str:
+    """``text`` matched literally by MySQL's and PostgreSQL's regular expressions."""
+    return "".join(f"[{c}]" if not c.isalnum() and c not in "\\^" else
+                   ("\\" + c if c in "\\^" else c) for c in text)
 
 
 def _glob_literal(text: str) -> str:

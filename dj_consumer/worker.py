@@ -19,6 +19,7 @@ from dj_consumer.clock import Clock, SystemClock
 from dj_consumer.config import Config
 from dj_consumer.db import safe_url, short_error
 from dj_consumer.errors import ConfigError, FatalError
+from dj_consumer.events import Observer
 from dj_consumer.executor import Executor, Watchdog
 from dj_consumer.heartbeat import Heartbeat
 from dj_consumer.outcomes import Outcomes, Participant
@@ -44,6 +45,7 @@ class Worker:
         clock: Clock | None = None,
         store: Store | None = None,
         participants: Sequence[Participant] = (),
+        observer: Observer | None = None,
     ) -> None:
         self.config = config
         self.registry = registry
@@ -66,6 +68,7 @@ class Worker:
                                    lambda: self._run, self.recorder.owner)
         self.slots = Slots(config, registry, self.clock, self.store, self.executor,
                            self.recorder, self.heartbeat, self._fatal_stop)
+        self.observer = self.slots.observer = self.recorder.observer = observer or Observer()
         self._run: Run | None = None  # the start() or work_off() in progress
         self._stop_early = False  # stop() before start(): honoured by the next run
         self._fatal: str | None = None
@@ -117,6 +120,7 @@ class Worker:
 
     def stop(self) -> None:
         """Finish the job in hand, release our locks, and return from start()."""
+        self.observer.stopping()
         with self._lock:
             if self._run is None:
                 self._stop_early = True
@@ -257,6 +261,7 @@ class Worker:
         for thread in threads:
             while thread.is_alive():
                 thread.join(0.1)
+                self.observer.tick()
                 if not run.stopping.is_set():
                     continue
                 stop_seen = stop_seen if stop_seen is not None else time.monotonic()

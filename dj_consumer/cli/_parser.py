@@ -128,6 +128,7 @@ def build_parser() -> Parser:
 
 def parse(parser: Parser, argv: Sequence[str] | None) -> argparse.Namespace:
     args, extra = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for a supervisor's children
     if extra:
         commands = _subparsers(parser)
         target = commands.get(getattr(args, "subcommand", None) or "", None) \

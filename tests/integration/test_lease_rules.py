@@ -158,3 +158,68 @@ def test_peers_with_other_heartbeat_settings_never_take_a_live_lease(
         a.close()
         b.close()
     assert runs == ["a"], f"a live job was taken over by a peer: {runs}"
+
+
+# -- a supervisor's children: "{worker_id}.{k}[:{slot}] host:… pid:…" (issue 19) ---------------
+
+
+def test_a_crashed_childs_lease_is_recovered_and_look_alikes_are_not(db: DB) -> None:
+    """Child k of worker `py` locks as "py.k[:slot] host:…": its stale lease comes back after
+    lock_timeout; ids that only look like a child (not digits, other letters, a longer
+    prefix) keep their locks for max_run_time, as Ruby's would."""
+    reg = Registry()
+    ran: list[str] = []
+    reg.run("J")(lambda j: ran.append(j.payload["who"]))
+    w = make_worker(db.config(worker_id="py", lock_timeout=300, heartbeat_interval=60), reg)
+    ten_minutes_ago = SystemClock().now().replace(microsecond=0) - timedelta(minutes=10)
+    children = {who: db.insert(obj("J", who=who), locked_by=locked_by, locked_at=ten_minutes_ago)
+                for who, locked_by in [("child", "py.0 host:gone pid:9"),
+                                       ("child_slot", "py.12:3 host:gone pid:9"),
+                                       ("child_999", "py.999:0 host:gone pid:9")]}
+    others = {who: db.insert(obj("J", who=who), locked_by=locked_by, locked_at=ten_minutes_ago)
+              for who, locked_by in [("letters", "py.x host:gone pid:9"),
+                                     ("mixed", "py.1x:0 host:gone pid:9"),
+                                     ("upper", "PY.1 host:gone pid:9"),
+                                     ("longer", "pyx.1 host:gone pid:9"),
+                                     ("nested", "py.1.2 host:gone pid:9"),
+                                     ("no_host", "py.1 gone pid:9"),
+                                     ("ruby", "delayed_job.1 host:gone pid:9")]}
+    assert w.work_off() == (3, 0)
+    assert sorted(ran) == sorted(children)
+    for who, job_id in others.items():
+        assert db.row(job_id).locked_by is not None, f"{who}'s live lock was taken"
+    w.close()
+
+
+def test_children_keep_the_supervisors_lease_ids(db: DB) -> None:
+    """A child (worker_id py.1) recovers its sibling's lease (py.0:…) and a lone `py`'s."""
+    from dj_consumer.child import child_config
+    from dj_consumer.config import Config
+
+    reg = Registry()
+    ran: list[str] = []
+    reg.run("J")(lambda j: ran.append(j.payload["who"]))
+    cfg = child_config(Config.from_mapping(db.config(worker_id="py", lock_timeout=300,
+                                                     heartbeat_interval=60)), 1)
+    assert cfg.worker_id == "py.1" and cfg.lease_ids == ("py",)
+    w = make_worker(cfg, reg)
+    assert w.names == [f"py.1 host:{cfg.hostname} pid:{__import__('os').getpid()}"]
+    ten_minutes_ago = SystemClock().now().replace(microsecond=0) - timedelta(minutes=10)
+    db.insert(obj("J", who="sibling"), locked_by="py.0:1 host:gone pid:9", locked_at=ten_minutes_ago)
+    db.insert(obj("J", who="lone"), locked_by="py host:gone pid:9", locked_at=ten_minutes_ago)
+    assert w.work_off() == (2, 0)
+    assert sorted(ran) == ["lone", "sibling"]
+    w.close()
+
+
+@pytest.mark.parametrize(("locked_by", "holder"), [
+    ("py host:a pid:1", True), ("py:3 host:a pid:1", True), ("py.0 host:a pid:1", True),
+    ("py.12:3 host:a pid:1", True), ("py.x host:a pid:1", False), ("py.1x host:a pid:1", False),
+    ("PY.1 host:a pid:1", False), ("pyx.1 host:a pid:1", False), ("py.1.2 host:a pid:1", False),
+    ("py.1", False), ("py.\u0661 host:a pid:1", False),  # an Arabic-Indic one
+])
+def test_is_lease_holder_knows_children(locked_by: str, holder: bool) -> None:
+    from dj_consumer.config import Config
+
+    cfg = Config(database_url="sqlite://", worker_id="py")
+    assert cfg.is_lease_holder(locked_by) is holder
