@@ -6,6 +6,7 @@ threads never reserve, run or write again.
 
 from __future__ import annotations
 
+import enum
 import threading
 import time
 from collections.abc import Callable
@@ -30,10 +31,17 @@ from dj_consumer.store import Store
 
 log = structlog.get_logger("dj_consumer.worker")
 
-#: What run_one reports: True succeeded, False failed attempt, None nothing was ready,
-#: UNAVAILABLE the database could not be asked (never read as "nothing left to run").
-UNAVAILABLE = "unavailable"
-RunResult = bool | None | str
+class Idle(enum.Enum):
+    """Why run_next ran no job."""
+
+    NOTHING = "nothing ready"  # exit_on_complete may return
+    UNAVAILABLE = "database unavailable"  # never read as "nothing left to run"
+
+
+#: What run_next reports: (succeeded, failed) of the jobs it ran, or why it ran none.
+RunResult = tuple[int, int] | Idle
+#: A reserved row's handler, parsed (or why it could not be).
+Parsed = ParsedHandler | HandlerParseError
 #: A database that refuses every reserve (bad password, no privileges, missing table) this
 #: long, and this many times in a row, stops the worker with FatalError (exit non-zero).
 REFUSED_FOR = 60.0
@@ -54,19 +62,18 @@ class Slots:
         self.refusals = Refusals(clock)
 
     def loop(self, run: Run, me: str) -> None:
-        batch = self.config.reserve_batch
         try:
             while not run.stopping.is_set():
                 try:
-                    result = self.run_batch(run, me, batch) if batch > 1 else self.run_one(run, me)
+                    result = self.run_next(run, me, self.config.reserve_batch)
                 except Exception:  # a bug of ours must not silently end the slot
                     log.exception("worker.slot_error", worker=me, hint="the slot goes on")
-                    result = UNAVAILABLE
-                if result == UNAVAILABLE:
+                    result = Idle.UNAVAILABLE
+                if result is Idle.UNAVAILABLE:
                     # Not "nothing left": exit_on_complete waits for the database to return.
                     self.clock.sleep(max(self.config.sleep_delay, 0.5), run.stopping)
                     continue
-                if result is not None:
+                if result is not Idle.NOTHING:
                     continue
                 if self.config.exit_on_complete:
                     return
@@ -77,9 +84,9 @@ class Slots:
                     self.flush_pending(run, me)
             self.executor.close_loop()
 
-    def _acceptor(self) -> tuple[Callable[[JobRow], bool], dict[int, ParsedHandler | HandlerParseError]]:
+    def _acceptor(self) -> tuple[Callable[[JobRow], bool], dict[int, Parsed]]:
         """accept(row): is this row's name one we have a handler for? (Parsed once, kept.)"""
-        parsed: dict[int, ParsedHandler | HandlerParseError] = {}
+        parsed: dict[int, Parsed] = {}
 
         def accept(row: JobRow) -> bool:
             if self.recorder.outcomes.preparers and self.recorder.outcomes.refuses(row.id):
@@ -94,38 +101,61 @@ class Slots:
 
         return accept, parsed
 
-    def run_one(self, run: Run, me: str) -> RunResult:
-        accept, parsed = self._acceptor()
+    def run_next(self, run: Run, me: str, limit: int = 1) -> RunResult:
+        """Reserve and run the next job (reserve_batch > 1: up to `limit` rows, locked in one
+        statement, their successes deleted together; a crash loses the deletes in hand and
+        those jobs run again); (succeeded, failed), or why nothing ran."""
+        batched = self.config.reserve_batch > 1
         with run.gate(me) as open_:
             if not open_:
-                return None
-            pending = run.pending.pop(me, None)
-            # The success's log line is written as soon as its DELETE is known (on MySQL while
-            # the server still commits), not on the way to the next job.
-            report = None if pending is None else partial(self.recorder.log_deleted, pending)
+                return Idle.NOTHING
             polled = time.perf_counter()
             try:
-                row, deleted = self.store.reserve_after(
-                    me, self.clock.now(), accept, pending.job.id if pending else None,
-                    on_deleted=report)
-            except Exception as exc:
-                if pending:
-                    run.pending[me] = pending  # its delete was rolled back with the reserve
-                if not isinstance(exc, SQLAlchemyError):
-                    raise
+                reserved = self._reserve_many(me, limit) if batched else self._reserve_one(run, me)
+            except SQLAlchemyError as exc:
                 return self._reserve_failed(run, me, exc)
             self.refusals.clear()
-            self.observer.polled(Poll.NOTHING if row is None else Poll.FOUND, time.perf_counter() - polled)
-            if pending:
-                self.recorder.log_deleted(pending, deleted)
-            if row is None:
-                return None
+            self.observer.polled(Poll.FOUND if reserved else Poll.NOTHING,
+                                 time.perf_counter() - polled)
+            if not reserved:
+                return Idle.NOTHING
             if run.closed:  # closed while we reserved (a slot it stopped waiting for)
-                self._unclaim([row.id], me)
-                return None
-        return self._run_row(run, row, parsed[row.id], me, pending=self.store.folds_deletes)
+                self._unclaim([row.id for row, _ in reserved], me)
+                return Idle.NOTHING
+            if batched:
+                batch = run.batches[me] = Batch([r.id for r, _ in reserved], [],
+                                                self.clock.monotonic())
+        if batched:
+            return self._run_batch(run, me, reserved, batch)
+        row, parsed = reserved[0]
+        ok = self._run_row(run, row, parsed, me, pending=self.store.folds_deletes)
+        return int(ok), int(not ok)
 
-    def _reserve_failed(self, run: Run, me: str, exc: SQLAlchemyError) -> str:
+    def _reserve_one(self, run: Run, me: str) -> list[tuple[JobRow, Parsed]]:
+        """The next row, deleting the slot's previous success with it (run.pending)."""
+        accept, parsed = self._acceptor()
+        pending = run.pending.pop(me, None)
+        # The success's log line is written as soon as its DELETE is known (on MySQL while
+        # the server still commits), not on the way to the next job.
+        report = None if pending is None else partial(self.recorder.log_deleted, pending)
+        try:
+            row, deleted = self.store.reserve_after(
+                me, self.clock.now(), accept, pending.job.id if pending else None,
+                on_deleted=report)
+        except BaseException:
+            if pending:
+                run.pending[me] = pending  # its delete was rolled back with the reserve
+            raise
+        if pending:
+            self.recorder.log_deleted(pending, deleted)
+        return [] if row is None else [(row, parsed[row.id])]
+
+    def _reserve_many(self, me: str, limit: int) -> list[tuple[JobRow, Parsed]]:
+        accept, parsed = self._acceptor()
+        rows = self.store.reserve_many(me, self.clock.now(), accept, limit)
+        return [(row, parsed[row.id]) for row in rows]
+
+    def _reserve_failed(self, run: Run, me: str, exc: SQLAlchemyError) -> Idle:
         log.error("db.unavailable", op="reserve", error=short_error(exc),
                   hint="retrying after sleep_delay")
         self.observer.polled(Poll.ERROR, 0.0, exc)
@@ -136,7 +166,7 @@ class Slots:
         reason = self.refusals.note(exc)
         if reason is not None:
             self.fatal_stop(reason)
-        return UNAVAILABLE
+        return Idle.UNAVAILABLE
 
     def flush_pending(self, run: Run, me: str) -> None:
         """Delete a success still waiting for the next reserve (the slot is stopping). The
@@ -146,28 +176,11 @@ class Slots:
             self.recorder.record(run, pending.job, Succeeded(), me, pending.duration_ms,
                                  logged=pending.logged is True)
 
-    def run_batch(self, run: Run, me: str, limit: int) -> tuple[int, int] | str | None:
-        """reserve_batch: lock up to `limit` rows in one statement, run them, delete the
-        successes together. A crash loses the deletes in hand: those jobs run again."""
-        accept, parsed = self._acceptor()
-        with run.gate(me) as open_:
-            if not open_:
-                return None
-            polled = time.perf_counter()
-            try:
-                rows = self.store.reserve_many(me, self.clock.now(), accept, limit)
-            except SQLAlchemyError as exc:
-                return self._reserve_failed(run, me, exc)
-            self.refusals.clear()
-            self.observer.polled(Poll.FOUND if rows else Poll.NOTHING, time.perf_counter() - polled)
-            if rows and run.closed:
-                self._unclaim([r.id for r in rows], me)
-                return None
-            if not rows:
-                return None
-            batch = run.batches[me] = Batch([r.id for r in rows], [], self.clock.monotonic())
+    def _run_batch(self, run: Run, me: str, reserved: list[tuple[JobRow, Parsed]],
+                   batch: Batch) -> tuple[int, int]:
+        """Run a batch's rows one after another, then delete its successes together."""
         succeeded = failed = 0
-        for row in rows:
+        for row, parsed in reserved:
             if run.stopping.is_set() or self._batch_at_risk(batch):
                 with run.gate(me) as open_, run.lock:
                     rest, batch.waiting = list(batch.waiting), []
@@ -180,7 +193,7 @@ class Slots:
                     batch.waiting.remove(row.id)
             if lost:
                 continue
-            if self._run_row(run, row, parsed[row.id], me, batch):
+            if self._run_row(run, row, parsed, me, batch):
                 succeeded += 1
             else:
                 failed += 1
@@ -205,7 +218,7 @@ class Slots:
             log.error("db.unavailable", op="unclaim", error=short_error(exc),
                       hint="the rows stay locked until the lock horizon")
 
-    def _run_row(self, run: Run, row: JobRow, result: ParsedHandler | HandlerParseError, me: str,
+    def _run_row(self, run: Run, row: JobRow, result: Parsed, me: str,
                  batch: Batch | None = None, *, pending: bool = False) -> bool:
         """Run one reserved row and record its outcome (a batch's success into `batch.done`,
         a success whose DELETE rides with the next reserve into run.pending)."""

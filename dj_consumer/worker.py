@@ -26,7 +26,7 @@ from dj_consumer.outcomes import Outcomes, Participant
 from dj_consumer.recorder import Recorder
 from dj_consumer.registry import Registry
 from dj_consumer.run import GATE_WAIT, Run
-from dj_consumer.slots import RunResult, Slots
+from dj_consumer.slots import Idle, Slots
 from dj_consumer.store import Store
 
 log = structlog.get_logger(__name__)
@@ -138,18 +138,13 @@ class Worker:
         me = self.names[0]
         run = self._begin([me])
         succeeded = failed = 0
-        batch = self.config.reserve_batch
         try:
             while succeeded + failed < num and not run.stopping.is_set():
-                result: RunResult | tuple[int, int]
-                if batch > 1:
-                    result = self.slots.run_batch(run, me, min(batch, num - succeeded - failed))
-                else:
-                    result = self.slots.run_one(run, me)
-                if result is None or isinstance(result, str):
+                limit = min(self.config.reserve_batch, num - succeeded - failed)
+                result = self.slots.run_next(run, me, limit)
+                if isinstance(result, Idle):
                     break
-                counts = result if isinstance(result, tuple) else (int(result), int(not result))
-                succeeded, failed = succeeded + counts[0], failed + counts[1]
+                succeeded, failed = succeeded + result[0], failed + result[1]
         finally:
             with run.gate(me) as open_:
                 if open_:  # work_off returns with every outcome written
