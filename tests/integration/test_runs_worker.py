@@ -198,3 +198,138 @@ def test_an_interrupted_job_says_interrupted_with_attempts_unchanged(rdb: RunsDB
     run = rdb.record(job_id)
     assert (run.state, run.attempts, run.finished_at) == ("interrupted", 0, None)
     assert run.error_message.startswith("Interrupted: worker")
+
+
+# -- progress ----------------------------------------------------------------------------------
+
+
+def test_progress_is_throttled_and_the_handler_never_waits_on_the_database(rdb: RunsDB) -> None:
+    """1,000 reports while another transaction holds the record's row: the handler does not
+    wait, a few writes reach the table, and the last report is in the final record."""
+    took: list[float] = []
+    mid: list[Run] = []
+    reg = Registry()
+
+    @reg.run("Count")
+    def count(j: Job) -> None:
+        with blocking(rdb, j.id):
+            t0 = time.perf_counter()
+            for i in range(1000):
+                j.report_progress(i, 1000, "scan")
+            took.append(time.perf_counter() - t0)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            run = rdb.record(j.id)
+            if run.progress_current == 999:
+                mid.append(run)
+                break
+            time.sleep(0.05)
+        j.report_progress(1000, stage="done")  # held back: the final write carries it
+
+    job_id = rdb.db.insert(obj("Count"))
+    w = make_worker(rdb.config(run_progress_interval=0.2), reg)
+    assert w.runs is None
+    writes: list[int] = []
+    try:
+        w._setup()
+        assert w.runs is not None
+        inner = w.runs.writer._write
+        w.runs.writer._write = lambda i, p: (writes.append(p[0]), inner(i, p))  # type: ignore[method-assign,func-returns-value]
+        assert w.work_off(1) == (1, 0)
+        late = w.runs._write_progress
+    finally:
+        w.close()
+    assert took[0] < 0.5, took
+    assert mid and (mid[0].state, mid[0].progress_total, mid[0].progress_stage) == \
+        ("running", 1000, "scan")
+    assert 1 <= len(writes) <= 4, writes
+    run = rdb.record(job_id)
+    assert (run.state, run.progress_current, run.progress_total, run.progress_stage) == \
+        ("succeeded", 1000, 1000, "done")
+    late(job_id, (3, 10, "late"))  # a progress write after the final one changes nothing
+    assert (rdb.record(job_id).progress_current, rdb.record(job_id).state) == (1000, "succeeded")
+
+
+class blocking:
+    """Hold the run record's row (or, on SQLite, the write lock) for a moment, then let go."""
+
+    def __init__(self, rdb: RunsDB, job_id: int) -> None:
+        self.rdb, self.job_id = rdb, job_id
+
+    def __enter__(self) -> None:
+        self.conn = self.rdb.engine.connect()
+        if self.rdb.db.backend == "sqlite":
+            self.conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            self.conn.execute(sa.text(f"SELECT job_id FROM {self.rdb.runs} WHERE job_id = :i "
+                                      "FOR UPDATE"), {"i": self.job_id})
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(0.3)  # the writer is waiting on us by now
+        if self.rdb.db.backend == "sqlite":
+            self.conn.exec_driver_sql("COMMIT")
+        else:
+            self.conn.commit()
+        self.conn.close()
+
+
+# -- cancel ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["api", "rails"])
+def test_a_running_job_sees_cancelled_within_a_heartbeat(rdb: RunsDB, how: str) -> None:
+    seen: dict[str, Any] = {}
+    started = threading.Event()
+    reg = Registry()
+
+    @reg.run("Long")
+    def long(j: Job) -> None:
+        started.set()
+        t0 = time.monotonic()
+        while not j.cancelled and time.monotonic() - t0 < 10:
+            time.sleep(0.01)
+        seen.update(cancelled=bool(j.cancelled), timed_out=bool(j.timed_out),
+                    after=time.monotonic() - seen["asked"])
+
+    job_id = rdb.db.insert(obj("Long"), attempts=2)
+
+    def ask() -> None:
+        assert started.wait(10)
+        seen["asked"] = time.monotonic()
+        if how == "api":
+            from dj_consumer import runs
+
+            assert runs.cancel(job_id, config=rdb.config()).outcome == "requested"
+        else:  # what the README tells a Rails app to write
+            rdb.set(job_id, cancel_requested_at=rdb.record(job_id).started_at)
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    try:
+        assert work(rdb, reg, 1, heartbeat_interval=0.3) == (0, 1)
+    finally:
+        asker.join()
+    assert seen["cancelled"] and seen["timed_out"]
+    assert seen["after"] < 0.3 + 1.0, seen  # one heartbeat, and a slow CI's slack
+    assert rdb.db.row(job_id) is None
+    run = rdb.record(job_id)
+    assert (run.state, run.attempts, run.error_message) == ("cancelled", 2, "cancelled")
+    assert run.finished_at is not None and run.cancel_requested_at is not None
+
+
+def test_a_cancelled_async_handler_is_stopped_and_recorded_cancelled(rdb: RunsDB) -> None:
+    import asyncio
+
+    reg = Registry()
+
+    @reg.run("Sleeper")
+    async def sleeper(j: Job) -> None:
+        rdb.set(j.id, cancel_requested_at=rdb.record(j.id).started_at)
+        await asyncio.sleep(20)
+
+    job_id = rdb.db.insert(obj("Sleeper"))
+    t0 = time.monotonic()
+    assert work(rdb, reg, 1, heartbeat_interval=0.3) == (0, 1)
+    assert time.monotonic() - t0 < 5
+    assert rdb.db.row(job_id) is None
+    assert (rdb.record(job_id).state, rdb.record(job_id).attempts) == ("cancelled", 0)
