@@ -206,6 +206,10 @@ class Config:
         14 * 86400.0, flags=("--run-retention",), metavar="S", shown_default="14 days",
         help="seconds a finished run record (and a completed batch) is kept before the "
              "worker prunes it")
+    run_progress_interval: float = setting(
+        0.5, flags=("--run-progress-interval",), metavar="S",
+        help="a job's j.report_progress reaches its run record at most this often (seconds; "
+             "written by a background thread, never by the job)")
     hostname: str = setting(
         factory=socket.gethostname, flags=("--hostname",), metavar="HOST",
         shown_default="this host's name", help="the host part of locked_by")
@@ -269,6 +273,7 @@ class Config:
             if not getattr(self, key):
                 raise ConfigError(f"{key} must not be empty")
         _positive("run_retention", self.run_retention)
+        _positive("run_progress_interval", self.run_progress_interval)
         _web_settings(self)
         _ = self.url  # validates database_url / db_config now, not at first use
 

@@ -40,7 +40,7 @@ def format_error(exc: BaseException) -> str:
     return f"{message}\n{trace.rstrip()}"
 
 
-def run_in_child(fn: Callable[[Job], Any], job: Job, run_time: float) -> None:
+def run_in_child(fn: Callable[[Job], Any], job: Job, run_time: float) -> Any:
     """timeout="process": run `fn(job)` in a forked child that is killed at run_time.
 
     fork, not spawn: the child inherits the registry and the job as they are, without
@@ -52,8 +52,12 @@ def run_in_child(fn: Callable[[Job], Any], job: Job, run_time: float) -> None:
     def child() -> None:
         reader.close()
         try:
-            run_to_end(fn(job))
-            writer.send(None)
+            value = run_to_end(fn(job))
+            try:
+                writer.send(("ok", value))
+            except Exception as exc:  # it cannot be pickled: the attempt fails, saying why
+                writer.send(("ResultError", "the job's return value cannot leave its process "
+                             f"({type(value).__name__}: {exc})", ""))
         except BaseException as exc:
             writer.send((type(exc).__name__, str(exc), format_error(exc).split("\n", 1)[1]))
         finally:
@@ -83,7 +87,9 @@ def run_in_child(fn: Callable[[Job], Any], job: Job, run_time: float) -> None:
         reader.close()
         proc.join(5)
     if result is None:
-        return
+        return None
+    if result[0] == "ok":
+        return result[1]
     kind, message, trace = result
     if kind == "ChildDied" or proc.exitcode not in (0, None):
         raise ChildJobError(f"the job's process died (exit code {proc.exitcode})")
@@ -203,12 +209,13 @@ class Executor:
                 for before in spec.hooks_for("before"):
                     self._call(before, job, run_time, expired)
                 if spec.timeout == "process":
-                    run_in_child(spec.run, job, run_time)
+                    value = run_in_child(spec.run, job, run_time)
                 else:
-                    self._call(spec.run, job, run_time, expired)
+                    value = self._run(spec.run, job, run_time, expired)
                 if job.timed_out.is_set():
                     returned_late = True  # it ignored timed_out: its work does not count
                     raise _timeout(job, run_time, expired)
+                job.attempt.keep_result(value)  # a result a run record cannot hold: a failure
                 for success in spec.hooks_for("success"):
                     self._call(success, job, run_time, expired)
             except BaseException as exc:  # Ruby's invoke_job rescues Exception: everything
@@ -233,7 +240,7 @@ class Executor:
         finally:
             self.watchdog.cancel(timer)
         if error is None:
-            return Succeeded()
+            return Succeeded(job.attempt.result)
         outcome = self.failed_attempt(job, spec, error, notes, give_up=give_up)
         if isinstance(error, JobTimeout) or job.timed_out.is_set():
             then = "retried" if isinstance(outcome, Rescheduled) else "failed for good"
@@ -247,14 +254,26 @@ class Executor:
                 job.log.warning("job.timed_out", max_run_time=run_time, then=then)
         return outcome
 
+    def _run(self, fn: Callable[..., Any], job: Job, run_time: float, expired: _Expired) -> Any:
+        """The handler; called again when an item of its `j.track` loop raised and errors
+        are to continue (the loop resumes after that item)."""
+        while True:
+            try:
+                return self._call(fn, job, run_time, expired)
+            except Exception as exc:
+                if job.timed_out.is_set() or not job.attempt.item_failed(exc):
+                    raise
+                job.log.warning("job.item_failed", error=f"{type(exc).__name__}: {exc}"[:500],
+                                hint="counted as errored; the handler goes on after it")
+
     def _call(self, fn: Callable[..., Any] | None, job: Job, run_time: float,
-              expired: _Expired) -> None:
+              expired: _Expired) -> Any:
         """The work of the attempt (before, run, success): a coroutine is cancelled when
         j.timed_out is set, and that is a timeout."""
         if fn is None:
-            return
+            return None
         try:
-            self.loops.call(fn, job, cancellable=True)
+            return self.loops.call(fn, job, cancellable=True)
         except Cancelled:
             raise _timeout(job, run_time, expired) from None
 

@@ -248,7 +248,10 @@ class Slots:
         job.log.debug("job.started", display_name=job.display_name)
         self.observer.started(job)
         started = time.perf_counter()
-        outcome = self.executor.execute(job, spec)
+        if self.recorder.outcomes.attenders:  # run records (runs/tracking.py)
+            outcome = self.recorder.outcomes.run(job, partial(self.executor.execute, job, spec))
+        else:
+            outcome = self.executor.execute(job, spec)
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
         self.observer.ran(job, duration_ms / 1000)
         with run.gate(me) as open_:

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
@@ -22,6 +22,7 @@ from dj_consumer.errors import ConfigError, FatalError
 from dj_consumer.events import Observer
 from dj_consumer.executor import Executor, Watchdog
 from dj_consumer.heartbeat import Heartbeat
+from dj_consumer.models import Interrupted
 from dj_consumer.outcomes import Outcomes, Participant
 from dj_consumer.recorder import Recorder
 from dj_consumer.registry import Registry
@@ -29,6 +30,9 @@ from dj_consumer.run import GATE_WAIT, Run
 from dj_consumer.slots import Idle, Slots
 from dj_consumer.store import Store
 from dj_consumer.wakeup import Prober
+
+if TYPE_CHECKING:
+    from dj_consumer.runs.tracking import RunRecords
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +80,7 @@ class Worker:
         self._checked = False
         self._names: list[str] = []
         self._lock = threading.Lock()
+        self.runs: RunRecords | None = None  # run records, when the table exists (at start)
 
     # -- public API ------------------------------------------------------------------------
 
@@ -162,6 +167,8 @@ class Worker:
     def close(self) -> None:
         self.slots.wakeup.close()
         self.heartbeat.stop()
+        if self.runs is not None:
+            self.runs.close()
         self.watchdog.stop()
         self.executor.loops.close()
         self.store.close()
@@ -185,6 +192,7 @@ class Worker:
         server = self.store.check()
         self._check_privileges()
         self._add_recurring()
+        self._add_runs()
         self._checked = True
         if server.dialect == "mysql" and not server.skip_locked:
             log.info("worker.no_skip_locked", server=server.version,
@@ -202,6 +210,17 @@ class Worker:
             self.outcomes.add(recurring.Recurring(self.store, conventions,
                                                   default_zone=self.config.cron_zone))
             log.info("worker.recurring", conventions=conventions.describe())
+
+    def _add_runs(self) -> None:
+        """Run records (runs/tracking.py), when the runs table exists."""
+        from dj_consumer.runs import tracking
+
+        self.runs = tracking.attach(self.store, self.config, self.clock)
+        if self.runs is not None:
+            self.outcomes.add(self.runs)
+            self.heartbeat.watchers.append(self.runs.beat)
+            log.info("worker.run_records", table=self.config.runs_table,
+                     batches=self.runs.runs.has_batches)
 
     def _check_privileges(self) -> None:
         """A worker that may not DELETE would unlock (and so rerun) every success: refuse to
@@ -357,7 +376,7 @@ class Worker:
                        "attempts unchanged, it will run again")
             job.timed_out.stop(message)
             try:
-                written = self.store.interrupt(job.id, me, last_error=message, now=self.clock.now())
+                written = self.recorder.write(job, Interrupted(message), me)
             except Exception as exc:  # a driver's bug too: the other jobs are unlocked still
                 job.log.error("job.interrupt_unwritten", error=short_error(exc),
                               hint="the row stays locked; it runs again after the lock horizon")

@@ -52,15 +52,21 @@ def run_check(args: argparse.Namespace) -> int:
 
             raise unreachable(st.config.url, exc) from None
         server = None
+        privileges = None
         if columns is not None:
             try:
                 server = st.check()
             except ConfigError as exc:
                 if "has no column" not in str(exc):
                     raise  # advise() reports the missing columns itself
+            if st.dialect != "sqlite":  # a file has no grants
+                try:
+                    privileges = st.missing_privileges()
+                except SQLAlchemyError:
+                    privileges = None  # cannot tell: say nothing rather than guess
     finally:
         st.close()
-    findings = diagnose.advise(st.config, server, columns, indexes, skew)
+    findings = diagnose.advise(st.config, server, columns, indexes, skew, privileges)
     if args.json:
         print(json.dumps([{"level": f.level, "message": f.message, "fix": f.fix or None}
                           for f in findings], indent=2))
