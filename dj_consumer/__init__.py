@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 # `enqueue` names both a module and its function: importing it here binds the function (a
 # submodule imported later would shadow a lazily loaded name). It is light.
+from dj_consumer.attempt import SKIP
 from dj_consumer.enqueue import enqueue
 from dj_consumer.errors import (
     ConfigError,
@@ -55,6 +56,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "SKIP",
     "Config",
     "ConfigError",
     "DJConsumerError",
