@@ -95,6 +95,11 @@ class Config:
         help="seconds before j.timed_out is set; also the stale-lock horizon (Ruby's 4 h)")
     sleep_delay: float = setting(
         5.0, flags=("--sleep-delay",), metavar="S", help="seconds to wait when nothing is ready")
+    # README "Pick-up latency": what wakes an idle worker before sleep_delay runs out.
+    idle_poll: float = setting(
+        0.1, flags=("--idle-poll",), metavar="S",
+        help="while idle, look this often (seconds) for rows added since (one primary-key-only "
+             "query) and wake for one of ours; 0 turns it off (README 'Pick-up latency')")
     read_ahead: int = setting(
         5, flags=("--read-ahead",), metavar="N", help="candidate rows per reserve")
     exit_on_complete: bool = setting(
@@ -234,6 +239,8 @@ class Config:
         _zone("cron_zone", self.cron_zone)
         if self.sleep_delay < 0:
             raise ConfigError(f"sleep_delay must be >= 0 seconds, got {self.sleep_delay!r}")
+        if self.idle_poll < 0:
+            raise ConfigError(f"idle_poll must be >= 0 seconds (0 turns it off), got {self.idle_poll!r}")
         if self.shutdown_timeout is not None and self.shutdown_timeout < 0:
             raise ConfigError(f"shutdown_timeout must be >= 0 seconds, got {self.shutdown_timeout!r}")
         if self.heartbeat_interval >= self.lock_timeout:

@@ -28,6 +28,7 @@ from dj_consumer.recorder import Recorder
 from dj_consumer.registry import JobSpec, Registry
 from dj_consumer.run import Batch, Flight, Pending, Run
 from dj_consumer.store import Store
+from dj_consumer.wakeup import Wakeup
 
 log = structlog.get_logger("dj_consumer.worker")
 
@@ -60,10 +61,12 @@ class Slots:
         self.executor, self.recorder, self.heartbeat = executor, recorder, heartbeat
         self.fatal_stop = fatal_stop
         self.refusals = Refusals(clock)
+        self.wakeup = Wakeup(config, store, clock)
 
     def loop(self, run: Run, me: str) -> None:
         try:
             while not run.stopping.is_set():
+                self.wakeup.arm(me)
                 try:
                     result = self.run_next(run, me, self.config.reserve_batch)
                 except Exception:  # a bug of ours must not silently end the slot
@@ -77,7 +80,8 @@ class Slots:
                     continue
                 if self.config.exit_on_complete:
                     return
-                self.clock.sleep(self.config.sleep_delay, run.stopping)
+                if not run.stopping.is_set():
+                    self.wakeup.wait(me)  # the next run_at, sleep_delay at most, or a ring
         finally:
             with run.gate(me) as open_:
                 if open_:

@@ -207,7 +207,15 @@ class Statements:
         ready = [
             f"((run_at <= :now AND (locked_at IS NULL OR {stale})) OR {self.owned})",
             "failed_at IS NULL",
+            self.filters(),
         ]
+        return " AND ".join(ready)
+
+    def filters(self) -> str:
+        """Which rows this worker serves at all: queues, priorities, name prefilters (binds
+        from `constants`)."""
+        cfg = self.config
+        ready = []
         if cfg.queues:
             named = [q for q in cfg.queues if q is not None]
             # One bind per queue (the list is fixed per worker), so the statement needs no

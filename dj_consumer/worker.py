@@ -29,6 +29,7 @@ from dj_consumer.registry import Registry
 from dj_consumer.run import GATE_WAIT, Run
 from dj_consumer.slots import Idle, Slots
 from dj_consumer.store import Store
+from dj_consumer.wakeup import Prober
 
 if TYPE_CHECKING:
     from dj_consumer.runs.tracking import RunRecords
@@ -114,12 +115,14 @@ class Worker:
                              daemon=True)
             for i, name in enumerate(self.names)
         ]
+        stop_waking = self._start_waking()
         for thread in threads:
             thread.start()
         try:
             self._watch(run, threads)
         finally:
             restore()
+            stop_waking()
             self._finish(run)
         self._raise_if_fatal()
 
@@ -131,6 +134,7 @@ class Worker:
                 self._stop_early = True
             else:
                 self._run.stopping.set()
+        self.slots.wakeup.ring()
 
     @property
     def stopping(self) -> bool:
@@ -161,6 +165,7 @@ class Worker:
         return succeeded, failed
 
     def close(self) -> None:
+        self.slots.wakeup.close()
         self.heartbeat.stop()
         if self.runs is not None:
             self.runs.close()
@@ -278,6 +283,7 @@ class Worker:
                 self.observer.tick()
                 if not run.stopping.is_set():
                     continue
+                self.slots.wakeup.ring()  # however the stop came, no idle slot sleeps on
                 stop_seen = stop_seen if stop_seen is not None else time.monotonic()
                 timeout = self.config.shutdown_timeout
                 if (timeout is not None and time.monotonic() - stop_seen >= timeout
@@ -321,6 +327,16 @@ class Worker:
                           hint="stopping; the process exits non-zero so a supervisor notices")
             if self._run is not None:
                 self._run.stopping.set()
+        self.slots.wakeup.ring()
+
+    def _start_waking(self) -> Callable[[], None]:
+        """What wakes idle slots before sleep_delay (README "Pick-up latency"); its stop."""
+        cfg = self.config
+        if cfg.idle_poll <= 0 or cfg.sleep_delay <= cfg.idle_poll or cfg.exit_on_complete:
+            return lambda: None
+        prober = Prober(self.slots.wakeup, cfg.idle_poll)
+        prober.start()
+        return prober.stop
 
     def _raise_if_fatal(self) -> None:
         if self._fatal is not None:

@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dj_consumer.clock import Clock
 from dj_consumer.config import Config
-from dj_consumer.db import short_error
+from dj_consumer.db import is_refusal, short_error
 from dj_consumer.models import Failed, Interrupted, Job, Outcome, Rescheduled, Succeeded
 from dj_consumer.outcomes import Tx
 from dj_consumer.runs import reporting
@@ -49,10 +49,19 @@ Progress = tuple[int, int | None, str | None]
 
 
 def attach(store: Store, config: Config, clock: Clock) -> RunRecords | None:
-    """The run records of the worker's database, or None when the runs table is absent."""
-    with store.engine.connect() as conn:
-        runs = detect(conn, runs_table=config.runs_table, table_name=config.table_name,
-                      batches_table=config.batches_table)
+    """The run records of the worker's database, or None when the runs table is absent.
+    A user granted the jobs table only is refused even a look at the runs table on MySQL
+    (1142, not 'no such table'): no run records then, one warning, the jobs still run."""
+    try:
+        with store.engine.connect() as conn:
+            runs = detect(conn, runs_table=config.runs_table, table_name=config.table_name,
+                          batches_table=config.batches_table)
+    except SQLAlchemyError as exc:
+        if not is_refusal(exc):
+            raise
+        log.warning("run.records_off", runs_table=config.runs_table, error=short_error(exc),
+                    hint="the database user may not read the runs table: no run records")
+        return None
     if runs is None:
         return None
     return RunRecords(store, runs, config, clock)

@@ -95,9 +95,25 @@ def test_start_up_names_the_missing_privilege(server_db: DB, missing: str) -> No
     assert "\n" not in message
 
 
+@pytest.fixture
+def cli_logging() -> Iterator[None]:
+    """cli.main() configures structlog and the root logger for its process; put them back."""
+    import logging
+
+    import structlog
+
+    yield
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if h.get_name() == "dj-consumer"]:
+        root.removeHandler(handler)
+    logging.captureWarnings(False)
+
+
 @pytest.mark.parametrize("missing", ["DELETE", "INSERT"])
 def test_check_names_the_privileges_the_worker_needs(server_db: DB, missing: str,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     cli_logging: None) -> None:
     """`dj-consumer check` says which grant a worker (or enqueue) lacks, before a worker is
     started with it: a missing DELETE is an error (exit 2), a missing INSERT a warning."""
     from dj_consumer.cli import main

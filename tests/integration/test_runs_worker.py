@@ -333,3 +333,33 @@ def test_a_cancelled_async_handler_is_stopped_and_recorded_cancelled(rdb: RunsDB
     assert time.monotonic() - t0 < 5
     assert rdb.db.row(job_id) is None
     assert (rdb.record(job_id).state, rdb.record(job_id).attempts) == ("cancelled", 0)
+
+
+# -- retention ---------------------------------------------------------------------------------
+
+
+def test_the_worker_prunes_records_older_than_run_retention(rdb: RunsDB) -> None:
+    from datetime import timedelta
+
+    from dj_consumer.clock import SystemClock
+    from dj_consumer.runs import tracking
+
+    now = SystemClock().now()
+    old, young = now - timedelta(hours=3), now - timedelta(minutes=30)
+    with rdb.engine.begin() as conn:
+        for i in range(1, 1201):  # more than one prune batch (500)
+            rdb.store.finish(conn, 100_000 + i, "succeeded", attempts=0, now=old, name="A")
+        rdb.store.finish(conn, 99_999, "failed", attempts=3, now=young, name="A")
+    reg = Registry()
+
+    @reg.run("Slow")
+    def slow(j: Job) -> None:
+        time.sleep(0.8)  # a few heartbeats while it runs
+
+    rdb.db.insert(obj("Slow"))
+    assert tracking.PRUNE_EVERY >= 600  # pruning is rare; the first beat after start does it
+    assert work(rdb, reg, 1, run_retention=3600, heartbeat_interval=0.2) == (1, 0)
+    with rdb.engine.connect() as conn:
+        left = conn.execute(sa.text(f"SELECT job_id FROM {rdb.runs} ORDER BY job_id")).scalars()
+        assert sorted(left) == sorted([99_999, *[r.job_id for r in
+                                                 rdb.store.find(conn, name="Slow")]])
