@@ -229,3 +229,19 @@ def test_an_enqueue_batch_in_the_same_process_wakes_its_idle_slots(sqlite_db: DB
         runs.enqueue_batch("PartJob", [1], config=rdb.config())
         assert stamps.ran.wait(SLEEP_DELAY)
     assert started[0] - committed < 0.5
+
+
+def test_a_row_added_right_after_the_last_one_was_deleted_rings(db: DB) -> None:
+    """Rails' SQLite tables are AUTOINCREMENT, as ours: a new row never takes the id of the
+    row just deleted, so the prober's MAX(id) sees it (the id is not reused)."""
+    stamps = Stamps()
+    worker = make_worker(db.config(), stamps.registry)
+    worker.work_off(0)
+    prober = Prober(worker.slots.wakeup, 0.1)
+    first = db.insert(stamp_handler(1))
+    prober.probe()
+    with db.engine.begin() as conn:
+        conn.execute(db.t.delete().where(db.t.c.id == first))
+    assert db.insert(stamp_handler(2)) > first
+    assert prober.probe()
+    worker.close()
