@@ -10,7 +10,7 @@ from dj_consumer import Job, job
 
 @job.run("ReportJob")
 def report(j: Job) -> None:
-    accounts = 1200
+    accounts = 60
     for done in range(accounts):
         if j.timed_out.is_set():
             return

@@ -113,8 +113,9 @@ def main() -> int:
         driver.save_screenshot(str(DOCS / "web-job.png"))
         driver.get(server.url + "/jobs?state=running&name=ReportJob")
         driver.find_element(By.CSS_SELECTOR, "#jobs tbody tr[data-id] a").click()
-        wait_for(lambda: driver.find_elements(By.ID, "progress"), "the running job's progress")
-        time.sleep(3)  # a few live updates
+        wait_for(lambda: driver.execute_script(
+            "const p = document.getElementById('progress'); return p && p.value >= 25"),
+            "the running job's progress bar a good way along", timeout=60)
         driver.save_screenshot(str(DOCS / "web-run.png"))
         driver.get(server.url + "/recurring")
         wait_for(lambda: driver.find_elements(By.ID, "schedules"), "the schedules", timeout=60)
