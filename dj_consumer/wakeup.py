@@ -226,6 +226,8 @@ class Prober:
 
 def ring_local(config: Config) -> None:
     """An enqueue in this process: wake the idle slots of the workers here on that table."""
+    if not _LIVE:
+        return
     for wakeup in list(_LIVE):
         cfg = wakeup.config
         if cfg.table_name == config.table_name and cfg.url == config.url:

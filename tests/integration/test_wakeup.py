@@ -197,3 +197,51 @@ def test_the_next_run_at_is_the_earliest_of_ours_across_priorities(db: DB) -> No
     assert worker.slots.wakeup.next_run_at(now, now + timedelta(seconds=10)) == sooner
     assert worker.slots.wakeup.next_run_at(now, sooner - timedelta(microseconds=1)) is None
     worker.close()
+
+
+def test_an_enqueue_in_the_same_process_wakes_its_idle_slots(sqlite_db: DB) -> None:
+    """No prober, no notification: the enqueue rings the local worker directly."""
+    from dj_consumer import enqueue
+
+    stamps = Stamps()
+    with running(sqlite_db, stamps, idle_poll=0):
+        committed = time.time()
+        enqueue(sqlite_db.config(), "StampJob", {"seq": 1}, registry=stamps.registry)
+        assert stamps.ran.wait(SLEEP_DELAY)
+    assert stamps.started[1] - committed < 0.5
+
+
+def test_an_enqueue_batch_in_the_same_process_wakes_its_idle_slots(sqlite_db: DB) -> None:
+    from dj_consumer import runs
+    from tests.integration.runs_helpers import runs_tables
+
+    stamps = Stamps()
+    started: list[float] = []
+
+    @stamps.registry.run("PartJob")
+    def part(j: Job) -> None:
+        started.append(time.time())
+        stamps.ran.set()
+
+    with runs_tables(sqlite_db) as rdb, running(sqlite_db, stamps, idle_poll=0, **{
+            "runs_table": rdb.runs, "batches_table": rdb.batches}):
+        committed = time.time()
+        runs.enqueue_batch("PartJob", [1], config=rdb.config())
+        assert stamps.ran.wait(SLEEP_DELAY)
+    assert started[0] - committed < 0.5
+
+
+def test_a_row_added_right_after_the_last_one_was_deleted_rings(db: DB) -> None:
+    """Rails' SQLite tables are AUTOINCREMENT, as ours: a new row never takes the id of the
+    row just deleted, so the prober's MAX(id) sees it (the id is not reused)."""
+    stamps = Stamps()
+    worker = make_worker(db.config(), stamps.registry)
+    worker.work_off(0)
+    prober = Prober(worker.slots.wakeup, 0.1)
+    first = db.insert(stamp_handler(1))
+    prober.probe()
+    with db.engine.begin() as conn:
+        conn.execute(db.t.delete().where(db.t.c.id == first))
+    assert db.insert(stamp_handler(2)) > first
+    assert prober.probe()
+    worker.close()
