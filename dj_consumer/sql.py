@@ -25,13 +25,14 @@ ROW_COLUMNS = "id, priority, attempts, handler, run_at, queue, locked_at, locked
 RESERVE_COLUMNS = "id, priority, attempts, handler, run_at, queue"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ReserveSQL:
     """The statements that lock one ready row, one per reserve strategy (see Store.strategy)."""
 
+    where: str  # the ready clause they share
+
     candidates: TextClause
     lock_next: TextClause
-    select_next_into: TextClause
     update_returning: TextClause
     update_limit: TextClause
     update_returning_after: TextClause
@@ -107,20 +108,6 @@ class Statements:
         self.unclaim_ids = _typed(
             f"UPDATE {t} SET locked_at = NULL, locked_by = NULL WHERE id IN :ids AND {self.owned}"
         )
-        self.start_transaction = _typed("START TRANSACTION")
-        # The one-round-trip MySQL reserve (Store._reserve_skip_locked_scripted) keeps what
-        # it learns in session variables: right after its DELETE, the count (and no row yet);
-        # select_next_into then reads the row into @dj_*; the claim; one result row at the end
-        # (no table read: the row is already in hand).
-        self.count_deleted = _typed("SET @dj_deleted = ROW_COUNT(), @dj_id = NULL")
-        self.claim_selected = _typed(
-            f"UPDATE {t} SET locked_at = :locked_at, locked_by = :me WHERE id = @dj_id AND @dj_sure")
-        # A user variable holds a DATETIME as a string (MySQL 8: a binary one): cast it back.
-        self.read_selected = _typed(
-            "SELECT @dj_deleted, ROW_COUNT(), "
-            + ", ".join("CAST(@dj_run_at AS DATETIME(6))" if c.strip() == "run_at" else f"@dj_{c.strip()}"
-                        for c in RESERVE_COLUMNS.split(",")), rows=True)
-        self.commit = _typed("COMMIT")
         # Renewals write the database's clock where there is one (README "Lease renewal").
         renewed = DB_NOW.get(dialect, ":now")
         self.renew_all = _typed(
@@ -258,19 +245,13 @@ class Statements:
         after = (f"(priority > :key_p OR (priority = :key_p AND run_at {self.ge} :from_run_at "
                  "AND (run_at > :key_run_at OR id > :key_id)))")
         return ReserveSQL(
+            where=where,
             candidates=_typed(
                 f"SELECT {RESERVE_COLUMNS} FROM {t} WHERE {where} {order} LIMIT :limit", rows=True),
             # SKIP LOCKED takes one row at a time: locking read_ahead rows would hide them from
             # every other worker (who would then sleep, or exit_on_complete) meanwhile.
             lock_next=_typed(
                 f"SELECT {RESERVE_COLUMNS} FROM {t} WHERE {where} {order} LIMIT 1{lock}", rows=True),
-            # The one-round-trip MySQL reserve: the row, and whether it is surely ours, into
-            # session variables (left as they were when there is no row: count_deleted
-            # resets @dj_id first).
-            select_next_into=_typed(
-                f"SELECT {RESERVE_COLUMNS}, :claim_sure = 1 AND ({self.sure}) INTO "
-                + ", ".join(f"@dj_{c.strip()}" for c in RESERVE_COLUMNS.split(","))
-                + f", @dj_sure FROM {t} WHERE {where} {order} LIMIT 1{lock}"),
             # Rails' optimized_sql on PostgreSQL, one round trip:
             # UPDATE … WHERE id IN (SELECT … LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING.
             update_returning=_typed(
