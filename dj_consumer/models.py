@@ -6,7 +6,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dj_consumer.errors import HandlerParseError
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +25,8 @@ class JobRow:
     locked_at: datetime | None = None
     locked_by: str | None = None
     failed_at: datetime | None = None
+    #: A reserved row's handler as the reserve's `accept` parsed it (or why it could not be).
+    parsed: ParsedHandler | HandlerParseError | None = None
 
 
 @dataclass(frozen=True, slots=True)

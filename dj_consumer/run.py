@@ -28,14 +28,20 @@ class Flight:
     renewing: bool = True
 
 
-class Pending:
-    """A success whose DELETE travels with the slot's next reserve; what its log line said."""
+class Deferred:
+    """The previous success of a slot, deleted with its next reserve (in the reserve's own
+    transaction where the strategy allows: one commit per job, not two).
 
-    __slots__ = ("duration_ms", "job", "logged")
+    The one value for it: the slot keeps it in Run.pending; Store.reserve sets `deleted`
+    once the reserve that carried the DELETE has committed; the recorder then settles it,
+    exactly once (Recorder.settle: job.succeeded or job.lock_lost). A slot that stops with
+    one in hand writes it alone (Slots.flush_pending)."""
+
+    __slots__ = ("deleted", "duration_ms", "job")
 
     def __init__(self, job: Job, duration_ms: float) -> None:
         self.job, self.duration_ms = job, duration_ms
-        self.logged: bool | None = None  # the `deleted` already logged, if any
+        self.deleted: bool | None = None  # not known until a reserve has committed
 
 
 @dataclass(eq=False)
@@ -60,7 +66,7 @@ class Run:
         self._gates = {me: threading.Lock() for me in names}
         self.in_flight: dict[str, Flight] = {}
         self.interrupted: set[int] = set()
-        self.pending: dict[str, Pending] = {}  # a success per slot, deleted by its next reserve
+        self.pending: dict[str, Deferred] = {}  # a success per slot, deleted by its next reserve
         self.batches: dict[str, Batch] = {}
         # Successes whose DELETE could not be written: never unlocked by this worker (an
         # unlocked success runs again).

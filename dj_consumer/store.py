@@ -33,7 +33,9 @@ from dj_consumer.errors import ConfigError, EnqueueUnknown
 from dj_consumer.models import JobRow
 from dj_consumer.rejected import Rejected
 from dj_consumer.reserve import SCAN, BacklogMark, Done, Tools, choose, to_job
+from dj_consumer.reserve.base import Accept
 from dj_consumer.reserve.scan import scan_many, scan_one
+from dj_consumer.run import Deferred
 from dj_consumer.schema import REQUIRED_COLUMNS
 from dj_consumer.sql import ReserveSQL, Statements
 
@@ -206,39 +208,35 @@ class Store:
 
     # -- the protocol ----------------------------------------------------------------------
 
-    def reserve(self, me: str, now: datetime, accept: Callable[[JobRow], bool]) -> JobRow | None:
-        """Lock the first ready row that `accept` says we can run; None when there is none."""
-        return self.reserve_after(me, now, accept)[0]
-
     @property
     def folds_deletes(self) -> bool:
-        """Does reserve_after save a commit by deleting the previous success in its transaction?"""
+        """Does reserve save a commit by deleting the previous success in its transaction?"""
         return self.reserver.folds_deletes
 
-    def reserve_after(self, me: str, now: datetime, accept: Callable[[JobRow], bool],
-                      finished: int | None = None, *,
-                      on_deleted: Callable[[bool], None] | None = None) -> tuple[JobRow | None, bool]:
-        """Delete `finished` (a success of ours) and reserve the next row, in one commit where
-        the strategy allows; (the row or None, whether `finished` was still ours to delete).
+    def reserve(self, me: str, now: datetime, accept: Accept,
+                finished: Deferred | None = None) -> JobRow | None:
+        """Lock the first ready row that `accept` says we can run (the row carries what
+        accept made of its handler); None when no ready row of ours is left: a reserve reads
+        past every row it cannot take (not ours, or taken by another worker first) until it
+        finds one or the ready rows end (reserve/scan.py).
 
-        None means no ready row of ours is left: a reserve reads past every row it cannot
-        take (not ours, or taken by another worker first) until it finds one or the ready
-        rows end (reserve/scan.py).
-
-        `on_deleted` may hear that answer early, while the server commits (the one-round-trip
-        MySQL reserve): a commit that then fails is retried, so it may hear it again."""
+        `finished`, the slot's previous success, is deleted with it, in one commit where the
+        strategy allows (folds_deletes); `finished.deleted` says whether it was still ours."""
         accept = self._rejected.wrap(accept)
+        finished_id = None if finished is None else finished.job.id
 
         def once() -> tuple[JobRow | None, bool]:
-            done = Done(finished, on_deleted)
+            done = Done(finished_id)
             row = self._reserve_once(me, now, accept, done)
             if done.deleting is not None:
                 done.deleted = self.delete(done.deleting, me)
             return row, bool(done.deleted)
-        return self.db.retrying("reserve", once)
+        row, deleted = self.db.retrying("reserve", once)
+        if finished is not None:
+            finished.deleted = deleted
+        return row
 
-    def _reserve_once(self, me: str, now: datetime, accept: Callable[[JobRow], bool],
-                      done: Done) -> JobRow | None:
+    def _reserve_once(self, me: str, now: datetime, accept: Accept, done: Done) -> JobRow | None:
         params = self.sql.ready_params(me, now, self.ts)
         params["locked_at"] = self.ts(now)
         mark = self.mark.get()
@@ -255,15 +253,14 @@ class Store:
             self.mark.scanned(row, time.perf_counter() - started)
         return row
 
-    def _reserve_with(self, sql: ReserveSQL, params: dict[str, Any],
-                      accept: Callable[[JobRow], bool], done: Done) -> JobRow | None:
+    def _reserve_with(self, sql: ReserveSQL, params: dict[str, Any], accept: Accept,
+                      done: Done) -> JobRow | None:
         """The strategy's own statements first (the hot path); when they leave it open (the
         row they found was not ours, or another worker took it first), the scan goes on."""
         found = self.reserver.one(params, accept, sql, done)
         return scan_one(self.tools, params, accept, sql, done) if found is SCAN else found
 
-    def reserve_many(self, me: str, now: datetime, accept: Callable[[JobRow], bool],
-                     limit: int) -> list[JobRow]:
+    def reserve_many(self, me: str, now: datetime, accept: Accept, limit: int) -> list[JobRow]:
         """Lock up to `limit` ready rows (reserve_batch), in ready order; [] only when no
         ready row of ours is left (the scan goes on past rows it cannot take)."""
         accept = self._rejected.wrap(accept)

@@ -13,7 +13,8 @@ import structlog
 
 from dj_consumer.config import Config
 from dj_consumer.db import Connections
-from dj_consumer.models import JobRow
+from dj_consumer.errors import HandlerParseError
+from dj_consumer.models import JobRow, ParsedHandler
 from dj_consumer.sql import ReserveSQL, Statements
 
 log = structlog.get_logger("dj_consumer.store")
@@ -23,7 +24,10 @@ log = structlog.get_logger("dj_consumer.store")
 #: nothing before parsing it for this long, so such a row is not locked on every reserve.
 SURE_PAUSE = 300.0
 
-Accept = Callable[[JobRow], bool]
+#: What `accept` says of a row: its handler parsed (or why it could not be) when we can run
+#: it, None when it is not ours.
+Verdict = ParsedHandler | HandlerParseError | None
+Accept = Callable[[JobRow], Verdict]
 Params = dict[str, Any]
 
 
@@ -54,15 +58,15 @@ class Tools:
 
 
 class Done:
-    """One reserve's state: the previous success to delete with it, whether that happened,
-    and the rows it already tried to claim (and lost to another worker)."""
+    """One try of a reserve: the previous success to delete with it (run.Deferred's id),
+    whether that happened, and the rows it already tried to claim (and lost to another
+    worker). A try that fails is thrown away whole: the next one starts from scratch."""
 
-    __slots__ = ("deleted", "id", "report", "tried")
+    __slots__ = ("deleted", "id", "tried")
 
-    def __init__(self, job_id: int | None, report: Callable[[bool], None] | None = None) -> None:
+    def __init__(self, job_id: int | None) -> None:
         self.id = job_id
         self.deleted: bool | None = None
-        self.report = report
         self.tried: set[int] = set()
 
     @property
@@ -112,7 +116,8 @@ def to_job(row: Any) -> JobRow:
     )
 
 
-def locked(job: JobRow, locked_at: datetime, me: str) -> JobRow:
+def locked(job: JobRow, locked_at: datetime, me: str, parsed: Verdict) -> JobRow:
+    """The row as we now hold it, with what `accept` made of its handler."""
     return JobRow(id=job.id, priority=job.priority, attempts=job.attempts, handler=job.handler,
                   run_at=job.run_at, queue=job.queue, locked_at=locked_at, locked_by=me,
-                  failed_at=None)
+                  failed_at=None, parsed=parsed)

@@ -32,8 +32,9 @@ class DefaultSQL(Reserver):
             rows = t.db.run(conn, sql.candidates, dict(params, limit=limit)).all()
             for row in rows:
                 job = to_job(row)
-                if try_claim(t, conn, params, job, accept, done):
-                    return locked(job, params["locked_at"], params["me"])
+                parsed = try_claim(t, conn, params, job, accept, done)
+                if parsed:
+                    return locked(job, params["locked_at"], params["me"], parsed)
         return None if len(rows) < limit else SCAN
 
     def many(self, params: Params, accept: Accept) -> tuple[list[JobRow], bool]:
@@ -41,4 +42,5 @@ class DefaultSQL(Reserver):
         with t.db.connection() as conn:
             page = [to_job(r) for r in t.db.run(conn, t.sql.candidates,
                                                 dict(params, limit=limit)).all()]
-            return claim_many(t, conn, params, [j for j in page if accept(j)]), len(page) == limit
+            ours = [(job, parsed) for job in page if (parsed := accept(job))]
+            return claim_many(t, conn, params, ours), len(page) == limit

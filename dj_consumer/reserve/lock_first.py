@@ -51,8 +51,9 @@ class LockFirst(Reserver):
             if row is None:
                 return None
             job = to_job(row)
-            if accept(job):
-                return locked(job, locked_at, me)
+            parsed = accept(job)
+            if parsed:
+                return locked(job, locked_at, me, parsed)
             t.db.run(conn, t.sql.unclaim, {"id": job.id, "me": me})
         self._lookalike_locked(job.id)
         return SCAN
@@ -72,16 +73,16 @@ class LockFirst(Reserver):
                                                      {"locked_at": locked_at, "me": me}).all()]
             found.sort(key=lambda j: (j.priority, j.run_at or locked_at, j.id))
             try:
-                mine = [job for job in found if accept(job)]
+                mine = [(job, parsed) for job in found if (parsed := accept(job))]
             except Exception:  # a parser bug: nothing we locked may stay locked
                 t.db.run(conn, t.sql.unclaim_ids, {"ids": [j.id for j in found], "me": me})
                 raise
-            others = sorted({j.id for j in found} - {j.id for j in mine})
+            others = sorted({j.id for j in found} - {j.id for j, _ in mine})
             if others:
                 t.db.run(conn, t.sql.unclaim_ids, {"ids": others, "me": me})
         if others:
             self._lookalike_locked(others[0])
-        return [locked(job, locked_at, me) for job in mine], len(found) == params["n"]
+        return [locked(job, locked_at, me, parsed) for job, parsed in mine], len(found) == params["n"]
 
     def _lookalike_locked(self, job_id: int) -> None:
         self.t.pause_claims(job_id, "reserve.lookalike_locked",

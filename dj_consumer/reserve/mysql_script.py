@@ -13,8 +13,8 @@ makes "no row" read as NULL rather than the previous reserve's row, and `id = NU
 success to delete) deletes nothing. On MariaDB the script travels as one compound statement,
 BEGIN NOT ATOMIC … END, whose reply is one packet (Connections.run_script).
 
-While the server runs the COMMIT, the client already reads the result row: the success's
-log line and the parse of the row happen then (`on_rows`), not after.
+While the server runs the COMMIT, the client already reads the result row: the parse of the
+row happens then (`on_rows`), not after.
 """
 
 from __future__ import annotations
@@ -63,14 +63,12 @@ class MySQLScript(SkipLocked):
         re-checked and, if not ours after all (hand-written YAML), handed straight back."""
         t, me, locked_at = self.t, params["me"], params["locked_at"]
         deleting = done.deleting
-        got: dict[str, Any] = {}  # the script's one row, as a job, and whether it is ours
+        got: dict[str, Any] = {}  # the script's one row, as a job, and what accept made of it
 
         def check(result: Any) -> None:  # while the server commits
             out = got["out"] = result.first()
-            if deleting is not None and done.report is not None and out[0] == 1:
-                done.report(True)  # (job.lock_lost asks the database: not from in here)
             job = got["job"] = None if out[2] is None else to_job(_RowTuple(out[2:]))
-            got["ours"] = job is not None and accept(job)
+            got["ours"] = None if job is None else accept(job)
 
         binds = dict(params, id=deleting, claim_sure=int(not t.claims_paused()))
         with t.db.connection() as conn:
@@ -96,7 +94,7 @@ class MySQLScript(SkipLocked):
                 claimed = t.db.run(conn, t.sql.claim_if_ready, dict(
                     params, id=job.id, attempts=job.attempts, now=locked_at)).rowcount == 1
             if got["ours"] and claimed:
-                return locked(job, locked_at, me)
+                return locked(job, locked_at, me, got["ours"])
             if claimed:
                 t.db.run(conn, t.sql.unclaim, {"id": job.id, "me": me})
                 t.not_ours_after_all(job.id)

@@ -9,12 +9,13 @@ a row another worker ran and rescheduled meanwhile is not run with the old count
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
 from dj_consumer.models import JobRow
-from dj_consumer.reserve.base import Accept, Done, Params, Tools, locked, to_job
+from dj_consumer.reserve.base import Accept, Done, Params, Tools, Verdict, locked, to_job
 from dj_consumer.sql import ReserveSQL
 
 #: The scan reads pages of read_ahead rows, doubling up to this many.
@@ -32,26 +33,30 @@ def scan_one(t: Tools, params: Params, accept: Accept, sql: ReserveSQL,
                             dict(params, limit=limit, **key)).all()
             for row in page:
                 job = to_job(row)
-                if try_claim(t, conn, params, job, accept, done):
-                    return locked(job, params["locked_at"], params["me"])
+                parsed = try_claim(t, conn, params, job, accept, done)
+                if parsed:
+                    return locked(job, params["locked_at"], params["me"], parsed)
             if len(page) < limit or page[-1].run_at is None:
                 return None
             key, limit = t.sql.keyset(page[-1]), min(2 * limit, SCAN_PAGE_MAX)
 
 
 def try_claim(t: Tools, conn: Connection, params: Params, job: JobRow, accept: Accept,
-              done: Done) -> bool:
-    """Claim a row read without a lock if it is ours and still ready. On PostgreSQL the
-    previous success's DELETE travels in the same statement."""
-    if job.id == done.id or job.id in done.tried or not accept(job):
-        return False  # (the success being deleted is still "ours" in this snapshot)
+              done: Done) -> Verdict:
+    """Claim a row read without a lock if it is ours and still ready: what accept made of
+    it, or None. On PostgreSQL the previous success's DELETE travels in the same statement."""
+    if job.id == done.id or job.id in done.tried:
+        return None  # (the success being deleted is still "ours" in this snapshot)
+    parsed = accept(job)
+    if not parsed:
+        return None
     done.tried.add(job.id)
     claim = dict(params, id=job.id, attempts=job.attempts, now=params["locked_at"])
     if t.dialect == "postgresql" and done.deleting is not None:
         result = t.db.run(conn, t.sql.claim_if_ready_after, dict(claim, done_id=done.id)).first()
         done.deleted = bool(result[0])
-        return bool(result[1])
-    return bool(t.db.run(conn, t.sql.claim_if_ready, claim).rowcount == 1)
+        return parsed if result[1] else None
+    return parsed if t.db.run(conn, t.sql.claim_if_ready, claim).rowcount == 1 else None
 
 
 def scan_many(t: Tools, params: Params, accept: Accept, limit: int) -> list[JobRow]:
@@ -62,13 +67,14 @@ def scan_many(t: Tools, params: Params, accept: Accept, limit: int) -> list[JobR
             page = [to_job(r) for r in t.db.run(
                 conn, t.sql.plain.scan_after if key else t.sql.plain.scan,
                 dict(params, limit=size, **key)).all()]
-            ours: list[JobRow] = []
+            ours: list[tuple[JobRow, Verdict]] = []
             for job in page:
                 if len(ours) == limit:
                     break
                 last = job
-                if accept(job):
-                    ours.append(job)
+                parsed = accept(job)
+                if parsed:
+                    ours.append((job, parsed))
             mine = claim_many(t, conn, params, ours)
             if mine:
                 return mine
@@ -77,11 +83,13 @@ def scan_many(t: Tools, params: Params, accept: Accept, limit: int) -> list[JobR
             key, size = t.sql.keyset(last), min(2 * size, SCAN_PAGE_MAX)
 
 
-def claim_many(t: Tools, conn: Connection, params: Params, jobs: list[JobRow]) -> list[JobRow]:
-    """Claim `jobs` (ours, read without a lock) in one statement, each only if still ready
-    and at the attempts read; the ones claimed, in order."""
-    if not jobs:
+def claim_many(t: Tools, conn: Connection, params: Params,
+               ours: Sequence[tuple[JobRow, Verdict]]) -> list[JobRow]:
+    """Claim rows of ours (read without a lock, with what accept made of them) in one
+    statement, each only if still ready and at the attempts read; the ones claimed, in order."""
+    if not ours:
         return []
+    jobs = [job for job, _ in ours]
     binds = dict(params)
     for k, job in enumerate(jobs):
         binds[f"i{k}"], binds[f"a{k}"] = job.id, job.attempts
@@ -94,4 +102,5 @@ def claim_many(t: Tools, conn: Connection, params: Params, jobs: list[JobRow]) -
         claimed = {r[0] for r in t.db.run(conn, t.sql.claimed_ids, {
             "ids": [j.id for j in jobs], "me": params["me"],
             "locked_at": params["locked_at"]}).all()}
-    return [locked(j, params["locked_at"], params["me"]) for j in jobs if j.id in claimed]
+    return [locked(j, params["locked_at"], params["me"], parsed)
+            for j, parsed in ours if j.id in claimed]

@@ -24,9 +24,10 @@ class SkipLocked(Reserver):
             if row is None:
                 return None
             job = to_job(row)
-            if accept(job):
+            parsed = accept(job)
+            if parsed:
                 t.db.run(conn, t.sql.claim_locked, {"id": job.id, "now": locked_at, "me": me})
-                return locked(job, locked_at, me)
+                return locked(job, locked_at, me, parsed)
         return SCAN
 
     def many(self, params: Params, accept: Accept) -> tuple[list[JobRow], bool]:
@@ -49,11 +50,11 @@ class SkipLocked(Reserver):
                 if sure:
                     t.db.run(conn, t.sql.unclaim_ids, {"ids": sorted(sure), "me": me})
                 raise
-            ours = [j for j, ok in zip(jobs, verdicts, strict=True) if ok]
-            lookalikes = [j.id for j, ok in zip(jobs, verdicts, strict=True) if j.id in sure and not ok]
+            ours = [(j, v) for j, v in zip(jobs, verdicts, strict=True) if v]
+            lookalikes = [j.id for j, v in zip(jobs, verdicts, strict=True) if j.id in sure and not v]
             if lookalikes:
                 t.db.run(conn, t.sql.unclaim_ids, {"ids": lookalikes, "me": me})
                 t.not_ours_after_all(lookalikes[0])
-            later = {j.id for j in claim_many(t, conn, params, [j for j in ours if j.id not in sure])}
-        mine = [locked(j, locked_at, me) for j in ours if j.id in sure or j.id in later]
+            later = {j.id for j in claim_many(t, conn, params, [o for o in ours if o[0].id not in sure])}
+        mine = [locked(j, locked_at, me, v) for j, v in ours if j.id in sure or j.id in later]
         return mine, len(found) == params["n"]
