@@ -56,9 +56,9 @@ class Recorder:
         return bool(self.outcomes.participants) and self.outcomes.claims(job)
 
     def settle(self, finished: Deferred) -> None:
-        """A success deleted with the slot's next reserve, once that reserve committed:
-        job.succeeded, or job.lock_lost when the row was no longer ours. Called once per
-        Deferred (the slot hands it over and forgets it)."""
+        """A success deleted with the slot's next reserve, once its DELETE is known:
+        job.succeeded, or job.lock_lost when the row was no longer ours (Deferred.on_settled:
+        once per Deferred)."""
         if finished.deleted:
             self.log_outcome(finished.job, Succeeded(), finished.duration_ms)
         else:
@@ -96,8 +96,10 @@ class Recorder:
             log.warning("job.lock_lost", outcome="Succeeded", expected=len(ids), deleted=deleted,
                         hint="some rows were taken over or deleted meanwhile; left alone")
 
-    def record(self, run: Run, job: Job, outcome: Outcome, me: str, duration_ms: float) -> None:
-        """Write the outcome, fenced by locked_by; keep trying while the database is away."""
+    def record(self, run: Run, job: Job, outcome: Outcome, me: str, duration_ms: float, *,
+               logged: bool = False) -> None:
+        """Write the outcome, fenced by locked_by; keep trying while the database is away.
+        `logged`: its log line is out already (a Deferred settled by a reserve that failed)."""
         waited_since: float | None = None
         while True:
             try:
@@ -123,7 +125,8 @@ class Recorder:
         if not written:
             self.log_lock_lost(job, outcome)
             return
-        self.log_outcome(job, outcome, duration_ms)
+        if not logged:
+            self.log_outcome(job, outcome, duration_ms)
 
     def log_lock_lost(self, job: Job, outcome: Outcome) -> None:
         """A fenced outcome write touched nothing: say who holds the row now."""

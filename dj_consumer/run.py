@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -32,16 +32,25 @@ class Deferred:
     """The previous success of a slot, deleted with its next reserve (in the reserve's own
     transaction where the strategy allows: one commit per job, not two).
 
-    The one value for it: the slot keeps it in Run.pending; Store.reserve sets `deleted`
-    once the reserve that carried the DELETE has committed; the recorder then settles it,
-    exactly once (Recorder.settle: job.succeeded or job.lock_lost). A slot that stops with
-    one in hand writes it alone (Slots.flush_pending)."""
+    The one value for it: the slot keeps it in Run.pending and hands it to Store.reserve,
+    whose strategy says what the DELETE found (`settle`); the recorder's `on_settled`
+    (job.succeeded or job.lock_lost) then runs exactly once. A slot that stops with one in
+    hand writes it alone (Slots.flush_pending)."""
 
-    __slots__ = ("deleted", "duration_ms", "job")
+    __slots__ = ("deleted", "duration_ms", "job", "on_settled")
 
-    def __init__(self, job: Job, duration_ms: float) -> None:
-        self.job, self.duration_ms = job, duration_ms
-        self.deleted: bool | None = None  # not known until a reserve has committed
+    def __init__(self, job: Job, duration_ms: float,
+                 on_settled: Callable[[Deferred], None]) -> None:
+        self.job, self.duration_ms, self.on_settled = job, duration_ms, on_settled
+        self.deleted: bool | None = None  # not known until its reserve has run
+
+    def settle(self, deleted: bool) -> None:
+        """Whether the DELETE found the row still ours; the first answer stands (the MySQL
+        script tells it while the server commits: a retry of a reserve whose COMMIT reply was
+        lost would find the row already gone, by our own hand)."""
+        if self.deleted is None:
+            self.deleted = deleted
+            self.on_settled(self)
 
 
 @dataclass(eq=False)

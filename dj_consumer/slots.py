@@ -133,8 +133,6 @@ class Slots:
             if finished:
                 run.pending[me] = finished  # its delete was rolled back with the reserve
             raise
-        if finished:
-            self.recorder.settle(finished)
         return [] if row is None else [row]
 
     def _reserve_many(self, me: str, limit: int) -> list[JobRow]:
@@ -158,7 +156,8 @@ class Slots:
         caller holds the slot's gate, or closed the run."""
         pending = run.pending.pop(me, None)
         if pending is not None:
-            self.recorder.record(run, pending.job, Succeeded(), me, pending.duration_ms)
+            self.recorder.record(run, pending.job, Succeeded(), me, pending.duration_ms,
+                                 logged=pending.deleted is not None)
 
     def _run_batch(self, run: Run, me: str, reserved: list[JobRow],
                    batch: Batch) -> tuple[int, int]:
@@ -244,7 +243,7 @@ class Slots:
                 return True
             if defer and isinstance(outcome, Succeeded) and not self.recorder.claims(job):
                 # Deleted by the next reserve, in its transaction (README "Row protocol").
-                run.pending[me] = Deferred(job, duration_ms)
+                run.pending[me] = Deferred(job, duration_ms, self.recorder.settle)
                 return True
             self.recorder.record(run, job, outcome, me, duration_ms)
         return isinstance(outcome, Succeeded)

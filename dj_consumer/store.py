@@ -221,19 +221,18 @@ class Store:
         finds one or the ready rows end (reserve/scan.py).
 
         `finished`, the slot's previous success, is deleted with it, in one commit where the
-        strategy allows (folds_deletes); `finished.deleted` says whether it was still ours."""
+        strategy allows (folds_deletes), and settled: whether it was still ours."""
         accept = self._rejected.wrap(accept)
-        finished_id = None if finished is None else finished.job.id
 
         def once() -> tuple[JobRow | None, bool]:
-            done = Done(finished_id)
+            done = Done(finished)
             row = self._reserve_once(me, now, accept, done)
             if done.deleting is not None:
                 done.deleted = self.delete(done.deleting, me)
             return row, bool(done.deleted)
         row, deleted = self.db.retrying("reserve", once)
         if finished is not None:
-            finished.deleted = deleted
+            finished.settle(deleted)
         return row
 
     def _reserve_once(self, me: str, now: datetime, accept: Accept, done: Done) -> JobRow | None:

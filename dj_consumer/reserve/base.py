@@ -15,6 +15,7 @@ from dj_consumer.config import Config
 from dj_consumer.db import Connections
 from dj_consumer.errors import HandlerParseError
 from dj_consumer.models import JobRow, ParsedHandler
+from dj_consumer.run import Deferred
 from dj_consumer.sql import ReserveSQL, Statements
 
 log = structlog.get_logger("dj_consumer.store")
@@ -58,14 +59,15 @@ class Tools:
 
 
 class Done:
-    """One try of a reserve: the previous success to delete with it (run.Deferred's id),
+    """One try of a reserve: the previous success to delete with it (a run.Deferred),
     whether that happened, and the rows it already tried to claim (and lost to another
     worker). A try that fails is thrown away whole: the next one starts from scratch."""
 
-    __slots__ = ("deleted", "id", "tried")
+    __slots__ = ("deleted", "finished", "id", "tried")
 
-    def __init__(self, job_id: int | None) -> None:
-        self.id = job_id
+    def __init__(self, finished: Deferred | None) -> None:
+        self.finished = finished
+        self.id = None if finished is None else finished.job.id
         self.deleted: bool | None = None
         self.tried: set[int] = set()
 
