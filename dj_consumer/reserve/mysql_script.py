@@ -28,7 +28,7 @@ from sqlalchemy.sql.elements import TextClause
 from dj_consumer.db import _RowTuple
 from dj_consumer.reserve.base import SCAN, Accept, Done, Found, Params, Tools, locked, to_job
 from dj_consumer.reserve.skip_locked import SkipLocked
-from dj_consumer.sql import ReserveSQL, Statements, _typed
+from dj_consumer.sql import ReserveSQL, Statements, statement
 
 #: {table}, {owned} (the byte-exact locked_by test), {sure} and {ready} come from Statements.
 SCRIPT = """\
@@ -48,7 +48,7 @@ COMMIT"""
 
 def script(sql: Statements, ready: ReserveSQL) -> TextClause:
     """SCRIPT for these statements and this ready clause (plain or past the backlog mark)."""
-    return _typed(SCRIPT.format(table=sql.table, owned=sql.owned, sure=sql.sure, ready=ready.where))
+    return statement(SCRIPT.format(table=sql.table, owned=sql.owned, sure=sql.sure, ready=ready.where))
 
 
 class MySQLScript(SkipLocked):
