@@ -26,10 +26,10 @@ from dj_consumer.db import (
     is_transient,
     mysql_has_skip_locked,
     safe_url,
-    short_error,
     unreachable,
 )
-from dj_consumer.errors import ConfigError, EnqueueUnknown
+from dj_consumer.errors import ConfigError
+from dj_consumer.insert_once import insert_once
 from dj_consumer.models import JobRow
 from dj_consumer.rejected import Rejected
 from dj_consumer.reserve import SCAN, BacklogMark, Done, Tools, choose, to_job
@@ -334,71 +334,10 @@ class Store:
     def insert(self, handler: str, *, now: datetime, run_at: datetime | None = None,
                queue: str | None = None, priority: int = 0) -> int:
         """Delayed::Job.enqueue: a new row (run_at defaults to now, like set_default_run_at),
-        written at most once. A fault before the COMMIT was sent leaves nothing behind and is
-        retried; a connection lost while committing is settled by asking the database, never
-        by inserting again on a guess (EnqueueUnknown when it cannot say)."""
+        written at most once (dj_consumer.insert_once)."""
         params = {"handler": handler, "priority": priority, "queue": queue,
                   "run_at": self.ts(run_at or now), "now": self.ts(now)}
-        while True:
-            try:
-                return self.db.retrying("insert", lambda: self._insert_once(params))
-            except _CommitLost as lost:
-                committed = self._committed(lost)
-                if committed:
-                    return lost.job_id
-                if committed is None:
-                    raise EnqueueUnknown(
-                        f"the connection was lost while committing job {lost.job_id} "
-                        f"({short_error(lost.error)}) and the database cannot say whether it "
-                        "committed; it was not inserted again") from None
-                log.warning("db.retrying", op="insert", error=short_error(lost.error),
-                            hint="the lost COMMIT did not commit; inserting again")
-
-    def _insert_once(self, params: dict[str, Any]) -> int:
-        if self.dialect == "sqlite":
-            # The SQLite connection autocommits each statement: open the transaction by hand,
-            # so an INSERT whose answer is lost is rolled back (the connection is closed on any
-            # error) and its retry is the only row.
-            with self.db.connection() as conn:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-                job_id = conn.execute(self.sql.insert, params).lastrowid
-                conn.exec_driver_sql("COMMIT")
-            return int(job_id)
-        with self.db.connection(tx=True) as conn:
-            trans = conn.begin()
-            result = conn.execute(self.sql.insert, params)
-            if self.dialect == "postgresql":
-                job_id, marker = result.one()
-            else:
-                job_id, marker = result.lastrowid, None
-            try:
-                trans.commit()
-            except SQLAlchemyError as exc:
-                if self.dialect == "sqlite" or not is_transient(exc):
-                    raise  # SQLite's failed COMMIT did not commit; a refusal is no lost reply
-                raise _CommitLost(int(job_id), marker, exc) from exc
-        return int(job_id)
-
-    def _committed(self, lost: _CommitLost) -> bool | None:
-        """Did the transaction whose COMMIT reply was lost commit? None: cannot tell."""
-        for _ in range(20):
-            try:
-                if lost.marker is not None:
-                    status = self._retried("insert_check", lambda conn: conn.execute(
-                        self.sql.insert_status, {"xid": lost.marker}).scalar())
-                    if status in ("committed", "aborted"):
-                        return bool(status == "committed")
-                    if status is None:
-                        return None
-                    time.sleep(0.5)  # in progress: the server has not seen the socket close
-                    continue
-                with self.db.connection(tx=True) as conn, conn.begin():
-                    found = conn.execute(self.sql.insert_check, {"id": lost.job_id}).first()
-                # MySQL: no row may also mean that it committed and a worker already ran it.
-                return True if found is not None else None
-            except SQLAlchemyError:
-                return None
-        return None
+        return insert_once(self.db, self.sql, self.dialect, params)
 
     def clip(self, value: str) -> str:
         """last_error as every database takes it (printable, below), truncated to what the
@@ -420,14 +359,6 @@ class Store:
             with self.db.connection() as conn:
                 return work(conn)
         return self.db.retrying(op, run)
-
-
-class _CommitLost(Exception):
-    """The reply to an INSERT's COMMIT was lost: it may or may not have committed."""
-
-    def __init__(self, job_id: int, marker: Any, error: SQLAlchemyError) -> None:
-        super().__init__(f"COMMIT of job {job_id} lost")
-        self.job_id, self.marker, self.error = job_id, marker, error
 
 
 def printable(text: str) -> str:
