@@ -18,9 +18,9 @@ from dj_consumer import ruby_yaml
 from dj_consumer.clock import Clock
 from dj_consumer.config import Config
 from dj_consumer.db import is_refusal, short_error
-from dj_consumer.errors import HandlerParseError
+from dj_consumer.errors import HandlerParseError, format_error
 from dj_consumer.events import Observer, Poll
-from dj_consumer.executor import Executor, format_error
+from dj_consumer.executor import Executor
 from dj_consumer.heartbeat import Heartbeat
 from dj_consumer.models import Job, JobRow, ParsedHandler, Succeeded
 from dj_consumer.recorder import Recorder
