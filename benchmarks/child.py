@@ -1,6 +1,6 @@
 """One measured worker process: `python -m benchmarks.child MODE JSON-ARGS` prints a JSON result.
 
-Modes: bare, dj (work_off or start), latency, memory. dj_consumer logs as in production
+Modes: bare, dj (work_off or start), latency (the contention scenario), memory. dj_consumer logs as in production
 (`--log-format json`), written to /dev/null, so log formatting is part of what is measured.
 """
 

@@ -2,7 +2,7 @@
 (ignored by git); `make bench SAVE=1` (--output benchmarks/results.md) updates the committed one.
 
     python -m benchmarks.run [--jobs N] [--only sqlite,mariadb,postgresql]
-                             [--scenario parse,noop,concurrency,io,memory,latency,backlog,startup,status,web,cpu]
+                             [--scenario parse,noop,concurrency,io,memory,contention,latency,backlog,startup,status,web,cpu]
                              [--quick] [--output FILE]
 """
 

@@ -216,17 +216,17 @@ def memory(ctx: Context) -> None:
     ctx.report.sections.append(s)
 
 
-# -- 5. latency --------------------------------------------------------------------------------
+# -- 5. contention (reserve latency) ---------------------------------------------------------
 
 
-def latency(ctx: Context) -> None:
+def contention(ctx: Context) -> None:
     workers = 8
     per_worker = 100 if ctx.quick else 300
-    s = Section(f"latency: Store.reserve with {workers} competing worker processes, "
+    s = Section(f"contention: Store.reserve with {workers} competing worker processes, "
                 f"{workers * per_worker:,} no-op jobs",
                 ["database", "p50 ms", "p90 ms", "p99 ms", "max ms", "reserves", "total jobs/s"])
     for t in ctx.on("mariadb", "postgresql"):
-        ctx.log(f"latency {t.backend}")
+        ctx.log(f"contention {t.backend}")
         with Table(t, "lat") as table:
             table.insert(NOOP_HANDLER, workers * per_worker)
             start_at = time.time() + 4.0
@@ -332,7 +332,8 @@ SCENARIOS: dict[str, Callable[[Context], None]] = {
     "concurrency": concurrency,
     "io": io,
     "memory": memory,
-    "latency": latency,
+    "contention": contention,
+    "latency": _operator("latency", "pickup"),
     "backlog": backlog,
     "startup": _operator("startup"),
     "status": _operator("status"),

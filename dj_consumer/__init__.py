@@ -1,7 +1,7 @@
 """dj_consumer: run a Rails delayed_jobs table's jobs with Python handlers, beside Ruby workers.
 
 The decorators (`job`), `Job`, the errors, `Registry` and `enqueue` load at once; `make_worker`,
-`Worker`, `Config`, `cancel` and `enqueue_batch` on first use, so importing a handler module (or starting `dj-consumer
+`Worker`, `Config`, `cancel`, `enqueue_batch` and `run_now` on first use, so importing a handler module (or starting `dj-consumer
 --help`) does not pay for SQLAlchemy and the worker.
 """
 
@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 # `enqueue` names both a module and its function: importing it here binds the function (a
 # submodule imported later would shadow a lazily loaded name). It is light.
+from dj_consumer.attempt import SKIP
 from dj_consumer.enqueue import enqueue
 from dj_consumer.errors import (
     ConfigError,
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from dj_consumer.config import Config
     from dj_consumer.runs import cancel, enqueue_batch
     from dj_consumer.scheduling import schedule, schedules
+    from dj_consumer.testing import run_now
     from dj_consumer.worker import Worker, make_worker
 
 #: The default registry: `@job.run("NewsletterJob")` and friends.
@@ -38,6 +40,7 @@ _LAZY = {
     "make_worker": "dj_consumer.worker",
     "cancel": "dj_consumer.runs",
     "enqueue_batch": "dj_consumer.runs",
+    "run_now": "dj_consumer.testing",
     "schedule": "dj_consumer.scheduling",
     "schedules": "dj_consumer.scheduling",
 }
@@ -55,6 +58,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "SKIP",
     "Config",
     "ConfigError",
     "DJConsumerError",
@@ -70,6 +74,7 @@ __all__ = [
     "enqueue_batch",
     "job",
     "make_worker",
+    "run_now",
     "schedule",
     "schedules",
 ]

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 DB_COMMANDS = ("work", "parse", "enqueue", "jobs", "failed", "check", "why", "status", "schema",
                "runs", "cancel", "web", "schedule", "schedules")
 #: The commands that read or write run records and batches (README "Job runs").
-RUNS_COMMANDS = ("work", "schema", "runs", "cancel", "enqueue")
+RUNS_COMMANDS = ("work", "schema", "runs", "cancel", "enqueue", "web")
 WORK = ("work",)
 #: `why` (and the dashboard's why) judges a row as the worker it is asked about would: pass
 #: it the same flags.
@@ -95,6 +95,11 @@ class Config:
         help="seconds before j.timed_out is set; also the stale-lock horizon (Ruby's 4 h)")
     sleep_delay: float = setting(
         5.0, flags=("--sleep-delay",), metavar="S", help="seconds to wait when nothing is ready")
+    # README "Pick-up latency": what wakes an idle worker before sleep_delay runs out.
+    idle_poll: float = setting(
+        0.1, flags=("--idle-poll",), metavar="S",
+        help="while idle, look this often (seconds) for rows added since (one primary-key-only "
+             "query) and wake for one of ours; 0 turns it off (README 'Pick-up latency')")
     read_ahead: int = setting(
         5, flags=("--read-ahead",), metavar="N", help="candidate rows per reserve")
     exit_on_complete: bool = setting(
@@ -201,6 +206,10 @@ class Config:
         14 * 86400.0, flags=("--run-retention",), metavar="S", shown_default="14 days",
         help="seconds a finished run record (and a completed batch) is kept before the "
              "worker prunes it")
+    run_progress_interval: float = setting(
+        0.5, flags=("--run-progress-interval",), metavar="S",
+        help="a job's j.report_progress reaches its run record at most this often (seconds; "
+             "written by a background thread, never by the job)")
     hostname: str = setting(
         factory=socket.gethostname, flags=("--hostname",), metavar="HOST",
         shown_default="this host's name", help="the host part of locked_by")
@@ -230,6 +239,8 @@ class Config:
         _zone("cron_zone", self.cron_zone)
         if self.sleep_delay < 0:
             raise ConfigError(f"sleep_delay must be >= 0 seconds, got {self.sleep_delay!r}")
+        if self.idle_poll < 0:
+            raise ConfigError(f"idle_poll must be >= 0 seconds (0 turns it off), got {self.idle_poll!r}")
         if self.shutdown_timeout is not None and self.shutdown_timeout < 0:
             raise ConfigError(f"shutdown_timeout must be >= 0 seconds, got {self.shutdown_timeout!r}")
         if self.heartbeat_interval >= self.lock_timeout:
@@ -262,6 +273,7 @@ class Config:
             if not getattr(self, key):
                 raise ConfigError(f"{key} must not be empty")
         _positive("run_retention", self.run_retention)
+        _positive("run_progress_interval", self.run_progress_interval)
         _web_settings(self)
         _ = self.url  # validates database_url / db_config now, not at first use
 

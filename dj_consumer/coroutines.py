@@ -30,16 +30,16 @@ class Loops:
         self._all: set[asyncio.AbstractEventLoop] = set()
         self._lock = threading.Lock()
 
-    def call(self, fn: Callable[..., Any], job: Job, *args: Any, cancellable: bool) -> None:
-        """fn(job, *args); if it returns an awaitable, run it on this thread's loop."""
+    def call(self, fn: Callable[..., Any], job: Job, *args: Any, cancellable: bool) -> Any:
+        """fn(job, *args); if it returns an awaitable, run it on this thread's loop. Returns
+        what fn (or its awaitable) returned."""
         result = fn(job, *args)
         if result is None or not inspect.isawaitable(result):
-            return
+            return result
         loop = self._current()
         task = loop.create_task(_awaited(result))
         if not cancellable:
-            loop.run_until_complete(task)
-            return
+            return loop.run_until_complete(task)
 
         def cancel() -> None:
             with contextlib.suppress(RuntimeError):  # a closed loop: the task is long gone
@@ -47,7 +47,7 @@ class Loops:
 
         job.timed_out.add_callback(cancel)
         try:
-            loop.run_until_complete(task)
+            return loop.run_until_complete(task)
         except asyncio.CancelledError:
             if job.timed_out:
                 raise Cancelled() from None
@@ -94,7 +94,8 @@ async def _awaited(awaitable: Any) -> Any:
     return await awaitable
 
 
-def run_to_end(result: Any) -> None:
+def run_to_end(result: Any) -> Any:
     """In a forked child (timeout="process"): a coroutine runs on a fresh loop of its own."""
     if inspect.isawaitable(result):
-        asyncio.run(_awaited(result))
+        return asyncio.run(_awaited(result))
+    return result

@@ -50,8 +50,11 @@ def advise(
     columns: list[str] | None,
     indexes: list[list[str]],
     skew: float | None,
+    missing_privileges: list[str] | None = None,
 ) -> list[Finding]:
-    """Pure advice from what was read off the database (tested without one)."""
+    """Pure advice from what was read off the database (tested without one).
+    `missing_privileges`: what the user may not do on the table; None where nobody asked
+    (SQLite has no grants)."""
     out: list[Finding] = []
     table = config.table_name
     if columns is None:
@@ -63,6 +66,8 @@ def advise(
                            "it is not a delayed_job table, or its migration is incomplete"))
     else:
         out.append(Finding("ok", f"table {table!r} has every delayed_job column"))
+    if missing_privileges is not None:
+        out.append(_privileges(table, missing_privileges))
     out.extend(_recurring(columns))
     if server is not None:
         if server.skip_locked:
@@ -107,6 +112,25 @@ def advise(
         else:
             out.append(Finding("ok", f"clock skew with the database {skew:+.1f}s"))
     return out
+
+
+PRIVILEGES = ("SELECT", "UPDATE", "DELETE", "INSERT")
+
+
+def _privileges(table: str, missing: list[str]) -> Finding:
+    """A worker refuses to start without SELECT, UPDATE and DELETE (without DELETE every
+    success would be unlocked and run again); INSERT is for enqueue only."""
+    if not missing:
+        return Finding("ok", "the database user may SELECT, UPDATE, DELETE and INSERT on the table")
+    needed = [p for p in missing if p != "INSERT"]
+    what = " or ".join(missing)
+    if needed:
+        return Finding("error", f"the database user may not {what} on table {table!r}: a worker "
+                                "refuses to start without SELECT, UPDATE and DELETE",
+                       f"GRANT SELECT, UPDATE, DELETE ON {table} TO the worker's user;")
+    return Finding("warn", f"the database user may not INSERT on table {table!r}: workers run, "
+                           "`dj-consumer enqueue` and `schedule` are refused",
+                   f"GRANT INSERT ON {table} TO the user that enqueues;")
 
 
 def _recurring(columns: list[str]) -> list[Finding]:

@@ -69,12 +69,13 @@ class Executor:
                 for before in spec.hooks_for("before"):
                     self._call(before, job, run_time, expired)
                 if spec.timeout == "process":
-                    run_in_child(spec.run, job, run_time)
+                    value = run_in_child(spec.run, job, run_time)
                 else:
-                    self._call(spec.run, job, run_time, expired)
+                    value = self._run(spec.run, job, run_time, expired)
                 if job.timed_out.is_set():
                     returned_late = True  # it ignored timed_out: its work does not count
                     raise timeout_error(job, run_time, expired)
+                job.attempt.keep_result(value)  # a result a run record cannot hold: a failure
                 for success in spec.hooks_for("success"):
                     self._call(success, job, run_time, expired)
             except BaseException as exc:  # Ruby's invoke_job rescues Exception: everything
@@ -99,7 +100,7 @@ class Executor:
         finally:
             self.watchdog.cancel(timer)
         if error is None:
-            return Succeeded()
+            return Succeeded(job.attempt.result)
         outcome = self.failed_attempt(job, spec, error, notes, give_up=give_up)
         if isinstance(error, JobTimeout) or job.timed_out.is_set():
             then = "retried" if isinstance(outcome, Rescheduled) else "failed for good"
@@ -113,14 +114,26 @@ class Executor:
                 job.log.warning("job.timed_out", max_run_time=run_time, then=then)
         return outcome
 
+    def _run(self, fn: Callable[..., Any], job: Job, run_time: float, expired: Expired) -> Any:
+        """The handler; called again when an item of its `j.track` loop raised and errors
+        are to continue (the loop resumes after that item)."""
+        while True:
+            try:
+                return self._call(fn, job, run_time, expired)
+            except Exception as exc:
+                if job.timed_out.is_set() or not job.attempt.item_failed(exc):
+                    raise
+                job.log.warning("job.item_failed", error=f"{type(exc).__name__}: {exc}"[:500],
+                                hint="counted as errored; the handler goes on after it")
+
     def _call(self, fn: Callable[..., Any] | None, job: Job, run_time: float,
-              expired: Expired) -> None:
+              expired: Expired) -> Any:
         """The work of the attempt (before, run, success): a coroutine is cancelled when
         j.timed_out is set, and that is a timeout."""
         if fn is None:
-            return
+            return None
         try:
-            self.loops.call(fn, job, cancellable=True)
+            return self.loops.call(fn, job, cancellable=True)
         except Cancelled:
             raise timeout_error(job, run_time, expired) from None
 

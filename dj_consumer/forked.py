@@ -13,7 +13,7 @@ from dj_consumer.errors import ChildJobError, FailJob, ProcessTimeout, format_er
 from dj_consumer.models import Job
 
 
-def run_in_child(fn: Callable[[Job], Any], job: Job, run_time: float) -> None:
+def run_in_child(fn: Callable[[Job], Any], job: Job, run_time: float) -> Any:
     """timeout="process": run `fn(job)` in a forked child that is killed at run_time.
 
     fork, not spawn: the child inherits the registry and the job as they are, without
@@ -25,8 +25,12 @@ def run_in_child(fn: Callable[[Job], Any], job: Job, run_time: float) -> None:
     def child() -> None:
         reader.close()
         try:
-            run_to_end(fn(job))
-            writer.send(None)
+            value = run_to_end(fn(job))
+            try:
+                writer.send(("ok", value))
+            except Exception as exc:  # it cannot be pickled: the attempt fails, saying why
+                writer.send(("ResultError", "the job's return value cannot leave its process "
+                             f"({type(value).__name__}: {exc})", ""))
         except BaseException as exc:
             writer.send((type(exc).__name__, str(exc), format_error(exc).split("\n", 1)[1]))
         finally:
@@ -56,7 +60,9 @@ def run_in_child(fn: Callable[[Job], Any], job: Job, run_time: float) -> None:
         reader.close()
         proc.join(5)
     if result is None:
-        return
+        return None
+    if result[0] == "ok":
+        return result[1]
     kind, message, trace = result
     if kind == "ChildDied" or proc.exitcode not in (0, None):
         raise ChildJobError(f"the job's process died (exit code {proc.exitcode})")

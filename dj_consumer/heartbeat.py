@@ -35,6 +35,8 @@ class Heartbeat:
         self.current, self.owner = current, owner
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: Called with the jobs in flight after each renewal (run records: cancel requests).
+        self.watchers: list[Callable[[list[Flight]], None]] = []
 
     @property
     def horizon(self) -> float:
@@ -91,6 +93,8 @@ class Heartbeat:
             if self._past_run_time(flight):
                 continue
             self._renew(run, me, flight)
+        for watch in self.watchers:
+            watch([f for _, f in flights])
 
     def _past_run_time(self, flight: Flight) -> bool:
         """A handler that ignores timed_out and never returns would hold its row forever:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dj_consumer.errors import HandlerParseError
+
+from dj_consumer.attempt import Attempt, CancelFlag
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,28 @@ class Job:
     handler: str
     timed_out: TimedOut = field(default_factory=TimedOut)
     log: Any = None
+    #: Set when the run record gets a cancel request (README "Cancel"); timed_out is set too.
+    cancelled: CancelFlag = field(default_factory=CancelFlag)
+    #: This attempt's progress, tracked items and result (dj_consumer/attempt.py).
+    attempt: Attempt = field(default_factory=Attempt, compare=False, repr=False)
+
+    def report_progress(self, current: int, total: int | None = None,
+                        stage: str | None = None) -> None:
+        """How far the job is, for its run record (throttled; never waits on the database;
+        None keeps the total or stage). Without a runs table it goes nowhere."""
+        self.attempt.progress(current, total, stage)
+
+    def track(self, items: Iterable[Any], fn: Callable[[Any], Any] | None = None, *,
+              errors: str = "continue") -> Iterator[Any]:
+        """`for item in j.track(items):` counts each item processed; `j.skip(item)` (or a
+        callback `fn` returning dj_consumer.SKIP) skipped; an exception in the body errored,
+        and the loop goes on (errors="continue": the handler is called again and resumes
+        after that item) or the attempt fails (errors="raise")."""
+        return self.attempt.track(items, fn, errors=errors)
+
+    def skip(self, item: Any = None) -> None:
+        """Count the item in hand as skipped."""
+        self.attempt.skip(item)
 
 
 # Outcomes: what the executor decided; the worker writes them.
@@ -97,7 +121,8 @@ class Job:
 
 @dataclass(frozen=True, slots=True)
 class Succeeded:
-    pass
+    #: the handler's return value (JSON text when the run record keeps it); not compared
+    result: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ had before (Recorder.claims is one list check).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -32,7 +32,7 @@ from sqlalchemy import TextClause, text
 from dj_consumer.models import Failed, Job, Outcome, Rescheduled, Succeeded
 from dj_consumer.store import Store
 
-__all__ = ["Outcomes", "Participant", "Preparer", "Tx"]
+__all__ = ["Attender", "Outcomes", "Participant", "Preparer", "Tx"]
 
 #: The database's clock, naive UTC (the one `locked_at` leases are read by).
 _DB_NOW = {
@@ -131,6 +131,16 @@ class Preparer(Protocol):
         ...
 
 
+@runtime_checkable
+class Attender(Protocol):
+    """A participant that is also there while a job runs (run records: the record says
+    running first, the handler's progress reaches it). Optional."""
+
+    def attempt(self, job: Job, execute: Callable[[], Outcome]) -> Outcome:
+        """Run `execute` (the attempt) and return its Outcome."""
+        ...
+
+
 class Outcomes:
     """The registered participants and the transaction they share with an outcome write."""
 
@@ -138,6 +148,7 @@ class Outcomes:
         self.store = store
         self.participants: list[Participant] = []
         self.preparers: list[Preparer] = []
+        self.attenders: list[Attender] = []
         for participant in participants:
             self.add(participant)
 
@@ -145,6 +156,14 @@ class Outcomes:
         self.participants.append(participant)
         if isinstance(participant, Preparer):
             self.preparers.append(participant)
+        if isinstance(participant, Attender):
+            self.attenders.append(participant)
+
+    def run(self, job: Job, execute: Callable[[], Outcome]) -> Outcome:
+        """The attempt, inside every attender's `attempt` (none: just `execute()`)."""
+        for attender in self.attenders:
+            execute = _around(attender, job, execute)
+        return execute()
 
     def refuses(self, job_id: int) -> bool:
         return any(p.refuses(job_id) for p in self.preparers)
@@ -196,3 +215,7 @@ class Outcomes:
         for participant in claiming:
             participant.also(tx, job, outcome, written)
         return written
+
+
+def _around(attender: Attender, job: Job, execute: Callable[[], Outcome]) -> Callable[[], Outcome]:
+    return lambda: attender.attempt(job, execute)

@@ -20,6 +20,7 @@ class Ready:
     the binds both take that never change for this worker (built once, not per reserve)."""
 
     where: str
+    filters: str  # the part of `where` that says which rows this worker serves at all
     sure: str
     constants: dict[str, Any] = field(default_factory=dict)
 
@@ -42,8 +43,15 @@ def ready_clause(config: Config, dialect: str, *, name_filters: Sequence[Sequenc
         owners = " OR ".join(test.format(f":lease_{i}") for i, (test, _) in enumerate(tests))
         since = LEASE_STALE.get(dialect, f"{lt} :lease_stale")
         stale += f" OR (locked_at {since} AND ({owners}))"
-    ready = [f"((run_at <= :now AND (locked_at IS NULL OR {stale})) OR {owned(dialect)})",
-             "failed_at IS NULL"]
+    served = _filters(config, name_filters, binds)
+    where = (f"((run_at <= :now AND (locked_at IS NULL OR {stale})) OR {owned(dialect)}) "
+             f"AND failed_at IS NULL AND {served}")
+    return Ready(where, served, _sure(dialect, names, mariadb, binds), binds)
+
+
+def _filters(config: Config, name_filters: Sequence[Sequence[str]], binds: dict[str, Any]) -> str:
+    """Which rows this worker serves at all: queues, priorities, name prefilters."""
+    ready = []
     if config.queues:
         named = [q for q in config.queues if q is not None]
         # One bind per queue (the list is fixed per worker), so the statement needs no
@@ -66,7 +74,7 @@ def ready_clause(config: Config, dialect: str, *, name_filters: Sequence[Sequenc
         # No prefilter is possible for some names (Hash, String…): the parse decides.
         alternatives.append(f"({likes or '1 = 1'})")
     ready.append("(" + (" OR ".join(alternatives) or "1 = 0") + ")")
-    return Ready(" AND ".join(ready), _sure(dialect, names, mariadb, binds), binds)
+    return " AND ".join(ready)
 
 
 def _sure(dialect: str, names: Sequence[str], mariadb: bool, binds: dict[str, Any]) -> str:

@@ -222,7 +222,7 @@ class Recorder:
     def log_outcome(self, job: Job, outcome: Outcome, duration_ms: float) -> None:
         self.observer.outcome(job, outcome)
         if isinstance(outcome, Succeeded):
-            job.log.info("job.succeeded", duration_ms=duration_ms)
+            job.log.info("job.succeeded", duration_ms=duration_ms, **job.attempt.log_fields())
         elif isinstance(outcome, Rescheduled):
             job.log.warning("job.rescheduled", duration_ms=duration_ms, attempts=outcome.attempts,
                             run_at=outcome.run_at.isoformat(sep=" "),

@@ -10,6 +10,7 @@ import enum
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
@@ -27,6 +28,7 @@ from dj_consumer.recorder import Recorder
 from dj_consumer.registry import JobSpec, Registry
 from dj_consumer.run import Batch, Deferred, Flight, Run
 from dj_consumer.store import Store
+from dj_consumer.wakeup import Wakeup
 
 log = structlog.get_logger("dj_consumer.worker")
 
@@ -59,10 +61,12 @@ class Slots:
         self.executor, self.recorder, self.heartbeat = executor, recorder, heartbeat
         self.fatal_stop = fatal_stop
         self.refusals = Refusals(clock)
+        self.wakeup = Wakeup(config, store, clock)
 
     def loop(self, run: Run, me: str) -> None:
         try:
             while not run.stopping.is_set():
+                self.wakeup.arm(me)
                 try:
                     result = self.run_next(run, me, self.config.reserve_batch)
                 except Exception:  # a bug of ours must not silently end the slot
@@ -76,7 +80,8 @@ class Slots:
                     continue
                 if self.config.exit_on_complete:
                     return
-                self.clock.sleep(self.config.sleep_delay, run.stopping)
+                if not run.stopping.is_set():
+                    self.wakeup.wait(me)  # the next run_at, sleep_delay at most, or a ring
         finally:
             with run.gate(me) as open_:
                 if open_:
@@ -229,7 +234,10 @@ class Slots:
         job.log.debug("job.started", display_name=job.display_name)
         self.observer.started(job)
         started = time.perf_counter()
-        outcome = self.executor.execute(job, spec)
+        if self.recorder.outcomes.attenders:  # run records (runs/tracking.py)
+            outcome = self.recorder.outcomes.run(job, partial(self.executor.execute, job, spec))
+        else:
+            outcome = self.executor.execute(job, spec)
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
         self.observer.ran(job, duration_ms / 1000)
         with run.gate(me) as open_:

@@ -208,6 +208,7 @@ class Statements:
         ready = ready_clause(config, dialect, name_filters=name_filters, names=names,
                              mariadb=mariadb)
         self.constants, self.sure, self.owned = ready.constants, ready.sure, owned(dialect)
+        self._filters = ready.filters
         # SQLite keeps times as text, and Rails writes `…:00` where we write `…:00.000000`:
         # equal instants that compare as unequal strings. `<=` and `>` against our form are
         # right for both, so on SQLite `x < T` is asked as `x <= T - 1µs` and `x >= T` as
@@ -257,6 +258,11 @@ class Statements:
             scan=s(SCAN, rows, ready=where),
             scan_after=s(SCAN_AFTER, rows, ready=where),
         )
+
+    def filters(self) -> str:
+        """Which rows this worker serves at all: queues, priorities, name prefilters (binds
+        from `constants`)."""
+        return self._filters
 
     def claim_pairs(self, n: int) -> TextClause:
         """CLAIM_PAIRS for n rows (binds i0…, a0…), made once per n."""

@@ -4,6 +4,8 @@
 - `run_inline(name, payload)`: one attempt of the registered handler and its hooks, in Ruby's
   order, with no table: returns the Outcome (`Succeeded`, `Rescheduled`, `Failed`) that a worker
   would write; `raise_errors=True` raises the job's exception instead.
+- `run_now(name, payload)` (also `dj_consumer.run_now`): the same attempt, returning the
+  handler's result or raising its error — for a unit test or a console.
 - `JobTable`: a temporary SQLite delayed_jobs table to `enqueue` into and `work_off`; the pytest
   fixture `dj_table` (`pytest_plugins = ["dj_consumer.pytest_plugin"]`) hands one out per test.
 
@@ -31,7 +33,8 @@ from dj_consumer.registry import Registry
 if TYPE_CHECKING:
     from dj_consumer.worker import Worker
 
-__all__ = ["Failed", "JobTable", "Rescheduled", "Row", "Succeeded", "make_job", "run_inline"]
+__all__ = ["Failed", "JobTable", "Rescheduled", "Row", "Succeeded", "make_job", "run_inline",
+           "run_now"]
 
 #: The locked_by a test job carries (a worker writes "{worker_id}[:{slot}] host:… pid:…").
 TEST_LOCKED_BY = "py host:test pid:0"
@@ -117,6 +120,19 @@ def run_inline(name: str | Job, payload: Any = None, *, registry: Registry | Non
     if raise_errors and isinstance(outcome, (Rescheduled, Failed)) and outcome.error is not None:
         raise outcome.error
     return outcome
+
+
+
+def run_now(name: str | Job, payload: Any = None, *, registry: Registry | None = None,
+            **fields: Any) -> Any:
+    """Run the handler registered for `name` and its hooks in this process, with no table,
+    and return what it returned, or raise its error (after the error hooks ran, as a worker
+    would): `dj_consumer.run_now("ReportJob", {"year": 2026})`. Progress and j.track work
+    (they go nowhere); j.cancelled stays false."""
+    outcome = run_inline(name, payload, registry=registry, raise_errors=True, **fields)
+    if isinstance(outcome, Succeeded):
+        return outcome.result
+    raise RuntimeError(f"the job did not succeed: {outcome}")  # raise_errors raised before
 
 
 @dataclass(frozen=True)

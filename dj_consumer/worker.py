@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
@@ -23,12 +23,17 @@ from dj_consumer.errors import ConfigError, FatalError
 from dj_consumer.events import Observer
 from dj_consumer.executor import Executor
 from dj_consumer.heartbeat import Heartbeat
+from dj_consumer.models import Interrupted
 from dj_consumer.outcomes import Outcomes, Participant
 from dj_consumer.recorder import Recorder
 from dj_consumer.registry import Registry
 from dj_consumer.run import GATE_WAIT, Run
 from dj_consumer.slots import Idle, Slots
 from dj_consumer.store import Store
+from dj_consumer.wakeup import Prober
+
+if TYPE_CHECKING:
+    from dj_consumer.runs.tracking import RunRecords
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +81,7 @@ class Worker:
         self._checked = False
         self._names: list[str] = []
         self._lock = threading.Lock()
+        self.runs: RunRecords | None = None  # run records, when the table exists (at start)
 
     # -- public API ------------------------------------------------------------------------
 
@@ -110,12 +116,14 @@ class Worker:
                              daemon=True)
             for i, name in enumerate(self.names)
         ]
+        stop_waking = self._start_waking()
         for thread in threads:
             thread.start()
         try:
             self._watch(run, threads)
         finally:
             restore()
+            stop_waking()
             self._finish(run)
         self._raise_if_fatal()
 
@@ -127,6 +135,7 @@ class Worker:
                 self._stop_early = True
             else:
                 self._run.stopping.set()
+        self.slots.wakeup.ring()
 
     @property
     def stopping(self) -> bool:
@@ -157,7 +166,10 @@ class Worker:
         return succeeded, failed
 
     def close(self) -> None:
+        self.slots.wakeup.close()
         self.heartbeat.stop()
+        if self.runs is not None:
+            self.runs.close()
         self.watchdog.stop()
         self.executor.loops.close()
         self.store.close()
@@ -181,6 +193,7 @@ class Worker:
         server = self.store.check()
         self._check_privileges()
         self._add_recurring()
+        self._add_runs()
         self._checked = True
         if server.dialect == "mysql" and not server.skip_locked:
             log.info("worker.no_skip_locked", server=server.version,
@@ -198,6 +211,17 @@ class Worker:
             self.outcomes.add(recurring.Recurring(self.store, conventions,
                                                   default_zone=self.config.cron_zone))
             log.info("worker.recurring", conventions=conventions.describe())
+
+    def _add_runs(self) -> None:
+        """Run records (runs/tracking.py), when the runs table exists."""
+        from dj_consumer.runs import tracking
+
+        self.runs = tracking.attach(self.store, self.config, self.clock)
+        if self.runs is not None:
+            self.outcomes.add(self.runs)
+            self.heartbeat.watchers.append(self.runs.beat)
+            log.info("worker.run_records", table=self.config.runs_table,
+                     batches=self.runs.runs.has_batches)
 
     def _check_privileges(self) -> None:
         """A worker that may not DELETE would unlock (and so rerun) every success: refuse to
@@ -260,6 +284,7 @@ class Worker:
                 self.observer.tick()
                 if not run.stopping.is_set():
                     continue
+                self.slots.wakeup.ring()  # however the stop came, no idle slot sleeps on
                 stop_seen = stop_seen if stop_seen is not None else time.monotonic()
                 timeout = self.config.shutdown_timeout
                 if (timeout is not None and time.monotonic() - stop_seen >= timeout
@@ -303,6 +328,35 @@ class Worker:
                           hint="stopping; the process exits non-zero so a supervisor notices")
             if self._run is not None:
                 self._run.stopping.set()
+        self.slots.wakeup.ring()
+
+    def _start_waking(self) -> Callable[[], None]:
+        """What wakes idle slots before sleep_delay (README "Pick-up latency"): a PostgreSQL
+        listener where the notify trigger is installed, and the prober (paused while
+        notifications arrive); returns their stop."""
+        from dj_consumer import notify
+
+        cfg = self.config
+        if cfg.exit_on_complete or cfg.sleep_delay <= 0:
+            return lambda: None
+        prober = (Prober(self.slots.wakeup, cfg.idle_poll)
+                  if 0 < cfg.idle_poll < cfg.sleep_delay else None)
+        live = prober.paused if prober is not None else threading.Event()
+        try:
+            listens = notify.installed(self.store)
+        except SQLAlchemyError as exc:
+            log.warning("wakeup.notify_unknown", error=short_error(exc))
+            listens = False
+        parts = ([notify.Listener(self.store, self.slots.wakeup, live)] if listens else []) + (
+            [prober] if prober is not None else [])
+        for part in parts:
+            part.start()
+        log.info("worker.wakeup", notify=listens, idle_poll=cfg.idle_poll if prober else 0)
+
+        def stop() -> None:
+            for part in parts:
+                part.stop()
+        return stop
 
     def _raise_if_fatal(self) -> None:
         if self._fatal is not None:
@@ -342,7 +396,7 @@ class Worker:
                        "attempts unchanged, it will run again")
             job.timed_out.stop(message)
             try:
-                written = self.store.interrupt(job.id, me, last_error=message, now=self.clock.now())
+                written = self.recorder.write(job, Interrupted(message), me)
             except Exception as exc:  # a driver's bug too: the other jobs are unlocked still
                 job.log.error("job.interrupt_unwritten", error=short_error(exc),
                               hint="the row stays locked; it runs again after the lock horizon")

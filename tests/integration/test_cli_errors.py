@@ -36,6 +36,19 @@ COMMANDS: dict[str, list[str]] = {
     "work": ["work", "--import", "sample_jobs", "--exit-on-complete"],
     "web": ["web", "--port", "0"],  # checks the table before it listens
 }
+#: The other commands and actions. They reach the database through the same one-line path
+#: (cli._run.store), so each meets a subset of the connection kinds, every database's missing
+#: table and missing column, and the installed program.
+MORE_COMMANDS: dict[str, list[str]] = {
+    "failed-show": ["failed", "show", "1"],
+    "failed-retry": ["failed", "retry", "--all"],
+    "failed-delete": ["failed", "delete", "1", "--yes"],
+    "schedule": ["schedule", "Tick", "--cron", "*/5 * * * *"],
+    "schedules": ["schedules"],
+    "runs": ["runs"],
+    "cancel": ["cancel", "1"],
+}
+ALL_COMMANDS = {**COMMANDS, **MORE_COMMANDS}
 
 
 @pytest.fixture(autouse=True)
@@ -55,7 +68,7 @@ def _no_dj_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def run(command: str, url: str, table: str = "delayed_jobs",
         capsys: pytest.CaptureFixture[str] | None = None) -> tuple[int, str, str]:
-    argv = [*COMMANDS[command], "--database-url", url, "--table-name", table]
+    argv = [*ALL_COMMANDS[command], "--database-url", url, "--table-name", table]
     if command == "work" or capsys is None:
         proc = subprocess.run([sys.executable, "-m", "dj_consumer.cli", *argv], capture_output=True,
                               text=True, env=clean_env(), cwd=ROOT, timeout=120)
@@ -129,7 +142,22 @@ def test_connection_problems_are_one_line(command: str, kind: str, backend: str,
     assert "wrong-pw" not in err  # the password is never printed
 
 
-@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "check"])
+MORE_KINDS = [k for k in CONNECTION_KINDS if k[0] in (
+    "refused-mariadb", "refused-postgresql", "wrong-password", "unknown-database-postgresql")]
+
+
+@pytest.mark.parametrize("command", list(MORE_COMMANDS))
+@pytest.mark.parametrize(("kind", "backend", "changes", "expect"), MORE_KINDS,
+                         ids=[k[0] for k in MORE_KINDS])
+def test_connection_problems_are_one_line_for_every_action(
+        command: str, kind: str, backend: str, changes: dict[str, object], expect: str,
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(command, _url(backend, tmp_path, **changes), capsys=capsys)
+    assert_one_line(code, err, expect)
+    assert "wrong-pw" not in err
+
+
+@pytest.mark.parametrize("command", [c for c in ALL_COMMANDS if c != "check"])
 def test_a_missing_table_is_one_line(command: str, db: DB,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     missing = f"{db.table}_nope"
@@ -138,16 +166,22 @@ def test_a_missing_table_is_one_line(command: str, db: DB,
         assert code == 0 and f"table {missing} created" in out, err
         schema_drop(db, missing)
         return
+    if command == "runs":  # reads the run records table only (README "Job runs")
+        assert_one_line(code, err, "there is no run records table 'delayed_job_runs'")
+        return
     assert_one_line(code, err, f"table '{missing}' does not exist")
 
 
-@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "check"])
+@pytest.mark.parametrize("command", [c for c in ALL_COMMANDS if c not in ("check", "runs")])
 def test_a_missing_column_is_one_line(command: str, db: DB,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     with db.engine.begin() as conn:
         conn.execute(sa.text(f"ALTER TABLE {db.table} DROP COLUMN locked_by"))
     code, _, err = run(command, db.url, db.table, capsys)
-    assert_one_line(code, err, f"table '{db.table}' has no column 'locked_by'")
+    expect = f"table '{db.table}' has no column 'locked_by'"
+    if command == "cancel":  # the database's own words, caught at the statement
+        expect = "column 'locked_by' does not exist"
+    assert_one_line(code, err, expect)
 
 
 def test_check_reports_table_problems_as_findings(db: DB, capsys: pytest.CaptureFixture[str]) -> None:
@@ -164,7 +198,7 @@ def schema_drop(db: DB, name: str) -> None:
         conn.execute(sa.text(f"DROP TABLE {name}"))
 
 
-@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "work"])
+@pytest.mark.parametrize("command", [c for c in ALL_COMMANDS if c != "work"])
 def test_the_installed_program_prints_one_line_too(command: str, tmp_path: Path) -> None:
     code, _, err = run(command, "mysql+pymysql://root@127.0.0.1:1/test?connect_timeout=2")
     assert_one_line(code, err, "connection refused by 127.0.0.1:1")

@@ -181,3 +181,43 @@ def test_the_result_is_each_steps_status_and_no_runs_table_is_needed(server: Ser
     assert result == {"steps": [{"name": "create", "status": 201},
                                 {"name": "charge", "status": 200},
                                 {"name": "notify", "status": 200}]}
+
+
+def test_the_worker_records_each_step_and_resumes_after_a_failed_one(db: DB,
+                                                                     server: Server) -> None:
+    """End to end with a real worker: progress per step (stage = step name) in the record,
+    the failed step retried after attempt ** retry_exponent, finished steps not sent again."""
+    import dj_consumer
+    from dj_consumer import make_worker
+
+    server.plan = {"/create": [201], "/charge": [503, 200]}
+    with runs_tables(db) as rdb:
+        registry = Registry()
+        http_steps.register(registry, "HttpSteps")
+        job_id = dj_consumer.enqueue(rdb.config(), "HttpSteps",
+                                     steps(server, retry_exponent=2), registry=registry)
+
+        def work() -> tuple[int, int]:
+            w = make_worker(rdb.config(), registry)
+            try:
+                return w.work_off(1)
+            finally:
+                w.close()
+
+        assert work() == (0, 1)
+        run = rdb.record(job_id)
+        assert (run.state, run.attempts, run.progress_current, run.progress_total,
+                run.progress_stage) == ("rescheduled", 1, 1, 3, "charge")
+        assert run.checkpoint["done"] == {"create": 201}
+        row = db.row(job_id)
+        assert (row.run_at - row.updated_at) <= timedelta(seconds=2)  # 1 ** 2 s
+        db.update(job_id, run_at=row.created_at)
+        assert work() == (1, 0)
+        assert (server.count("/create"), server.count("/charge"), server.count("/notify")) == \
+            (1, 2, 1)
+        run = rdb.record(job_id)
+        assert (run.state, run.attempts, run.progress_current, run.progress_stage) == \
+            ("succeeded", 1, 3, "notify")
+        assert run.result == {"steps": [{"name": "create", "status": 201},
+                                        {"name": "charge", "status": 200},
+                                        {"name": "notify", "status": 200}]}

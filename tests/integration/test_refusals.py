@@ -95,6 +95,47 @@ def test_start_up_names_the_missing_privilege(server_db: DB, missing: str) -> No
     assert "\n" not in message
 
 
+@pytest.fixture
+def cli_logging() -> Iterator[None]:
+    """cli.main() configures structlog and the root logger for its process; put them back."""
+    import logging
+
+    import structlog
+
+    yield
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if h.get_name() == "dj-consumer"]:
+        root.removeHandler(handler)
+    logging.captureWarnings(False)
+
+
+@pytest.mark.parametrize("missing", ["DELETE", "INSERT"])
+def test_check_names_the_privileges_the_worker_needs(server_db: DB, missing: str,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     cli_logging: None) -> None:
+    """`dj-consumer check` says which grant a worker (or enqueue) lacks, before a worker is
+    started with it: a missing DELETE is an error (exit 2), a missing INSERT a warning."""
+    from dj_consumer.cli import main
+
+    granted = ", ".join(p for p in ("SELECT", "UPDATE", "DELETE", "INSERT") if p != missing)
+    with restricted_user(server_db, granted) as (url, _user):
+        code = main(["check", "--database-url", url, "--table-name", server_db.table])
+    out = capsys.readouterr().out
+    if missing == "DELETE":
+        assert code == 2, out
+        assert (f"ERROR the database user may not DELETE on table '{server_db.table}'"
+                in out), out
+        assert f"GRANT SELECT, UPDATE, DELETE ON {server_db.table}" in out, out
+    else:
+        assert code == 1, out
+        assert f"WARN  the database user may not INSERT on table '{server_db.table}'" in out, out
+        assert "ERROR" not in out, out
+    with restricted_user(server_db, "SELECT, UPDATE, DELETE, INSERT") as (url, _user):
+        main(["check", "--database-url", url, "--table-name", server_db.table])
+    assert "ok    the database user may SELECT, UPDATE, DELETE and INSERT" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("batch", [1, 3])
 def test_a_success_whose_delete_is_refused_stays_locked_and_stops_the_worker(
         server_db: DB, batch: int) -> None:

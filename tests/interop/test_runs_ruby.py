@@ -173,3 +173,37 @@ def test_rails_enqueues_http_steps_and_a_python_worker_runs_them(interop: Intero
     assert before + timedelta(seconds=1) <= row.run_at <= before + timedelta(seconds=3)  # 1 ** 2
     assert row.last_error.startswith(f"step charge: POST {server.url}/charge returned 502")
     assert "tok-abcdefgh123" not in row.last_error
+
+
+def test_rails_enqueues_active_job_and_struct_jobs_and_reads_their_records(rails: Rails) -> None:
+    """Ruby enqueues, a Python worker runs, Ruby reads the run records through ActiveRecord."""
+    from dj_consumer import Job, Registry, make_worker
+
+    ids = rails("enqueue-reports")
+    registry = Registry()
+
+    @registry.run("RunsReportJob")
+    def active(j: Job) -> Any:
+        year = j.payload["arguments"][0]
+        j.report_progress(1, 1, "render")
+        return {"year": year, "kind": "active_job"}
+
+    @registry.run("ReportStruct")
+    def struct(j: Job) -> Any:
+        return {"year": j.payload["year"], "kind": "struct"}
+
+    worker = make_worker({**rails.config(), "queues": ["py"]}, registry)
+    try:
+        assert worker.work_off(5) == (2, 0)
+    finally:
+        worker.close()
+    active_run = rails("read", "--id", str(ids["active_job"]))
+    assert (active_run["state"], active_run["finished"], active_run["name"],
+            active_run["run_key"], active_run["owner_id"], active_run["progress_stage"]) == \
+        ("succeeded", True, "RunsReportJob", "aj-2026", "7", "render")
+    assert active_run["result_data"] == {"year": 2026, "kind": "active_job"}
+    struct_run = rails("read", "--id", str(ids["struct"]))
+    assert (struct_run["state"], struct_run["run_key"], struct_run["owner_id"],
+            struct_run["attempts"]) == ("succeeded", "struct-2027", "8", 0)
+    assert struct_run["result_data"] == {"year": 2027, "kind": "struct"}
+    assert rails.interop.db.count() == 0

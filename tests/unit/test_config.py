@@ -21,6 +21,7 @@ def test_defaults_match_the_spec_and_ruby() -> None:
     assert c.max_attempts == 25
     assert c.max_run_time == 14400
     assert c.sleep_delay == 5
+    assert c.idle_poll == 0.1
     assert c.read_ahead == 5
     assert c.exit_on_complete is False
     assert c.destroy_failed_jobs is False
@@ -52,6 +53,7 @@ def test_queues_accepts_a_comma_string_and_nil_queue() -> None:
         ({"database_url": URL, "concurency": 2}, "unknown config key 'concurency' (did you mean 'concurrency'?)"),
         ({"database_url": URL, "concurrency": "2"}, "concurrency must be an integer, got str '2'"),
         ({"database_url": URL, "concurrency": 0}, "concurrency must be > 0"),
+        ({"database_url": URL, "idle_poll": -1}, "idle_poll must be >= 0 seconds (0 turns it off)"),
         ({"database_url": URL, "exit_on_complete": "yes"}, "exit_on_complete must be true or false"),
         ({"database_url": URL, "max_run_time": "4h"}, "max_run_time must be a number of seconds"),
         ({"database_url": URL, "log_format": "xml"}, "log_format must be 'console' or 'json'"),

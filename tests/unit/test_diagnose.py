@@ -39,3 +39,13 @@ def test_missing_priority_index_and_clock_skew() -> None:
     text = render(advise(CFG, server, list(REQUIRED_COLUMNS), [], -42.0))
     assert "no index on (priority, run_at)" in text
     assert "this host's clock is -42.0s off the database's" in text
+
+
+def test_privileges_are_reported_only_where_they_were_asked() -> None:
+    server = ServerInfo("mysql", "10.11.6-MariaDB", skip_locked=True)
+    columns, indexes = list(REQUIRED_COLUMNS), [["priority", "run_at"]]
+    assert "database user" not in render(advise(CFG, server, columns, indexes, 0.0))
+    text = render(advise(CFG, server, columns, indexes, 0.0, ["UPDATE", "DELETE"]))
+    assert "ERROR the database user may not UPDATE or DELETE on table 'delayed_jobs'" in text
+    text = render(advise(CFG, server, columns, indexes, 0.0, []))
+    assert "ok    the database user may SELECT, UPDATE, DELETE and INSERT" in text

@@ -218,3 +218,37 @@ def test_json_rendering_of_a_rescheduled_line_has_the_traceback() -> None:
     assert line["error_class"] == "KeyError" and line["error"] == "'email'"
     assert line["exception"].startswith("Traceback (most recent call last):")
     assert line["exception"].rstrip().endswith("KeyError: 'email'")
+
+
+def test_run_now_returns_the_result_and_raises_the_error_after_the_hooks() -> None:
+    import dj_consumer
+
+    reg = Registry()
+    calls: list[str] = []
+
+    @reg.run("Sum")
+    def total(j: Job) -> dict[str, int]:
+        j.report_progress(1, 2, "adding")  # goes nowhere without a run record
+        return {"sum": sum(j.track(j.payload["items"], lambda n: n))}
+
+    @reg.before("Sum")
+    def before(j: Job) -> None:
+        calls.append("before")
+
+    @reg.run("Broken")
+    def broken(j: Job) -> None:
+        raise LookupError("no row 7")
+
+    @reg.error("Broken")
+    def error(j: Job, exc: BaseException) -> None:
+        calls.append(f"error {exc}")
+
+    @reg.run("Later")
+    async def later(j: Job) -> str:
+        return "done"
+
+    assert dj_consumer.run_now("Sum", {"items": [1, 2, 3]}, registry=reg) == {"sum": 6}
+    assert dj_consumer.run_now("Later", registry=reg) == "done"
+    with pytest.raises(LookupError, match="no row 7"):
+        dj_consumer.run_now("Broken", registry=reg)
+    assert calls == ["before", "error no row 7"]

@@ -12,12 +12,17 @@
 #   finish    DjConsumerBatches.finish_part(--batch-id, --id (the part's index)), 1 processed
 #   enqueue-http  Delayed::Job.enqueue HttpSteps.new(steps) for each JSON spec on stdin
 #   load      YAML.load_dj(handler) of job ID: its class and instance variables as JSON
+#   enqueue-reports  an ActiveJob (perform_later) and a struct job (Delayed::Job.enqueue), both
+#             with run_key/owner_id, in queue "py": their ids as JSON
 
 require "json"
 require "optparse"
+require "logger"
 require "active_record"
+require "active_job"
 require "delayed_job"
 require "delayed_job_active_record"
+require "active_job/queue_adapters/delayed_job_adapter"
 require_relative "dj_consumer_batches"
 
 opts = {}
@@ -72,7 +77,27 @@ HttpSteps = Struct.new(:steps, :max_attempts) do
   end
 end
 
+ActiveJob::Base.queue_adapter = :delayed_job
+ActiveJob::Base.logger = Logger.new(nil)
+
+# Jobs a Rails app hands to Python, whose run records it then reads.
+class RunsReportJob < ActiveJob::Base
+  def perform(year, options = {})
+    raise "RunsReportJob runs in dj_consumer (queue py)"
+  end
+end
+
+ReportStruct = Struct.new(:year, :run_key, :owner_id) do
+  def perform
+    raise "ReportStruct runs in dj_consumer (queue py)"
+  end
+end
+
 case command
+when "enqueue-reports"
+  active = RunsReportJob.set(queue: "py").perform_later(2026, { "run_key" => "aj-2026", "owner_id" => 7 })
+  struct = Delayed::Job.enqueue(ReportStruct.new(2027, "struct-2027", 8), queue: "py")
+  puts JSON.generate(active_job: active.provider_job_id, struct: struct.id)
 when "migrate", "rollback"
   eval($stdin.read, TOPLEVEL_BINDING, "migration.rb") # rubocop:disable Security/Eval
   CreateDelayedJobRuns.migrate(command == "migrate" ? :up : :down)

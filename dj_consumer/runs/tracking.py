@@ -1,0 +1,322 @@
+"""The worker's side of run records (README "Job runs"): registered at start only when the
+runs table exists (`attach`); without it nothing here runs and nothing is slower.
+
+- An attempt begins: its record says `running` (one short autocommit statement; a record the
+  database could not take then is created by the final write).
+- While it runs: `j.report_progress` hands the numbers to one background thread that writes
+  each job's latest at most every `run_progress_interval`; the heartbeat reads the jobs'
+  cancel requests (one SELECT) and sets `j.cancelled` (and `j.timed_out`, which stops an
+  `async` handler or a forked one); every hour it prunes old records in small batches.
+- The outcome: an outcome participant (outcomes.py), so the record's final state, result and
+  error — and a batch part's counts, and the batch's on_complete job — are written in the
+  same transaction as the job's DELETE/UPDATE: a Rails reader never sees a deleted job
+  without its final record. A cancelled job's row is deleted, attempts unchanged.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
+
+from dj_consumer.clock import Clock
+from dj_consumer.config import Config
+from dj_consumer.db import is_refusal, short_error
+from dj_consumer.models import Failed, Interrupted, Job, Outcome, Rescheduled, Succeeded
+from dj_consumer.outcomes import Tx
+from dj_consumer.runs import reporting
+from dj_consumer.runs.batches import finish_batch_part, item_id
+from dj_consumer.runs.records import PartSummary, result_json
+from dj_consumer.runs.store import RunsStore, detect, payload_fields
+from dj_consumer.store import Store
+
+if TYPE_CHECKING:
+    from dj_consumer.run import Flight
+
+log = structlog.get_logger(__name__)
+
+__all__ = ["RunRecords", "attach"]
+
+#: How often a worker prunes records older than run_retention (and once soon after start).
+PRUNE_EVERY = 3600.0
+#: The message of a cancelled attempt (timed_out's reason, the record's error_message).
+CANCELLED = "cancelled"
+
+Progress = tuple[int, int | None, str | None]
+
+
+def attach(store: Store, config: Config, clock: Clock) -> RunRecords | None:
+    """The run records of the worker's database, or None when the runs table is absent.
+    A user granted the jobs table only is refused even a look at the runs table on MySQL
+    (1142, not 'no such table'): no run records then, one warning, the jobs still run."""
+    try:
+        with store.engine.connect() as conn:
+            runs = detect(conn, runs_table=config.runs_table, table_name=config.table_name,
+                          batches_table=config.batches_table)
+    except SQLAlchemyError as exc:
+        if not is_refusal(exc):
+            raise
+        log.warning("run.records_off", runs_table=config.runs_table, error=short_error(exc),
+                    hint="the database user may not read the runs table: no run records")
+        return None
+    if runs is None:
+        return None
+    return RunRecords(store, runs, config, clock)
+
+
+class RunRecords:
+    """Writes the run records of the jobs a worker runs (an outcome participant)."""
+
+    def __init__(self, store: Store, runs: RunsStore, config: Config, clock: Clock) -> None:
+        self.store, self.runs, self.config, self.clock = store, runs, config, clock
+        self.writer = ProgressWriter(self._write_progress, config.run_progress_interval)
+        self._pruned_at: float | None = None
+
+    def close(self) -> None:
+        self.writer.stop()
+
+    # -- an attempt ---------------------------------------------------------------------------
+
+    def attempt(self, job: Job, execute: Callable[[], Outcome]) -> Outcome:
+        """Run one attempt with its record: running first, progress and checkpoints meanwhile."""
+        job.attempt.sink = _Sink(self, job.id)
+        try:
+            self.store.db.retrying("run_start", lambda: self._start(job))
+        except Exception as exc:  # the final write creates the record
+            job.log.warning("run.start_unwritten", error=short_error(exc))
+        with reporting.reporting(_Reporter(self, job.id)):
+            return execute()
+
+    def _start(self, job: Job) -> None:
+        with self.store.db.connection() as conn:
+            self.runs.start(conn, job, self.clock.now())
+
+    def _write_progress(self, job_id: int, progress: Progress) -> None:
+        with self.store.db.connection() as conn:
+            self.runs.progress(conn, job_id, *progress, now=self.clock.now())
+
+    # -- the outcome (outcomes.Participant) -----------------------------------------------
+
+    def claims(self, job: Job) -> bool:
+        return True
+
+    def instead(self, tx: Tx, job: Job, outcome: Outcome) -> bool | None:
+        """A cancelled attempt: the row is deleted (attempts unchanged), fenced by locked_by."""
+        if not job.cancelled or isinstance(outcome, Interrupted):
+            return None
+        sql = tx.store.sql
+        return bool(tx.execute(sql.delete, {"id": job.id, "me": tx.me}).rowcount == 1)
+
+    def also(self, tx: Tx, job: Job, outcome: Outcome, written: bool) -> None:
+        if not written:
+            return  # another worker holds the row (or Rails deleted it): not our record now
+        state, attempts, error = _final(job, outcome)
+        held = self.writer.take(job.id)
+        if held is not None:  # the last report, before the record stops taking reports
+            self.runs.progress(tx.conn, job.id, *held, now=tx.now)
+        batch = payload_fields(job.payload)
+        summary = self._summary(job, outcome, state, error) \
+            if batch["run_batch_id"] is not None and batch["run_batch_index"] is not None \
+            else None
+        result = job.attempt.result if isinstance(outcome, Succeeded) else None
+        if result is None and summary is not None and state == "succeeded":
+            result = result_json(summary_dict(summary))
+        elif result is None and job.attempt.tracking and state == "succeeded":
+            result = result_json(summary_dict(_tallied(job)))
+        self.runs.finish(tx.conn, job.id, state, attempts=attempts, now=tx.now,
+                         result=result if isinstance(result, str) else None, error=error,
+                         name=job.name, queue=job.queue)
+        if summary is not None and state in ("succeeded", "failed", "cancelled") \
+                and self.runs.has_batches:
+            finish_batch_part(tx.conn, self.runs, str(batch["run_batch_id"]),
+                              int(batch["run_batch_index"]), summary, now=tx.now, job_id=job.id)
+
+    def _summary(self, job: Job, outcome: Outcome, state: str,
+                 error: BaseException | str | None) -> PartSummary:
+        """A batch part's counts: what j.track counted; items it never reached are processed
+        when the part succeeded, errored when it failed for good or was cancelled."""
+        items = job.payload.get("items") if isinstance(job.payload, dict) else None
+        summary = _tallied(job)
+        rest = job.attempt.untouched(items if isinstance(items, list) else [])
+        if state == "succeeded":
+            summary.processed += len(rest)
+        else:
+            message = CANCELLED if state == "cancelled" else _message(error)
+            for item in rest:
+                summary.error(item_id(item), message)
+        return summary
+        left = max(len(items) - (summary.processed + summary.skipped + len(summary.errored)), 0)
+        if state == "succeeded":
+            summary.processed += left
+        elif left:
+            message = CANCELLED if state == "cancelled" else _message(error)
+            counted = len(items) - left
+            for item in items[counted:] if not job.attempt.tracking else items[-left:]:
+                summary.error(item_id(item), message)
+        return summary
+
+    # -- the heartbeat ---------------------------------------------------------------------------
+
+    def beat(self, flights: Sequence[Flight]) -> None:
+        """On the heartbeat thread: the in-flight jobs' cancel requests; now and then, prune."""
+        jobs = {f.job.id: f.job for f in flights if not f.job.cancelled}
+        if jobs:
+            try:
+                with self.store.db.connection() as conn:
+                    asked = self.runs.cancel_requested(conn, jobs)
+            except SQLAlchemyError as exc:
+                log.error("db.unavailable", op="cancel_requested", error=short_error(exc))
+                asked = set()
+            for job_id in asked:
+                job = jobs[job_id]
+                job.log.warning("job.cancel_requested",
+                                hint="j.cancelled and j.timed_out are set; the job's row is "
+                                     "deleted when the handler returns")
+                job.cancelled.set()
+                job.timed_out.stop(CANCELLED)
+        now = self.clock.monotonic()
+        if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
+            self._pruned_at = now
+            self.prune()
+
+    def prune(self) -> int:
+        """Records (and completed batches) older than run_retention, in small batches."""
+        try:
+            with self.store.db.connection() as conn:
+                removed = self.runs.prune(conn, now=self.clock.now(),
+                                          retention=self.config.run_retention)
+        except SQLAlchemyError as exc:
+            log.error("db.unavailable", op="prune_runs", error=short_error(exc))
+            return 0
+        if removed:
+            log.info("runs.pruned", removed=removed, retention_s=self.config.run_retention)
+        return removed
+
+
+def _final(job: Job, outcome: Outcome) -> tuple[str, int, BaseException | str | None]:
+    """(state, attempts, error) of the record for this outcome."""
+    if job.cancelled and not isinstance(outcome, Interrupted):
+        return "cancelled", job.attempts, CANCELLED
+    if isinstance(outcome, Succeeded):
+        return "succeeded", job.attempts, None
+    if isinstance(outcome, Rescheduled):
+        return "rescheduled", outcome.attempts, outcome.error or outcome.last_error
+    if isinstance(outcome, Failed):
+        return "failed", outcome.attempts, outcome.error or outcome.last_error
+    return "interrupted", job.attempts, outcome.last_error
+
+
+def _tallied(job: Job) -> PartSummary:
+    a = job.attempt
+    summary = PartSummary(processed=a.processed, skipped=a.skipped)
+    for item, message in a.errored:
+        summary.error(item_id(item), message)
+    return summary
+
+
+def summary_dict(summary: PartSummary) -> dict[str, Any]:
+    return {"processed": summary.processed, "skipped": summary.skipped,
+            "errored": len(summary.errored),
+            "errors": [{"id": e.id, "message": e.message} for e in summary.errored[:100]]}
+
+
+def _message(error: BaseException | str | None) -> str:
+    if isinstance(error, BaseException):
+        return f"{type(error).__name__}: {error}"
+    return (error or "failed").split("\n", 1)[0]
+
+
+class _Sink:
+    """What an attempt's reports do with a run record (attempt.Sink)."""
+
+    __slots__ = ("job_id", "records")
+
+    def __init__(self, records: RunRecords, job_id: int) -> None:
+        self.records, self.job_id = records, job_id
+
+    def progress(self, current: int, total: int | None, stage: str | None) -> None:
+        self.records.writer.report(self.job_id, (current, total, stage))
+
+    def result(self, value: Any) -> Any:
+        return result_json(value)
+
+
+class _Reporter:
+    """reporting.RunReporter for a handler the worker runs (contrib.http_steps)."""
+
+    def __init__(self, records: RunRecords, job_id: int) -> None:
+        self.records, self.job_id = records, job_id
+
+    def progress(self, current: int, total: int | None = None, stage: str | None = None) -> None:
+        self.records.writer.report(self.job_id, (int(current), total, stage))
+
+    def checkpoint(self) -> Any:
+        r = self.records
+        with r.store.db.connection() as conn:
+            run = r.runs.get(conn, self.job_id)
+        return None if run is None else run.checkpoint
+
+    def save_checkpoint(self, data: Any) -> None:
+        r = self.records
+        r.store.db.retrying("run_checkpoint", lambda: self._save(data))
+
+    def _save(self, data: Any) -> None:
+        r = self.records
+        with r.store.db.connection() as conn:
+            r.runs.save_checkpoint(conn, self.job_id, data, now=r.clock.now())
+
+
+class ProgressWriter:
+    """One thread that writes each job's latest progress at most every `interval` seconds;
+    a report only stores the numbers (the job never waits on the database)."""
+
+    def __init__(self, write: Callable[[int, Progress], None], interval: float) -> None:
+        self._write, self.interval = write, interval
+        self._pending: dict[int, Progress] = {}
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def report(self, job_id: int, progress: Progress) -> None:
+        with self._cond:
+            old = self._pending.get(job_id)
+            if old is not None:  # None keeps a total or stage reported since the last write
+                progress = (progress[0], progress[1] if progress[1] is not None else old[1],
+                            progress[2] if progress[2] is not None else old[2])
+            self._pending[job_id] = progress
+            if self._thread is None and not self._stopping:
+                self._thread = threading.Thread(target=self._loop, name="dj-progress",
+                                                daemon=True)
+                self._thread.start()
+
+    def take(self, job_id: int) -> Progress | None:
+        """The report not written yet (the outcome's transaction writes it)."""
+        with self._cond:
+            return self._pending.pop(job_id, None)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                if not self._stopping:
+                    self._cond.wait(self.interval)
+                batch, self._pending = self._pending, {}
+                stopping = self._stopping
+            for job_id, progress in batch.items():
+                try:
+                    self._write(job_id, progress)
+                except Exception as exc:  # progress is best effort; the next report retries
+                    log.warning("run.progress_unwritten", job_id=job_id, error=short_error(exc))
+            if stopping:
+                return
+

@@ -1,0 +1,240 @@
+"""What an idle slot waits for (README "Pick-up latency").
+
+A slot whose reserve found nothing sleeps until the earliest future run_at of a row it could
+run (one query), bounded by sleep_delay. It wakes sooner when rung: by the prober (one per
+process: a primary-key-only look every idle_poll for rows added since the last look), by a
+PostgreSQL notification (notify.py), or by an enqueue in this process. Every ring is only a
+hint to reserve now; polling at sleep_delay stays the safety net.
+
+A slot arms its event before each reserve and waits on it after: a ring that comes while the
+reserve runs is never lost.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from sqlalchemy import bindparam, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.types import DateTime, Integer
+
+from dj_consumer.db import short_error
+
+if TYPE_CHECKING:
+    from dj_consumer.clock import Clock
+    from dj_consumer.config import Config
+    from dj_consumer.store import Store
+
+log = structlog.get_logger(__name__)
+
+#: Wake this long after a run_at, not before it: the clock's resolution, and MySQL's
+#: whole seconds (the ready query compares run_at with the time truncated).
+AFTER_RUN_AT = 0.002
+#: Shorter waits than this are not worth a sleep.
+MIN_SLEEP = 0.001
+#: The next run_at is looked for in this many priorities at most (rows of later ones are
+#: found by the next poll, at sleep_delay).
+MAX_PRIORITIES = 16
+
+#: The wakeups of the workers running in this process, for enqueue (ring_local).
+_LIVE: weakref.WeakSet[Wakeup] = weakref.WeakSet()
+
+
+class Statements:
+    """The wakeup's statements: plain reads, no lock taken, none waited for."""
+
+    def __init__(self, store: Store) -> None:
+        t, filters = store.table, store.sql.filters()
+        mine = f"locked_at IS NULL AND failed_at IS NULL AND {filters}"
+        # The next time a row of ours becomes ready by itself (run_at reached), no further
+        # than the sleep we would do anyway (rows locked by others ring when unlocked). The
+        # (priority, run_at) index orders run_at only within one priority, so the client
+        # walks the few distinct priorities (a skip scan, each step one index lookup) and in
+        # each reads the index from :now on to the first row of ours: never a table scan.
+        self.next_priority = text(
+            f"SELECT MIN(priority) AS priority FROM {t} WHERE priority > :after"
+        ).columns(priority=Integer())
+        self.first_priority = text(f"SELECT MIN(priority) AS priority FROM {t}").columns(
+            priority=Integer())
+        self.next_run_at = text(
+            f"SELECT run_at FROM {t} WHERE priority = :priority AND run_at > :now "
+            f"AND run_at <= :until AND {mine} ORDER BY run_at LIMIT 1"
+        ).bindparams(bindparam("now", type_=DateTime()), bindparam("until", type_=DateTime())
+                     ).columns(run_at=DateTime())
+        # The prober's look: the primary key's last entry only (no row is read).
+        self.top_id = text(f"SELECT MAX(id) AS id FROM {t}").columns(id=Integer())
+        # Rows added since: any of ours? (A primary-key range, then our filters.)
+        self.added = text(
+            f"SELECT id FROM {t} WHERE id > :seen AND id <= :top AND {mine} LIMIT 1"
+        ).columns(id=Integer())
+
+
+class Wakeup:
+    """The idle slots of one worker, and what rings them."""
+
+    def __init__(self, config: Config, store: Store, clock: Clock) -> None:
+        self.config, self.store, self.clock = config, store, clock
+        self._events: dict[str, threading.Event] = {}
+        self._idle = 0
+        self._lock = threading.Lock()
+        self._stmts: tuple[object, Statements] | None = None
+        _LIVE.add(self)
+
+    @property
+    def statements(self) -> Statements:
+        """Built from the store's statements, again whenever it rebuilt them (name filters)."""
+        cached = self._stmts
+        if cached is None or cached[0] is not self.store.sql:
+            cached = self._stmts = (self.store.sql, Statements(self.store))
+        return cached[1]
+
+    def _event(self, me: str) -> threading.Event:
+        with self._lock:
+            event = self._events.get(me)
+            if event is None:
+                event = self._events[me] = threading.Event()
+            return event
+
+    def arm(self, me: str) -> None:
+        """Before a reserve: forget earlier rings (the reserve sees what they rang for)."""
+        self._event(me).clear()
+
+    def ring(self) -> None:
+        """Something may be ready: every slot reserves again now (or after its job)."""
+        with self._lock:
+            events = list(self._events.values())
+        for event in events:
+            event.set()
+
+    @property
+    def idle(self) -> bool:
+        """Is a slot waiting now?"""
+        return self._idle > 0
+
+    def wait(self, me: str) -> None:
+        """A reserve found nothing: sleep until the next run_at of ours, sleep_delay at
+        most, or a ring."""
+        event = self._event(me)
+        if event.is_set():
+            return
+        with self._lock:
+            self._idle += 1
+        try:
+            self.clock.sleep(self.delay(), event)
+        finally:
+            with self._lock:
+                self._idle -= 1
+
+    def delay(self) -> float:
+        """Seconds until the earliest future run_at of a row we could run, or sleep_delay."""
+        longest = self.config.sleep_delay
+        if longest <= 0:
+            return 0.0
+        now = self.clock.now()
+        try:
+            nxt = self.next_run_at(now, now + timedelta(seconds=longest))
+        except SQLAlchemyError as exc:
+            log.debug("wakeup.next_run_at_failed", error=short_error(exc))
+            return longest
+        if nxt is None:
+            return longest
+        return min(longest, max((nxt - now).total_seconds() + AFTER_RUN_AT, MIN_SLEEP))
+
+    def next_run_at(self, now: datetime, until: datetime) -> datetime | None:
+        """The earliest run_at in (now, until] of an unlocked row we could run, or None."""
+        store, stmts = self.store, self.statements
+        params = dict(store.sql.constants, now=store.ts(now), until=until)
+        earliest: datetime | None = None
+        with store.db.connection() as conn:
+            priority = conn.execute(stmts.first_priority).scalar()
+            for _ in range(MAX_PRIORITIES):
+                if priority is None:
+                    break
+                found = _naive(conn.execute(stmts.next_run_at,
+                                            dict(params, priority=priority)).scalar())
+                if found is not None and (earliest is None or found < earliest):
+                    earliest = found
+                priority = conn.execute(stmts.next_priority, {"after": priority}).scalar()
+        return earliest
+
+    def close(self) -> None:
+        _LIVE.discard(self)
+
+
+class Prober:
+    """One per worker process: every idle_poll, while a slot is idle, one primary-key-only
+    query; when rows were added, one more (a key range) asks whether one is ours, and rings."""
+
+    def __init__(self, wakeup: Wakeup, interval: float) -> None:
+        self.wakeup, self.interval = wakeup, interval
+        self.paused = threading.Event()  # notifications are live (notify.py): no need to look
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._seen: int | None = None
+        self._failing = False
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="dj-prober", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self.paused.is_set():
+                self._seen = None  # the rows added meanwhile were notified
+                continue
+            if not self.wakeup.idle:
+                continue  # a busy slot reserves again by itself
+            try:
+                self.probe()
+            except SQLAlchemyError as exc:
+                self._seen = None
+                if not self._failing:
+                    log.warning("wakeup.probe_failed", error=short_error(exc),
+                                hint="idle slots fall back to polling every sleep_delay")
+                self._failing = True
+            else:
+                self._failing = False
+
+    def probe(self) -> bool:
+        """One look; True when it rang."""
+        store, stmts = self.wakeup.store, self.wakeup.statements
+        with store.db.connection() as conn:
+            top = conn.execute(stmts.top_id).scalar() or 0
+            seen, self._seen = self._seen, top
+            if seen is None:  # the first look (or after an error): rows may have come meanwhile
+                self.wakeup.ring()
+                return True
+            if top <= seen:
+                return False
+            added: Any = conn.execute(stmts.added, dict(store.sql.constants, seen=seen, top=top)).scalar()
+        if added is None:
+            return False
+        self.wakeup.ring()
+        return True
+
+
+def ring_local(config: Config) -> None:
+    """An enqueue in this process: wake the idle slots of the workers here on that table."""
+    if not _LIVE:
+        return
+    for wakeup in list(_LIVE):
+        cfg = wakeup.config
+        if cfg.table_name == config.table_name and cfg.url == config.url:
+            wakeup.ring()
+
+
+def _naive(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))

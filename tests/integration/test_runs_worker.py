@@ -1,0 +1,365 @@
+"""Run records written by the worker (README "Job runs"): running at start, the final state in
+the outcome's transaction, the handler's return value as result — on all three databases."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from dj_consumer import Job, Registry, make_worker
+from dj_consumer.errors import FatalError
+from dj_consumer.runs.records import Run
+from tests.conftest import DB
+from tests.integration.runs_helpers import RunsDB, runs_tables
+from tests.integration.test_protocol import obj
+
+
+@pytest.fixture
+def rdb(db: DB) -> Iterator[RunsDB]:
+    with runs_tables(db) as r:
+        yield r
+
+
+def work(rdb: RunsDB, registry: Registry, n: int = 10, **cfg: Any) -> tuple[int, int]:
+    w = make_worker(rdb.config(**cfg), registry)
+    try:
+        return w.work_off(n)
+    finally:
+        w.close()
+
+
+def test_a_success_is_running_while_it_runs_then_succeeded_with_its_result(rdb: RunsDB) -> None:
+    seen: list[Run] = []
+    reg = Registry()
+
+    @reg.run("ReportJob")
+    def report(j: Job) -> Any:
+        seen.append(rdb.record(j.id))
+        return {"rows": 3, "url": "s3://r/7", "ok": True}
+
+    job_id = rdb.db.insert(obj("ReportJob", year=2026, run_key="report-2026", owner_id=42),
+                           queue="reports")
+    assert work(rdb, reg) == (1, 0)
+    running = seen[0]
+    assert (running.state, running.name, running.queue, running.run_key, running.owner_id) == \
+        ("running", "ReportJob", "reports", "report-2026", "42")
+    assert running.locked_by is not None and running.locked_by.startswith("pytest ")
+    assert running.started_at is not None and running.finished_at is None
+    assert rdb.db.row(job_id) is None
+    done = rdb.record(job_id)
+    assert (done.state, done.attempts, done.result, done.locked_by) == \
+        ("succeeded", 0, {"rows": 3, "url": "s3://r/7", "ok": True}, None)
+    assert done.finished_at is not None and done.started_at == running.started_at
+    assert (done.error_class, done.error_message) == (None, None)
+
+
+def test_failed_attempts_say_rescheduled_then_failed_with_class_and_message(rdb: RunsDB) -> None:
+    reg = Registry()
+
+    @reg.run("Bad", max_attempts=2)
+    def bad(j: Job) -> None:
+        raise KeyError("customer 7")
+
+    job_id = rdb.db.insert(obj("Bad"))
+    assert work(rdb, reg) == (0, 1)
+    run = rdb.record(job_id)
+    assert (run.state, run.attempts, run.error_class, run.error_message, run.finished_at) == \
+        ("rescheduled", 1, "KeyError", "'customer 7'", None)
+    rdb.db.update(job_id, run_at=rdb.db.row(job_id).created_at)  # ready again
+    assert work(rdb, reg) == (0, 1)
+    run = rdb.record(job_id)
+    assert (run.state, run.attempts, run.error_class) == ("failed", 2, "KeyError")
+    assert run.finished_at is not None
+    assert rdb.db.row(job_id).failed_at is not None
+
+
+def test_a_result_json_cannot_hold_fails_the_attempt_saying_why(rdb: RunsDB) -> None:
+    reg = Registry()
+
+    @reg.run("Odd")
+    def odd(j: Job) -> Any:
+        return {"when": object()}
+
+    job_id = rdb.db.insert(obj("Odd"))
+    assert work(rdb, reg) == (0, 1)
+    row = rdb.db.row(job_id)
+    assert row.attempts == 1 and "cannot be its result" in row.last_error
+    run = rdb.record(job_id)
+    assert (run.state, run.error_class) == ("rescheduled", "dj_consumer.runs.records.ResultError")
+    assert "return what JSON holds" in run.error_message
+
+
+def test_without_the_runs_table_nothing_changes(db: DB) -> None:
+    """No participant, no attender: the success's DELETE still rides with the next reserve,
+    and a return value JSON cannot hold is nobody's business."""
+    reg = Registry()
+
+    @reg.run("Odd")
+    def odd(j: Job) -> Any:
+        return object()
+
+    db.insert(obj("Odd"))
+    w = make_worker(db.config(), reg)
+    try:
+        assert w.work_off(5) == (1, 0)
+        assert w.runs is None and w.recorder.outcomes.participants == []
+        assert w.recorder.outcomes.attenders == []
+    finally:
+        w.close()
+    assert db.count() == 0
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_a_reader_never_sees_a_job_gone_without_its_final_record(rdb: RunsDB, batch: int) -> None:
+    """Rows read first, records after: a job missing from the first read must have its final
+    record in the second (the record is written in the DELETE's transaction)."""
+    reg = Registry()
+
+    @reg.run("Ok")
+    def ok(j: Job) -> int:
+        return j.id
+
+    ids = [rdb.db.insert(obj("Ok")) for _ in range(12)]
+    runs_t = sa.Table(rdb.runs, sa.MetaData(), autoload_with=rdb.engine)
+    stop = threading.Event()
+    broken: list[tuple[int, Any]] = []
+
+    def read() -> None:
+        with rdb.engine.connect() as conn:
+            while not stop.is_set():
+                present = {r[0] for r in conn.execute(sa.select(rdb.db.t.c.id))}
+                conn.commit()
+                states = dict(conn.execute(sa.select(runs_t.c.job_id, runs_t.c.state)).all())
+                conn.commit()
+                broken.extend((i, states.get(i)) for i in ids
+                              if i not in present and states.get(i) != "succeeded")
+                time.sleep(0.001)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        assert work(rdb, reg, 20, reserve_batch=batch) == (12, 0)
+    finally:
+        stop.set()
+        reader.join()
+    assert broken == []
+    assert [rdb.record(i).result for i in ids] == ids
+
+
+def test_a_final_record_the_database_refuses_takes_the_outcome_with_it(server_db: DB) -> None:
+    """One transaction: when the record's write fails, the job's DELETE is rolled back (the
+    success stays locked, as for a refused DELETE, and the worker stops)."""
+    with runs_tables(server_db) as rdb:
+        with rdb.engine.begin() as conn:
+            conn.execute(sa.text(f"ALTER TABLE {rdb.runs} ADD CONSTRAINT {rdb.runs}_no "
+                                 "CHECK (state <> 'succeeded')"))
+        reg = Registry()
+
+        @reg.run("Ok")
+        def ok(j: Job) -> None:
+            pass
+
+        job_id = rdb.db.insert(obj("Ok"))
+        with pytest.raises(FatalError):
+            work(rdb, reg, 1)
+        row = rdb.db.row(job_id)
+        assert row is not None and row.locked_by is not None
+        assert rdb.record(job_id).state == "running"
+
+
+def test_an_interrupted_job_says_interrupted_with_attempts_unchanged(rdb: RunsDB) -> None:
+    started, release = threading.Event(), threading.Event()
+    reg = Registry()
+
+    @reg.run("Slow")
+    def slow(j: Job) -> None:
+        started.set()
+        release.wait(10)
+
+    job_id = rdb.db.insert(obj("Slow"))
+    w = make_worker(rdb.config(shutdown_timeout=0.2), reg)
+    thread = threading.Thread(target=w.start)
+    thread.start()
+    try:
+        assert started.wait(10)
+        w.stop()
+        thread.join(10)
+        assert not thread.is_alive()
+    finally:
+        release.set()
+        w.close()
+    row = rdb.db.row(job_id)
+    assert row.locked_by is None and row.attempts == 0
+    run = rdb.record(job_id)
+    assert (run.state, run.attempts, run.finished_at) == ("interrupted", 0, None)
+    assert run.error_message.startswith("Interrupted: worker")
+
+
+# -- progress ----------------------------------------------------------------------------------
+
+
+def test_progress_is_throttled_and_the_handler_never_waits_on_the_database(rdb: RunsDB) -> None:
+    """1,000 reports while another transaction holds the record's row: the handler does not
+    wait, a few writes reach the table, and the last report is in the final record."""
+    took: list[float] = []
+    mid: list[Run] = []
+    reg = Registry()
+
+    @reg.run("Count")
+    def count(j: Job) -> None:
+        with blocking(rdb, j.id):
+            t0 = time.perf_counter()
+            for i in range(1000):
+                j.report_progress(i, 1000, "scan")
+            took.append(time.perf_counter() - t0)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            run = rdb.record(j.id)
+            if run.progress_current == 999:
+                mid.append(run)
+                break
+            time.sleep(0.05)
+        j.report_progress(1000, stage="done")  # held back: the final write carries it
+
+    job_id = rdb.db.insert(obj("Count"))
+    w = make_worker(rdb.config(run_progress_interval=0.2), reg)
+    assert w.runs is None
+    writes: list[int] = []
+    try:
+        w._setup()
+        assert w.runs is not None
+        inner = w.runs.writer._write
+        w.runs.writer._write = lambda i, p: (writes.append(p[0]), inner(i, p))  # type: ignore[method-assign,func-returns-value]
+        assert w.work_off(1) == (1, 0)
+        late = w.runs._write_progress
+    finally:
+        w.close()
+    assert took[0] < 0.5, took
+    assert mid and (mid[0].state, mid[0].progress_total, mid[0].progress_stage) == \
+        ("running", 1000, "scan")
+    assert 1 <= len(writes) <= 4, writes
+    run = rdb.record(job_id)
+    assert (run.state, run.progress_current, run.progress_total, run.progress_stage) == \
+        ("succeeded", 1000, 1000, "done")
+    late(job_id, (3, 10, "late"))  # a progress write after the final one changes nothing
+    assert (rdb.record(job_id).progress_current, rdb.record(job_id).state) == (1000, "succeeded")
+
+
+class blocking:
+    """Hold the run record's row (or, on SQLite, the write lock) for a moment, then let go."""
+
+    def __init__(self, rdb: RunsDB, job_id: int) -> None:
+        self.rdb, self.job_id = rdb, job_id
+
+    def __enter__(self) -> None:
+        self.conn = self.rdb.engine.connect()
+        if self.rdb.db.backend == "sqlite":
+            self.conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            self.conn.execute(sa.text(f"SELECT job_id FROM {self.rdb.runs} WHERE job_id = :i "
+                                      "FOR UPDATE"), {"i": self.job_id})
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(0.3)  # the writer is waiting on us by now
+        if self.rdb.db.backend == "sqlite":
+            self.conn.exec_driver_sql("COMMIT")
+        else:
+            self.conn.commit()
+        self.conn.close()
+
+
+# -- cancel ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["api", "rails"])
+def test_a_running_job_sees_cancelled_within_a_heartbeat(rdb: RunsDB, how: str) -> None:
+    seen: dict[str, Any] = {}
+    started = threading.Event()
+    reg = Registry()
+
+    @reg.run("Long")
+    def long(j: Job) -> None:
+        started.set()
+        t0 = time.monotonic()
+        while not j.cancelled and time.monotonic() - t0 < 10:
+            time.sleep(0.01)
+        seen.update(cancelled=bool(j.cancelled), timed_out=bool(j.timed_out),
+                    after=time.monotonic() - seen["asked"])
+
+    job_id = rdb.db.insert(obj("Long"), attempts=2)
+
+    def ask() -> None:
+        assert started.wait(10)
+        seen["asked"] = time.monotonic()
+        if how == "api":
+            from dj_consumer import runs
+
+            assert runs.cancel(job_id, config=rdb.config()).outcome == "requested"
+        else:  # what the README tells a Rails app to write
+            rdb.set(job_id, cancel_requested_at=rdb.record(job_id).started_at)
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    try:
+        assert work(rdb, reg, 1, heartbeat_interval=0.3) == (0, 1)
+    finally:
+        asker.join()
+    assert seen["cancelled"] and seen["timed_out"]
+    assert seen["after"] < 0.3 + 1.0, seen  # one heartbeat, and a slow CI's slack
+    assert rdb.db.row(job_id) is None
+    run = rdb.record(job_id)
+    assert (run.state, run.attempts, run.error_message) == ("cancelled", 2, "cancelled")
+    assert run.finished_at is not None and run.cancel_requested_at is not None
+
+
+def test_a_cancelled_async_handler_is_stopped_and_recorded_cancelled(rdb: RunsDB) -> None:
+    import asyncio
+
+    reg = Registry()
+
+    @reg.run("Sleeper")
+    async def sleeper(j: Job) -> None:
+        rdb.set(j.id, cancel_requested_at=rdb.record(j.id).started_at)
+        await asyncio.sleep(20)
+
+    job_id = rdb.db.insert(obj("Sleeper"))
+    t0 = time.monotonic()
+    assert work(rdb, reg, 1, heartbeat_interval=0.3) == (0, 1)
+    assert time.monotonic() - t0 < 5
+    assert rdb.db.row(job_id) is None
+    assert (rdb.record(job_id).state, rdb.record(job_id).attempts) == ("cancelled", 0)
+
+
+# -- retention ---------------------------------------------------------------------------------
+
+
+def test_the_worker_prunes_records_older_than_run_retention(rdb: RunsDB) -> None:
+    from datetime import timedelta
+
+    from dj_consumer.clock import SystemClock
+    from dj_consumer.runs import tracking
+
+    now = SystemClock().now()
+    old, young = now - timedelta(hours=3), now - timedelta(minutes=30)
+    with rdb.engine.begin() as conn:
+        for i in range(1, 1201):  # more than one prune batch (500)
+            rdb.store.finish(conn, 100_000 + i, "succeeded", attempts=0, now=old, name="A")
+        rdb.store.finish(conn, 99_999, "failed", attempts=3, now=young, name="A")
+    reg = Registry()
+
+    @reg.run("Slow")
+    def slow(j: Job) -> None:
+        time.sleep(0.8)  # a few heartbeats while it runs
+
+    rdb.db.insert(obj("Slow"))
+    assert tracking.PRUNE_EVERY >= 600  # pruning is rare; the first beat after start does it
+    assert work(rdb, reg, 1, run_retention=3600, heartbeat_interval=0.2) == (1, 0)
+    with rdb.engine.connect() as conn:
+        left = conn.execute(sa.text(f"SELECT job_id FROM {rdb.runs} ORDER BY job_id")).scalars()
+        assert sorted(left) == sorted([99_999, *[r.job_id for r in
+                                                 rdb.store.find(conn, name="Slow")]])
