@@ -7,7 +7,6 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import structlog
@@ -26,24 +25,14 @@ from dj_consumer.config import Config
 from dj_consumer.dberrors import is_refusal, is_transient
 from dj_consumer.engine import MIN_IO_TIMEOUT, io_timeout, make_engine, safe_url
 from dj_consumer.errors import ConfigError
+from dj_consumer.server import ServerInfo, mysql_has_skip_locked
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 __all__ = ["MIN_IO_TIMEOUT", "Connections", "ServerInfo", "io_timeout", "is_refusal",
-           "is_transient", "make_engine", "safe_url", "short_error", "unreachable"]
-
-@dataclass(frozen=True)
-class ServerInfo:
-    dialect: str
-    version: str
-    skip_locked: bool
-
-    @property
-    def mariadb(self) -> bool:
-        return self.dialect == "mysql" and "mariadb" in self.version.lower()
-
-
+           "is_transient", "make_engine", "mysql_has_skip_locked", "safe_url", "short_error",
+           "unreachable"]
 
 class Connections:
     """Each thread's own connection to one database, kept between statements."""
@@ -235,17 +224,6 @@ class Connections:
             reraise=True,
         )
         return retrying(fn)
-
-
-def mysql_has_skip_locked(version: str) -> bool:
-    """SKIP LOCKED: MariaDB >= 10.6, MySQL >= 8.0.1."""
-    numbers = [int(p) for p in version.split("-")[0].split(".")[:3] if p.isdigit()]
-    while len(numbers) < 3:
-        numbers.append(0)
-    major, minor, patch = numbers
-    if "mariadb" in version.lower():
-        return (major, minor) >= (10, 6)
-    return (major, minor, patch) >= (8, 0, 1)
 
 
 # The list binds (`IN :ids`) the driver fast path expands itself; an empty one goes through

@@ -18,13 +18,11 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 from sqlalchemy.sql.elements import TextClause
 
-from dj_consumer.config import LEASE_RENEW_MAX, Config
+from dj_consumer.config import Config
 from dj_consumer.db import (
     Connections,
-    ServerInfo,
     is_refusal,
     is_transient,
-    mysql_has_skip_locked,
     safe_url,
     unreachable,
 )
@@ -37,6 +35,14 @@ from dj_consumer.reserve.base import Accept
 from dj_consumer.reserve.scan import scan_many, scan_one
 from dj_consumer.run import Deferred
 from dj_consumer.schema import REQUIRED_COLUMNS
+from dj_consumer.server import (
+    ServerInfo,
+    check_strategy,
+    mysql_has_skip_locked,
+    server_info,
+    text_limit,
+    warn_if_short_lease,
+)
 from dj_consumer.sql import ReserveSQL, Statements
 
 __all__ = ["ServerInfo", "Store", "is_transient", "mysql_has_skip_locked"]
@@ -99,10 +105,10 @@ class Store:
                         + (f" (also missing: {', '.join(missing[1:])})" if missing[1:] else "")
                         + "; it is not a delayed_job table, or its migration is incomplete"
                     )
-                self.last_error_limit = _text_limit(self.dialect, columns["last_error"]["type"])
-                self.server = self._server_info(conn)
-                self._check_strategy(self.server)
-                self._warn_if_short_lease()
+                self.last_error_limit = text_limit(self.dialect, columns["last_error"]["type"])
+                self.server = server_info(conn, self.dialect)
+                check_strategy(self.config.reserve_sql, self.server)
+                warn_if_short_lease(self.config)
         except ConfigError:
             raise
         except SQLAlchemyError as exc:
@@ -142,38 +148,6 @@ class Store:
         if self.dialect == "mysql" and self.server is not None and self.server.skip_locked:
             return "skip_locked"
         return "default_sql"
-
-    def _check_strategy(self, server: ServerInfo) -> None:
-        wanted = self.config.reserve_sql
-        fits = {
-            "update_returning": server.dialect == "postgresql",
-            "update_limit": server.dialect == "mysql",
-            "skip_locked": server.skip_locked,
-        }.get(wanted, True)
-        if not fits:
-            raise ConfigError(f"reserve_sql {wanted!r} does not work on {server.dialect} "
-                              f"{server.version}; leave it at 'auto'")
-
-    def _warn_if_short_lease(self) -> None:
-        cfg = self.config
-        if cfg.uses_leases and cfg.lock_timeout < 2 * LEASE_RENEW_MAX:
-            log.warning("lease.short_lock_timeout", lock_timeout=cfg.lock_timeout,
-                        lease_worker_ids=list(cfg.lease_ids),
-                        hint=f"a peer of these worker_ids that renews less often than every "
-                             f"{cfg.lock_timeout:g}s (other deployments renew every "
-                             f"{LEASE_RENEW_MAX:g}s at most) would lose live jobs to this worker; "
-                             "give every one of them the same lock_timeout, or this worker a "
-                             "worker_id of its own")
-
-    def _server_info(self, conn: Connection) -> ServerInfo:
-        if self.dialect == "sqlite":
-            version = conn.execute(text("select sqlite_version()")).scalar_one()
-            return ServerInfo("sqlite", str(version), skip_locked=False)
-        if self.dialect == "postgresql":
-            version = conn.execute(text("show server_version")).scalar_one()
-            return ServerInfo("postgresql", str(version), skip_locked=True)
-        version = str(conn.execute(text("select version()")).scalar_one())
-        return ServerInfo("mysql", version, skip_locked=mysql_has_skip_locked(version))
 
     def close(self) -> None:
         self.db.close()
@@ -378,12 +352,3 @@ def printable(text: str) -> str:
 def _escape(char: str) -> str:
     code = ord(char)
     return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
-
-
-def _text_limit(dialect: str, column_type: Any) -> int:
-    if dialect != "mysql":
-        return 1 << 20
-    name = type(column_type).__name__.upper()
-    return {"TINYTEXT": 255, "TEXT": 65535, "MEDIUMTEXT": 16777215}.get(name, 1 << 20)
-
-
