@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 DB_COMMANDS = ("work", "parse", "enqueue", "jobs", "failed", "check", "why", "status", "schema",
                "runs", "cancel", "web", "schedule", "schedules")
 #: The commands that read or write run records and batches (README "Job runs").
-RUNS_COMMANDS = ("work", "schema", "runs", "cancel", "enqueue")
+RUNS_COMMANDS = ("work", "schema", "runs", "cancel", "enqueue", "web")
 WORK = ("work",)
 #: `why` (and the dashboard's why) judges a row as the worker it is asked about would: pass
 #: it the same flags.

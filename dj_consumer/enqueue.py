@@ -141,5 +141,9 @@ def insert(store: Store, job: NewJob, *, run_at: datetime | None = None,
     now = (clock or SystemClock()).now()
     if run_at is not None and run_at.tzinfo is not None:
         run_at = (run_at - run_at.utcoffset()).replace(tzinfo=None)  # type: ignore[operator]
-    return store.insert(job.handler, now=now, run_at=run_at, queue=job.queue,
-                        priority=job.priority)
+    job_id = store.insert(job.handler, now=now, run_at=run_at, queue=job.queue,
+                          priority=job.priority)
+    from dj_consumer.wakeup import ring_local
+
+    ring_local(store.config)  # committed: idle workers of this process reserve now
+    return job_id

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from dj_consumer.registry import Registry
     from dj_consumer.store import Store
 
-__all__ = ["ScheduleRow", "Scheduled", "parse_every", "schedule", "schedules"]
+__all__ = ["ScheduleRow", "Scheduled", "parse_every", "schedule", "schedule_of", "schedules"]
 
 _HUMAN = re.compile(r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", re.IGNORECASE)
 
@@ -137,7 +137,7 @@ def schedule(
     own = store is None
     st = store or Store(cfg)
     try:
-        columns = _columns(st)
+        columns = table_columns(st)
         if expr is not None and "cron" not in columns:
             raise ConfigError(f"table {cfg.table_name!r} has no cron column: add it as "
                               "delayed_cron_job's migration does (add_column :delayed_jobs, "
@@ -162,7 +162,8 @@ def schedule(
             st.close()
 
 
-def _columns(store: Store) -> set[str]:
+def table_columns(store: Store) -> set[str]:
+    """The names of the store's table's columns."""
     from sqlalchemy import inspect
 
     with store.engine.connect() as conn:
@@ -295,9 +296,6 @@ def _insert(store: Store, conn: Connection, handler: str, queue: str | None, pri
 def schedules(config: Mapping[str, Any] | Config | str, *,
               store: Store | None = None) -> list[ScheduleRow]:
     """Every recurring row of the table, by next run."""
-    from sqlalchemy import text
-
-    from dj_consumer import ruby_yaml
     from dj_consumer.config import Config
     from dj_consumer.store import Store
 
@@ -305,23 +303,41 @@ def schedules(config: Mapping[str, Any] | Config | str, *,
     own = store is None
     st = store or Store(cfg)
     try:
-        columns = _columns(st)
+        columns = table_columns(st)
         if not ({"cron"} <= columns or {"reoccur_in", "last_run_at"} <= columns):
             raise ConfigError(f"table {cfg.table_name!r} has neither a cron column nor "
                               "reoccur_in/last_run_at: it holds no recurring rows "
                               "(docs/recurring.md)")
-        has_cron, has_every = "cron" in columns, {"reoccur_in", "last_run_at"} <= columns
-        cols = ["id", "handler", "queue", "priority", "run_at", "attempts", "locked_by",
-                "failed_at", "last_error", "updated_at"]
-        cols += ["cron"] if has_cron else []
-        cols += ["reoccur_in", "last_run_at"] if has_every else []
-        with st.engine.connect() as conn:
-            rows = conn.execute(text(
-                f"SELECT {', '.join(cols)} FROM {st.table} WHERE {_recurring_where(columns)} "
-                "ORDER BY run_at, id")).all()
+        return _read_schedules(st, columns, f"WHERE {_recurring_where(columns)} ORDER BY run_at, id")
     finally:
         if own:
             st.close()
+
+
+def schedule_of(store: Store, job_id: int, columns: set[str]) -> ScheduleRow | None:
+    """Row `job_id` as a schedule (one primary-key read), or None: gone, or not recurring.
+    `columns`: the table's (the caller looks them up once)."""
+    if not ({"cron"} <= columns or {"reoccur_in", "last_run_at"} <= columns):
+        return None
+    found = _read_schedules(store, columns, f"WHERE id = :id AND ({_recurring_where(columns)})",
+                            {"id": job_id})
+    return found[0] if found else None
+
+
+def _read_schedules(store: Store, columns: set[str], where: str,
+                    params: dict[str, Any] | None = None) -> list[ScheduleRow]:
+    from sqlalchemy import text
+
+    from dj_consumer import ruby_yaml
+
+    has_cron, has_every = "cron" in columns, {"reoccur_in", "last_run_at"} <= columns
+    cols = ["id", "handler", "queue", "priority", "run_at", "attempts", "locked_by",
+            "failed_at", "last_error", "updated_at"]
+    cols += ["cron"] if has_cron else []
+    cols += ["reoccur_in", "last_run_at"] if has_every else []
+    with store.engine.connect() as conn:
+        rows = conn.execute(text(f"SELECT {', '.join(cols)} FROM {store.table} {where}"),
+                            params or {}).all()
     out = []
     for row in rows:
         expr = (getattr(row, "cron", None) or "").strip() or None

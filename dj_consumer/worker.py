@@ -134,7 +134,7 @@ class Worker:
                 self._stop_early = True
             else:
                 self._run.stopping.set()
-        self.slots.wakeup.ring()
+        self.slots.wakeup.ring(everyone=True)
 
     @property
     def stopping(self) -> bool:
@@ -283,7 +283,7 @@ class Worker:
                 self.observer.tick()
                 if not run.stopping.is_set():
                     continue
-                self.slots.wakeup.ring()  # however the stop came, no idle slot sleeps on
+                self.slots.wakeup.ring(everyone=True)  # however the stop came, no idle slot sleeps on
                 stop_seen = stop_seen if stop_seen is not None else time.monotonic()
                 timeout = self.config.shutdown_timeout
                 if (timeout is not None and time.monotonic() - stop_seen >= timeout
@@ -327,16 +327,35 @@ class Worker:
                           hint="stopping; the process exits non-zero so a supervisor notices")
             if self._run is not None:
                 self._run.stopping.set()
-        self.slots.wakeup.ring()
+        self.slots.wakeup.ring(everyone=True)
 
     def _start_waking(self) -> Callable[[], None]:
-        """What wakes idle slots before sleep_delay (README "Pick-up latency"); its stop."""
+        """What wakes idle slots before sleep_delay (README "Pick-up latency"): a PostgreSQL
+        listener where the notify trigger is installed, and the prober (paused while
+        notifications arrive); returns their stop."""
+        from dj_consumer import notify
+
         cfg = self.config
-        if cfg.idle_poll <= 0 or cfg.sleep_delay <= cfg.idle_poll or cfg.exit_on_complete:
+        if cfg.exit_on_complete or cfg.sleep_delay <= 0:
             return lambda: None
-        prober = Prober(self.slots.wakeup, cfg.idle_poll)
-        prober.start()
-        return prober.stop
+        prober = (Prober(self.slots.wakeup, cfg.idle_poll)
+                  if 0 < cfg.idle_poll < cfg.sleep_delay else None)
+        live = prober.paused if prober is not None else threading.Event()
+        try:
+            listens = notify.installed(self.store)
+        except SQLAlchemyError as exc:
+            log.warning("wakeup.notify_unknown", error=short_error(exc))
+            listens = False
+        parts = ([notify.Listener(self.store, self.slots.wakeup, live)] if listens else []) + (
+            [prober] if prober is not None else [])
+        for part in parts:
+            part.start()
+        log.info("worker.wakeup", notify=listens, idle_poll=cfg.idle_poll if prober else 0)
+
+        def stop() -> None:
+            for part in parts:
+                part.stop()
+        return stop
 
     def _raise_if_fatal(self) -> None:
         if self._fatal is not None:

@@ -26,15 +26,19 @@ def add(sub: Any) -> None:
                     "1 with warnings, 2 with errors.")
     p = add_command(sub, "schema", run_schema,
                     help="print (or --create) the Rails delayed_jobs table, or with --runs the "
-                         "run records and batch tables")
+                         "run records and batch tables; --notify installs PostgreSQL's notify "
+                         "trigger")
     p.add_argument("--create", action="store_true", help="create the table if it is missing")
     p.add_argument("--runs", action="store_true",
                    help="the run records and batch tables (README 'Job runs') instead")
     p.add_argument("--recurring", action="store_true",
                    help="the recurring columns (cron, reoccur_in, last_run_at; "
                         "docs/recurring.md): print the ALTER TABLE, or --create adds them")
+    p.add_argument("--notify", action="store_true",
+                   help="PostgreSQL: install the trigger that NOTIFYs idle workers of new rows "
+                        "(README 'Pick-up latency'); with --rails print it as a migration")
     p.add_argument("--rails", action="store_true",
-                   help="with --runs: print the Rails migration instead of SQL")
+                   help="with --runs or --notify: print the Rails migration instead of SQL")
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -64,9 +68,12 @@ def run_check(args: argparse.Namespace) -> int:
                     privileges = st.missing_privileges()
                 except SQLAlchemyError:
                     privileges = None  # cannot tell: say nothing rather than guess
+        notifies = _notifies(st) if columns is not None else None
     finally:
         st.close()
     findings = diagnose.advise(st.config, server, columns, indexes, skew, privileges)
+    if notifies is not None:
+        findings.append(notifies)
     if args.json:
         print(json.dumps([{"level": f.level, "message": f.message, "fix": f.fix or None}
                           for f in findings], indent=2))
@@ -74,6 +81,27 @@ def run_check(args: argparse.Namespace) -> int:
         print(diagnose.render(findings))
     levels = {f.level for f in findings}
     return 2 if "error" in levels else 1 if "warn" in levels else 0
+
+
+def _notifies(st: Any) -> Any:
+    """PostgreSQL: is the notify trigger there? (Optional, so never a warning.)"""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from dj_consumer import notify
+    from dj_consumer.diagnose import Finding
+
+    if st.dialect != "postgresql":
+        return None
+    try:
+        there = notify.installed(st)
+    except SQLAlchemyError:
+        return None
+    if there:
+        return Finding("ok", "notify trigger installed: idle workers LISTEN and wake at once")
+    return Finding("ok", "no notify trigger (optional): idle workers wake by the prober "
+                         "(idle_poll) and polling",
+                   "dj-consumer schema --notify installs it "
+                   "(--notify --rails prints a Rails migration)")
 
 
 def run_why(args: argparse.Namespace) -> int:
@@ -107,9 +135,12 @@ def run_schema(args: argparse.Namespace) -> int:
     from dj_consumer import schema
     from dj_consumer.cli._run import store
 
+    if args.notify:
+        return _notify_schema(args)
     if args.rails and not args.runs:
-        raise ConfigError("--rails prints the run records' migration: give --runs too "
-                          "(the delayed_jobs migration is Rails': rails generate delayed_job:active_record)")
+        raise ConfigError("--rails prints the run records' (--runs) or the notify trigger's "
+                          "(--notify) migration: give one of them too (the delayed_jobs "
+                          "migration is Rails': rails generate delayed_job:active_record)")
     if args.rails:
         return _runs_migration(args)
     st = store(args, check=False)
@@ -139,6 +170,30 @@ def run_schema(args: argparse.Namespace) -> int:
         else:
             schema.create(st.engine, name)
             print(f"table {name} created")
+    finally:
+        st.close()
+    return 0
+
+
+def _notify_schema(args: argparse.Namespace) -> int:
+    """PostgreSQL's notify trigger: install it, or with --rails print its migration."""
+    from dj_consumer import notify
+    from dj_consumer.cli._run import store
+
+    if args.rails:
+        args.database_url = args.database_url or "postgresql+psycopg://unused/unused"
+    st = store(args, check=False)
+    try:
+        if st.dialect != "postgresql":
+            raise ConfigError("--notify is for PostgreSQL (LISTEN/NOTIFY); on MySQL, MariaDB "
+                              "and SQLite idle workers use the prober (idle_poll)")
+        name = st.config.table_name
+        if args.rails:
+            print(notify.rails_migration(name), end="")
+        else:
+            st.check()  # the table must exist and be a delayed_jobs table: one line if not
+            notify.install(st)
+            print(f"table {name}: notify trigger installed (channel {notify.Names(name).channel})")
     finally:
         st.close()
     return 0

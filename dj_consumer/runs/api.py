@@ -207,9 +207,13 @@ class Runs:
             raise ConfigError(f"there is no batches table {self.config.batches_table!r}: "
                               "create it with `dj-consumer schema --create --runs`")
         with self.engine.begin() as conn:
-            return enqueue_parts(conn, store, name, items, batch_size=batch_size,
-                                 on_complete=on_complete, queue=queue, priority=priority,
-                                 now=self.clock.now())
+            enqueued = enqueue_parts(conn, store, name, items, batch_size=batch_size,
+                                     on_complete=on_complete, queue=queue, priority=priority,
+                                     now=self.clock.now())
+        from dj_consumer.wakeup import ring_local
+
+        ring_local(self.config)  # committed: idle workers of this process reserve now
+        return enqueued
 
     def batch(self, batch_id: str) -> Batch | None:
         """The batch record; before it completes, `error_items` holds its parts' errors so far."""

@@ -37,6 +37,7 @@ def create_app(cfg: Config, registry: Registry, *, clock: Clock | None = None,
     from dj_consumer.clock import SystemClock
     from dj_consumer.store import Store
     from dj_consumer.web.app import ERRORS, Web
+    from dj_consumer.web.records import Records
     from dj_consumer.web.security import Guard, GuardMiddleware
     from dj_consumer.web.snapshot import Snapshots
 
@@ -50,8 +51,10 @@ def create_app(cfg: Config, registry: Registry, *, clock: Clock | None = None,
         store.close()
         raise
     clock = clock or SystemClock()
-    snaps = Snapshots(Admin(store), cfg, clock.now, every=every)
-    web = Web(cfg, registry, Admin(store), snaps, guard, clock)
+    records = Records(store, cfg)
+    snaps = Snapshots(Admin(store), cfg, clock.now, every=every,
+                      read_schedules=records.schedules)
+    web = Web(cfg, registry, Admin(store), snaps, guard, clock, records)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -68,8 +71,11 @@ def create_app(cfg: Config, registry: Registry, *, clock: Clock | None = None,
         Route("/fragments/totals", web.totals_fragment),
         Route("/jobs", web.jobs),
         Route("/jobs/{id:int}", web.job),
+        Route("/jobs/{id:int}/run", web.run_fragment),
         Route("/failed", web.failed),
         Route("/failed/action", web.action, methods=["POST"]),
+        Route("/recurring", web.recurring),
+        Route("/fragments/recurring", web.recurring_fragment),
         Route("/login", web.login_form),
         Route("/login", web.login, methods=["POST"]),
         Route("/logout", web.logout, methods=["POST"]),

@@ -1,5 +1,6 @@
 """The dashboard's routes. Pages read through dj_consumer.admin, each bounded: a listing is
-admin_scan (a few primary-key windows), a job is one primary-key read, and the counts come
+admin_scan (a few primary-key windows), a job is one primary-key read (and one more each for
+its run record and its schedule, web/records), and the counts and the list of schedules come
 from the background status pass (snapshot). The only writes are admin's fenced retry and
 delete of failed rows, behind a POST with a CSRF token and a confirmation page. Nothing here
 locks a row or runs a job."""
@@ -20,15 +21,16 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
 from dj_consumer import __version__
-from dj_consumer.admin import STATES, Admin, Filter, horizon
+from dj_consumer.admin import STATES, Admin, Filter, Row, horizon
 from dj_consumer.admin_scan import scan
 from dj_consumer.clock import Clock
 from dj_consumer.config import Config
 from dj_consumer.registry import Registry
+from dj_consumer.web.records import Records
 from dj_consumer.web.security import SESSION_COOKIE, SESSION_SECONDS, Guard
 from dj_consumer.web.snapshot import RULE, STUCK_AFTER, Snapshots, nobody_runs
 from dj_consumer.web.templating import environment, link
-from dj_consumer.web.views import first_line, job_page, state_of
+from dj_consumer.web.views import first_line, job_page, run_poll, state_of
 
 log = structlog.get_logger(__name__)
 
@@ -44,8 +46,8 @@ class Web:
     """The handlers, with what they read from: one Admin, the status passes, the guard."""
 
     def __init__(self, cfg: Config, registry: Registry, admin: Admin, snaps: Snapshots,
-                 guard: Guard, clock: Clock) -> None:
-        self.cfg, self.registry, self.admin = cfg, registry, admin
+                 guard: Guard, clock: Clock, records: Records) -> None:
+        self.cfg, self.registry, self.admin, self.records = cfg, registry, admin, records
         self.snaps, self.guard, self.clock = snaps, guard, clock
         self.env = environment()
 
@@ -69,11 +71,24 @@ class Web:
     def job(self, request: Request) -> Response:
         job_id = int(request.path_params["id"])
         row = self.admin.get(job_id)
-        if row is None:
-            return self._render(request, "missing.html", 404, job_id=job_id)
+        run = self._run(job_id, row)
+        if row is None:  # a final run record outlives its row: show it
+            return self._render(request, "missing.html", 404, **run)
         now, hz = self._now()
-        page = job_page(row, self.cfg, self.registry, now, hz)
-        return self._render(request, "job.html", job=page, now=now, done=_done(request))
+        page = job_page(row, self.cfg, self.registry, now, hz, run=run["run"],
+                        schedule=self.records.schedule(job_id))
+        return self._render(request, "job.html", job=page, done=_done(request), **run)
+
+    def run_fragment(self, request: Request) -> Response:
+        """A job's run record, polled by its page while it can change (views.run_poll)."""
+        job_id = int(request.path_params["id"])
+        return self._render(request, "_run.html", **self._run(job_id, self.admin.get(job_id)))
+
+    def recurring(self, request: Request) -> Response:
+        return self._render(request, "recurring.html", **self._recurring())
+
+    def recurring_fragment(self, request: Request) -> Response:
+        return self._render(request, "_recurring.html", **self._recurring())
 
     def login_form(self, request: Request) -> Response:
         return self._render(request, "login.html", error=None)
@@ -145,6 +160,22 @@ class Web:
         return self._render(request, "jobs.html", f=f, params=_params(f), rows=rows,
                             page=page, total=total, failed=failed, before=before,
                             done=_done(request), states=STATES)
+
+    def _run(self, job_id: int, row: Row | None) -> dict[str, Any]:
+        """What templates/_run.html shows of a job's run record."""
+        run = self.records.run(job_id)
+        has_runs = self.records.has_runs()
+        return {"job_id": job_id, "run": run, "poll": run_poll(row, run, has_runs),
+                "has_runs": has_runs, "runs_table": self.cfg.runs_table,
+                "runs_problem": self.records.problem, "now": self.clock.now()}
+
+    def _recurring(self) -> dict[str, Any]:
+        if not self.records.has_recurring():
+            return {"supported": False, "rows": None, "now": self.clock.now()}
+        self.snaps.want_schedules()
+        snap = self.snaps.latest()
+        return {"supported": True, "rows": snap.schedules if snap is not None else None,
+                "now": self.clock.now(), "pass_error": self.snaps.error}
 
     def _overview(self) -> dict[str, Any]:
         snap = self.snaps.latest()

@@ -5,7 +5,8 @@ A status pass reads the whole table (about 2 s on a million rows), so no page wa
 pages show the latest pass, and a thread takes the next while somebody looks — every
 `every` seconds, or `cost` times as long as the last pass took, whichever is longer (so
 passes run at most 1/cost of the time), and not at all once no page has asked for `idle`
-seconds.
+seconds. The recurring page's list of schedules is read in the same pass, while that page is
+being looked at (it too reads the whole table).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import structlog
 
 from dj_consumer.admin import Admin, Filter, NameStatus, horizon
 from dj_consumer.config import Config
+from dj_consumer.scheduling import ScheduleRow
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +53,7 @@ class Snapshot:
     workers: list[Worker]
     progress: dict[Key, datetime]  # the last pass that saw rows of it run or get taken
     watching_since: datetime  # passes since then came without a long gap
+    schedules: list[ScheduleRow] | None = None  # read while the recurring page is looked at
 
     def count(self, f: Filter) -> int:
         """How many rows match a filter without text, as of this pass."""
@@ -123,12 +126,20 @@ class Snapshots:
     _thread: threading.Thread | None = None
     _progress: dict[Key, datetime] = field(default_factory=dict)
     error: str | None = None  # why the last pass failed (the database is away); None after one works
+    #: Every recurring row (None: the table has none of the columns); read in a pass while the
+    #: recurring page has been asked for within `idle` seconds (want_schedules).
+    read_schedules: Callable[[], list[ScheduleRow] | None] | None = None
+    _schedules_wanted: float = float("-inf")
 
     def latest(self) -> Snapshot | None:
         """The latest pass (None before the first); asking keeps the passes coming."""
         self._wanted = time.monotonic()
         self._wake.set()
         return self._latest
+
+    def want_schedules(self) -> None:
+        """The recurring page is open: read the schedules in the next passes too."""
+        self._schedules_wanted = time.monotonic()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="dj-web-status", daemon=True)
@@ -145,6 +156,8 @@ class Snapshots:
         started = time.monotonic()
         now = self.now()
         lines = self.admin.status(now, horizon(now, self.config.max_run_time))
+        wanted = time.monotonic() - self._schedules_wanted <= self.idle
+        rows = self.read_schedules() if wanted and self.read_schedules is not None else None
         took = time.monotonic() - started
         before = self._latest
         gap = max(3 * self.every, 3 * self.cost * (before.took if before else 0), 60.0)
@@ -154,7 +167,7 @@ class Snapshots:
             if progressed(old.get((s.queue, s.name)), s):
                 self._progress[(s.queue, s.name)] = now
         snap = Snapshot(now, took, lines, workers(lines, self.config), dict(self._progress),
-                        now if fresh or before is None else before.watching_since)
+                        now if fresh or before is None else before.watching_since, rows)
         self._latest, self.error = snap, None
         log.debug("web.status_pass", seconds=round(took, 3), lines=len(lines))
         return snap

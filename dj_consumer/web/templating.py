@@ -9,13 +9,13 @@ from urllib.parse import urlencode
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from dj_consumer.cli._out import ago
+from dj_consumer.cli._out import ago, dumps
 
 
 def environment() -> Environment:
     env = Environment(loader=PackageLoader("dj_consumer.web", "templates"), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(num=_num, when=_when, age=_age, queue=_queue)
+    env.filters.update(num=_num, when=_when, age=_age, until=_until, queue=_queue, json=dumps)
     env.globals["link"] = link
     return env
 
@@ -36,6 +36,10 @@ def _when(value: datetime | None) -> str:
 
 def _age(value: datetime | None, now: datetime) -> str:
     return "-" if value is None else ago((now - value).total_seconds())
+
+
+def _until(value: datetime | None, now: datetime) -> str:
+    return "-" if value is None else ago((value - now).total_seconds())
 
 
 def _queue(value: str | None) -> str:

@@ -1,12 +1,12 @@
 """What the pages show, as plain values for the templates: a row's state, a job's details
-(payload as dj_consumer parses it, why it is not running), and the hooks later features fill.
-No SQL here: rows come from dj_consumer.admin."""
+(payload as dj_consumer parses it, why it is not running, its run record and schedule), and
+whether a run record is worth asking for again. No SQL here: rows come from dj_consumer.admin,
+records and schedules from web/records.py."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from dj_consumer import diagnose, ruby_yaml
 from dj_consumer.admin import Row, job_name
@@ -15,6 +15,8 @@ from dj_consumer.config import Config
 from dj_consumer.errors import HandlerParseError
 from dj_consumer.models import JobRow
 from dj_consumer.registry import Registry
+from dj_consumer.runs.records import Run
+from dj_consumer.scheduling import ScheduleRow
 
 #: Characters of a handler or last_error a job page shows (the rest is counted, not sent).
 SHOWN = 256 * 1024
@@ -61,12 +63,12 @@ class JobPage:
     reasons: list[str]
     handler: Shown
     last_error: Shown
-    run: Any  # run_record(): None until the runs table exists
-    schedule: Any  # schedule(): None until recurring rows are read
+    run: Run | None  # None: no record yet, or no runs table
+    schedule: ScheduleRow | None  # None: not a recurring row
 
 
-def job_page(row: Row, cfg: Config, registry: Registry, now: datetime,
-             horizon: datetime) -> JobPage:
+def job_page(row: Row, cfg: Config, registry: Registry, now: datetime, horizon: datetime, *,
+             run: Run | None = None, schedule: ScheduleRow | None = None) -> JobPage:
     """Everything the job page shows about one whole row (admin.get)."""
     try:
         parsed = ruby_yaml.load(row.handler, max_bytes=cfg.max_handler_bytes,
@@ -79,22 +81,18 @@ def job_page(row: Row, cfg: Config, registry: Registry, now: datetime,
                  locked_by=row.locked_by, failed_at=row.failed_at)
     reasons = diagnose.why(job, row.id, cfg, registry, now, row.last_error)
     return JobPage(row, name, display, state_of(row, now, horizon), payload, error, reasons,
-                   Shown.of(row.handler), Shown.of(row.last_error), run_record(row.id),
-                   schedule(row))
+                   Shown.of(row.handler), Shown.of(row.last_error), run, schedule)
 
 
-def run_record(job_id: int) -> Any:
-    """The job's run record — state, progress (current/total/stage), result, error — for the
-    job page's `run_record` block (templates/job.html).
-
-    Hook for issue #16: returns None until `dj_consumer.runs` exists. Then: return
-    `runs.get(job_id)` (one primary-key read, so the page stays fast), fill the block with
-    a progress bar, and poll it with htmx while the state is `running`.
-    """
-    return None
+#: Seconds between two reads of a run record on an open job page: while it runs, and while it
+#: has not started (or will run again).
+POLL_RUNNING, POLL_WAITING = 1, 3
 
 
-def schedule(row: Row) -> Any:
-    """The row's recurring schedule (cron / reoccur_in, next and last run) for the job page's
-    `schedule` block. Hook for issue #15's worker side: None until recurring rows are read."""
-    return None
+def run_poll(row: Row | None, run: Run | None, has_runs: bool) -> int | None:
+    """Seconds until the job page asks for the run record again; None: it will not change
+    (no runs table, the row gone or failed for good). A final record beside a live row is
+    asked for too: the row will run again (retried, or a cron row), and start a new record."""
+    if not has_runs or row is None or row.failed_at is not None:
+        return None
+    return POLL_RUNNING if run is not None and run.state == "running" else POLL_WAITING

@@ -1,5 +1,5 @@
-"""Handlers, queue names and errors are attacker-influenced text: the dashboard shows them as
-text. A real Chromium opens every page that shows them and finds no element the text could
+"""Handlers, queue names and errors are attacker-influenced text (and so are a run record's
+stage, result and error, and a schedule's expression): the dashboard shows them as text. A real Chromium opens every page that shows them and finds no element the text could
 have made (a script, an img with onerror) and no script that ran — checked in the DOM, so the
 test fails on a missing escape even though the CSP header would still block the script."""
 
@@ -12,9 +12,13 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+import sqlalchemy as sa
 
 from dj_consumer.clock import SystemClock
+from dj_consumer.runs.records import result_json
+from dj_consumer.schema import add_recurring_columns
 from tests.conftest import DB
+from tests.integration.runs_helpers import RunsDB, job, runs_tables
 from tests.webserver import WebServer, wait_for, web_server
 
 pytestmark = pytest.mark.browser
@@ -27,8 +31,16 @@ ERROR = f"RuntimeError: {SCRIPT}{IMG}\n/app/{IMG}.rb:1:in `perform'"
 
 
 @pytest.fixture
-def server(sqlite_db: DB, tmp_path: Path) -> Iterator[WebServer]:
-    with web_server(sqlite_db.url, sqlite_db.table, tmp_path) as s:
+def rdb(sqlite_db: DB) -> Iterator[RunsDB]:
+    add_recurring_columns(sqlite_db.engine, sqlite_db.table)
+    with runs_tables(sqlite_db) as r:
+        yield r
+
+
+@pytest.fixture
+def server(rdb: RunsDB, tmp_path: Path) -> Iterator[WebServer]:
+    with web_server(rdb.db.url, rdb.db.table, tmp_path, "--runs-table", rdb.runs,
+                    "--batches-table", rdb.batches) as s:
         yield s
 
 
@@ -47,22 +59,39 @@ def assert_inert(browser: Any, where: str) -> None:
     assert SCRIPT in found["text"], f"{where}: the text is not shown as text"
 
 
-def test_table_text_never_becomes_markup(browser: Any, sqlite_db: DB, server: WebServer) -> None:
+def test_table_text_never_becomes_markup(browser: Any, rdb: RunsDB, server: WebServer) -> None:
     from selenium.webdriver.common.by import By
 
-    hour_ago = SystemClock().now() - timedelta(hours=1)
+    sqlite_db = rdb.db
+    hour_ago = SystemClock().now().replace(microsecond=0) - timedelta(hours=1)
     failed = sqlite_db.insert(HANDLER, queue=QUEUE, failed_at=hour_ago, attempts=2,
                               last_error=ERROR)
-    sqlite_db.insert(HANDLER, queue=QUEUE, run_at=hour_ago)  # waits: "nobody runs this"
-    for path in [f"/jobs/{failed}", "/jobs", "/failed", "/jobs?q=%3Cscript%3E"]:
+    waiting = sqlite_db.insert(HANDLER, queue=QUEUE, run_at=hour_ago)  # "nobody runs this"
+    with sqlite_db.engine.begin() as conn:  # a schedule and a run record from the same text
+        conn.execute(sa.text(f"UPDATE {sqlite_db.table} SET cron = :c WHERE id = :id"),
+                     {"c": f"0 6 * * * {SCRIPT}", "id": failed})
+        rdb.store.start(conn, job(waiting, name=f"Evil{SCRIPT}", queue=QUEUE), hour_ago)
+        rdb.store.progress(conn, waiting, 1, 3, stage=IMG, now=hour_ago)
+        rdb.store.start(conn, job(failed), hour_ago)
+        rdb.store.finish(conn, failed, "failed", attempts=2, now=hour_ago, error=ERROR,
+                         result=result_json({"html": f"{SCRIPT}{IMG}"}))
+    for path in [f"/jobs/{failed}", f"/jobs/{waiting}", "/jobs",
+                 "/failed", "/jobs?q=%3Cscript%3E"]:
         browser.get(server.url + path)
         assert_inert(browser, path)
     browser.get(server.url + "/")  # the counts arrive in a fragment htmx swaps in
     wait_for(lambda: browser.find_elements(By.ID, "stuck"), "the nobody-runs-this list")
     assert_inert(browser, "overview")
+    browser.get(server.url + "/recurring")  # the list arrives with a status pass
+    wait_for(lambda: browser.find_elements(By.ID, "schedules"), "the list of schedules")
+    assert_inert(browser, "recurring")
+    browser.get(server.url + f"/jobs/{waiting}")
+    assert IMG in browser.find_element(By.ID, "progress-stage").text
     browser.get(server.url + f"/jobs/{failed}")
     assert IMG in browser.find_element(By.ID, "last-error").text
     assert IMG in browser.find_element(By.ID, "handler").text
+    assert SCRIPT in browser.find_element(By.ID, "run-result").text
+    assert SCRIPT in browser.find_element(By.ID, "schedule").text
     # The filter goes back into hidden fields of the confirmation form: still text.
     browser.get(server.url + "/failed?queue=" + quote(QUEUE, safe=""))
     rows = browser.find_elements(By.CSS_SELECTOR, "#jobs tbody tr[data-id]")
