@@ -97,6 +97,7 @@ def mode_dj(args: dict[str, Any]) -> dict[str, Any]:
     else:
         worker = _worker(args)
         worker.work_off(0)  # connect and check the table before the clock starts
+        counted = _count_statements(worker) if args.get("count") else None
         cpu = time.process_time()
         started = time.perf_counter()
         succeeded, _failed = worker.work_off(args["jobs"])
@@ -104,8 +105,40 @@ def mode_dj(args: dict[str, Any]) -> dict[str, Any]:
         jobs = succeeded
     cpu = time.process_time() - cpu
     worker.close()
-    return {"jobs": jobs, "seconds": seconds, "cpu": cpu, "rss_kb": rss_kb()[0]}
+    result = {"jobs": jobs, "seconds": seconds, "cpu": cpu, "rss_kb": rss_kb()[0]}
+    if args.get("count"):
+        result.update(counted or {})
+    return result
 
+
+def _count_statements(worker: Any) -> dict[str, int]:
+    """Round trips the worker sends, counted at the driver (a multi-statement script is one;
+    a COMMIT is one): PyMySQL's query/commit, psycopg's execute/commit. SQLite: not counted."""
+    counts = {"statements": 0, "commits": 0}
+
+    def counting(owner: Any, name: str, key: str) -> None:
+        inner = getattr(owner, name)
+
+        def wrapped(*a: Any, **kw: Any) -> Any:
+            counts[key] += 1
+            return inner(*a, **kw)
+
+        setattr(owner, name, wrapped)
+
+    dialect = worker.store.dialect
+    if dialect == "mysql":
+        import pymysql.connections
+
+        counting(pymysql.connections.Connection, "query", "statements")
+        counting(pymysql.connections.Connection, "commit", "commits")
+    elif dialect == "postgresql":
+        import psycopg
+
+        counting(psycopg.Cursor, "execute", "statements")
+        counting(psycopg.Connection, "commit", "commits")
+    else:
+        counts["statements"] = counts["commits"] = -1
+    return counts
 
 def mode_latency(args: dict[str, Any]) -> dict[str, Any]:
     """One of several competing workers: every reserve timed; starts at a shared wall time."""

@@ -187,6 +187,8 @@ def latency(ctx: Context) -> None:
          "start-run_at p50", "p99", "idle stmts/s", "idle CPU"])
     for t in ctx.on("sqlite", "mariadb", "postgresql"):
         variants = [Variant("dj")]
+        if t.backend == "postgresql":
+            variants.append(Variant("dj + notify", setup=_install_trigger))
         if ctx.ruby_missing is None:
             variants.append(Variant("ruby", ruby=True))
         ctx.log(f"latency {t.backend}")
@@ -197,17 +199,27 @@ def latency(ctx: Context) -> None:
                   ms(q(r.pickup, 0.99)), ms(r.pickup[-1]) if r.pickup else "-",
                   ms(q(r.scheduled, 0.5)), ms(q(r.scheduled, 0.99)),
                   f"{r.idle_qps:.1f}", f"{100 * r.idle_cpu:.1f}%")
-            if v.name == "dj":
+            if v.name == ("dj + notify" if t.backend == "postgresql" else "dj"):
                 _targets(ctx, t.backend, r)
     s.note(f"start-commit: the handler's first line minus the moment the enqueuer's INSERT "
            f"returned (autocommit); start-run_at: for the 1 in {SCHEDULED_EVERY} jobs scheduled "
            "1-3 whole seconds ahead. With so few jobs, p95 and p99 are the worst ones")
+    s.note("dj: idle_poll 0.1 s (the prober); dj + notify: PostgreSQL with `dj-consumer schema "
+           "--notify`'s trigger, the worker LISTENing")
     s.note("idle stmts/s: statements the worker sent per second while nothing was ready (Python: "
            "driver executes; Ruby: ActiveRecord sql events); idle CPU: the worker process's own, "
            "in % of one core")
     s.note("ruby: Delayed::Worker#start at Ruby's defaults (sleep_delay 5 s), delayed_job 4.1.9 + "
            "delayed_job_active_record" if ctx.ruby_missing is None else f"ruby skipped: {ctx.ruby_missing}")
     ctx.report.sections.append(s)
+
+
+def _install_trigger(table: Table) -> None:
+    from dj_consumer import notify
+
+    with table.engine.begin() as conn:
+        for statement in notify.trigger_sql(table.name):
+            conn.exec_driver_sql(statement)
 
 
 def _targets(ctx: Context, backend: str, r: Result) -> None:

@@ -326,9 +326,80 @@ def _operator(name: str, module: str = "operator") -> Callable[[Context], None]:
     return run
 
 
+# -- run records --------------------------------------------------------------------------------
+
+
+def _runs_run(kind: str, t: Target, table: str, jobs: int, runs_table: str | None,
+              count: bool = False) -> dict[str, object]:
+    if kind == "ruby":
+        timing = procs.ruby(t, table, jobs)
+        return {"jobs": timing.jobs, "seconds": timing.seconds, "cpu": timing.cpu}
+    config = {"runs_table": runs_table} if runs_table else {"runs_table": f"{table}_none"}
+    return procs.child("dj", {"url": t.url, "table": table, "jobs": jobs, "config": config,
+                              "count": count})
+
+
+def runs(ctx: Context) -> None:
+    """noop with and without the run records table (issue #16): the throughput it costs and
+    how many more round trips and rows a job takes."""
+    from dj_consumer.runs import schema as runs_schema
+
+    s = Section(
+        f"runs: drain {ctx.jobs:,} no-op jobs with run records (jobs/s, best of {ctx.rounds})",
+        ["database", "dj", "dj + runs", "ruby", "runs/plain", "dj+runs/ruby",
+         "round trips/job dj", "dj + runs", "rows written/job dj", "dj + runs"],
+    )
+    for t in ctx.on("mariadb", "postgresql", "sqlite"):
+        ctx.log(f"runs {t.backend}")
+        samples: dict[str, list[Timing]] = {"plain": [], "runs": [], "ruby": []}
+        with Table(t, "runs") as table:
+            runs_name, batches = f"{table.name}_jr", f"{table.name}_jb"
+            runs_schema.create(table.engine, runs_name, batches)
+            try:
+                for _ in range(ctx.rounds):
+                    for kind in samples:
+                        if kind == "ruby" and ctx.ruby_missing is not None:
+                            continue
+                        run = partial(_runs_run, "ruby" if kind == "ruby" else "dj", t,
+                                      table.name, ctx.jobs,
+                                      runs_name if kind == "runs" else None)
+                        samples[kind].append(_drain(table, NOOP_HANDLER, ctx.jobs,
+                                                    lambda run=run: Timing.of(run())))
+                trips: dict[str, float] = {}
+                for kind in ("plain", "runs"):
+                    table.clear()
+                    table.insert(NOOP_HANDLER, 300)
+                    counted = _runs_run("dj", t, table.name, 300,
+                                        runs_name if kind == "runs" else None, count=True)
+                    n = max(int(counted["jobs"]), 1)  # type: ignore[call-overload]
+                    sent = int(counted["statements"]) + int(counted["commits"])  # type: ignore[call-overload]
+                    trips[kind] = sent / n if sent >= 0 else float("nan")
+            finally:
+                for made in reversed(runs_schema.tables(runs_name, batches)):
+                    made.drop(table.engine, checkfirst=True)
+        plain, with_runs = _best(samples["plain"]), _best(samples["runs"])
+        ruby = _best(samples["ruby"]) if samples["ruby"] else None
+        # rows written per job: the reserve's UPDATE and the DELETE; with runs, the record's
+        # start and final upserts on top (progress writes are throttled and not counted).
+        s.add(t.backend, rate(plain.rate), rate(with_runs.rate), rate(ruby.rate) if ruby else "-",
+              pct(with_runs.rate, plain.rate),
+              ratio(with_runs.rate, ruby.rate) if ruby else "-",
+              f"{trips['plain']:.2f}", f"{trips['runs']:.2f}", "2", "4")
+        if ruby and t.backend == "mariadb":
+            ctx.report.target("runs mariadb: dj with run records >= 1.6x ruby",
+                              ratio(with_runs.rate, ruby.rate), with_runs.rate >= 1.6 * ruby.rate)
+    s.note("dj + runs: the same worker with the delayed_job_runs table present: each attempt "
+           "writes its record (running, then its final state in the outcome's transaction), "
+           "so a success is no longer folded into the next reserve")
+    s.note("round trips/job: statements sent plus COMMITs, counted on a separate 300-job drain; "
+           "rows written/job: delayed_jobs UPDATE (reserve) + DELETE, and the record's two upserts")
+    ctx.report.sections.append(s)
+
+
 SCENARIOS: dict[str, Callable[[Context], None]] = {
     "parse": _parse,
     "noop": noop,
+    "runs": runs,
     "concurrency": concurrency,
     "io": io,
     "memory": memory,

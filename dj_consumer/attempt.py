@@ -57,7 +57,7 @@ class Attempt:
     """The mutable state of one attempt: the sink, the item counts, the result."""
 
     __slots__ = ("_done", "_items_lock", "current", "current_item", "errored", "mode",
-                 "processed", "result", "sink", "skipped", "tracking")
+                 "processed", "result", "sink", "skipped", "tracking", "unstarted")
 
     def __init__(self, sink: Sink | None = None) -> None:
         self.sink = sink
@@ -70,6 +70,7 @@ class Attempt:
         self.tracking = False
         self.mode = "continue"
         self.result: Any = None
+        self.unstarted: Any = None  # the run record's start, when its write is still to come
         self._items_lock = threading.Lock()
 
     # -- progress ----------------------------------------------------------------------------

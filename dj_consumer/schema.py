@@ -53,6 +53,9 @@ def delayed_jobs_table(name: str = "delayed_jobs", metadata: MetaData | None = N
         Column("queue", String(255)),
         Column("created_at", DateTime),
         Column("updated_at", DateTime),
+        # Rails' SQLite primary key is `integer PRIMARY KEY AUTOINCREMENT`: an id is never
+        # reused after the last row is deleted (the idle prober relies on MAX(id) growing).
+        sqlite_autoincrement=True,
     )
     Index(f"{name}_priority", table.c.priority, table.c.run_at)
     return table

@@ -118,6 +118,7 @@ class Slots:
                                  time.perf_counter() - polled)
             if not reserved:
                 return Idle.NOTHING
+            self.wakeup.found(me)  # rung for a row and found one: there may be more
             if run.closed:  # closed while we reserved (a slot it stopped waiting for)
                 self._unclaim([row.id for row in reserved], me)
                 return Idle.NOTHING

@@ -74,11 +74,18 @@ class Statements:
 
 
 class Wakeup:
-    """The idle slots of one worker, and what rings them."""
+    """The idle slots of one worker, and what rings them.
+
+    A ring wakes one waiting slot, not all of them: a slot woken that finds a job rings
+    again before running it (`found`), so a burst of rows brings in one slot after another
+    and a single row costs one reserve, not one per slot. With no slot waiting, a ring
+    sets every slot's event: one between its empty reserve and its wait goes round again."""
 
     def __init__(self, config: Config, store: Store, clock: Clock) -> None:
         self.config, self.store, self.clock = config, store, clock
         self._events: dict[str, threading.Event] = {}
+        self._waiting: dict[str, threading.Event] = {}  # in wait(), not rung yet
+        self._rung: set[str] = set()  # woken by a ring, not reserved since
         self._idle = 0
         self._lock = threading.Lock()
         self._stmts: tuple[object, Statements] | None = None
@@ -103,10 +110,16 @@ class Wakeup:
         """Before a reserve: forget earlier rings (the reserve sees what they rang for)."""
         self._event(me).clear()
 
-    def ring(self) -> None:
-        """Something may be ready: every slot reserves again now (or after its job)."""
+    def ring(self, *, everyone: bool = False) -> None:
+        """Something may be ready: one waiting slot reserves now (`everyone`: all slots,
+        as a stop wants)."""
         with self._lock:
-            events = list(self._events.values())
+            if self._waiting and not everyone:
+                me = next(iter(self._waiting))
+                events = [self._waiting.pop(me)]
+            else:
+                events = list(self._events.values())
+                self._waiting.clear()
         for event in events:
             event.set()
 
@@ -119,15 +132,28 @@ class Wakeup:
         """A reserve found nothing: sleep until the next run_at of ours, sleep_delay at
         most, or a ring."""
         event = self._event(me)
-        if event.is_set():
-            return
-        with self._lock:
-            self._idle += 1
-        try:
-            self.clock.sleep(self.delay(), event)
-        finally:
+        if not event.is_set():
             with self._lock:
-                self._idle -= 1
+                self._idle += 1
+                self._waiting[me] = event
+            try:
+                self.clock.sleep(self.delay(), event)
+            finally:
+                with self._lock:
+                    self._idle -= 1
+                    self._waiting.pop(me, None)
+        with self._lock:
+            if event.is_set():
+                self._rung.add(me)
+            else:
+                self._rung.discard(me)
+
+    def found(self, me: str) -> None:
+        """`me` reserved a row: if a ring woke it for that, wake the next waiting slot."""
+        if me in self._rung:
+            with self._lock:
+                self._rung.discard(me)
+            self.ring()
 
     def delay(self) -> float:
         """Seconds until the earliest future run_at of a row we could run, or sleep_delay."""

@@ -135,7 +135,7 @@ class Worker:
                 self._stop_early = True
             else:
                 self._run.stopping.set()
-        self.slots.wakeup.ring()
+        self.slots.wakeup.ring(everyone=True)
 
     @property
     def stopping(self) -> bool:
@@ -284,7 +284,7 @@ class Worker:
                 self.observer.tick()
                 if not run.stopping.is_set():
                     continue
-                self.slots.wakeup.ring()  # however the stop came, no idle slot sleeps on
+                self.slots.wakeup.ring(everyone=True)  # however the stop came, no idle slot sleeps on
                 stop_seen = stop_seen if stop_seen is not None else time.monotonic()
                 timeout = self.config.shutdown_timeout
                 if (timeout is not None and time.monotonic() - stop_seen >= timeout
@@ -328,7 +328,7 @@ class Worker:
                           hint="stopping; the process exits non-zero so a supervisor notices")
             if self._run is not None:
                 self._run.stopping.set()
-        self.slots.wakeup.ring()
+        self.slots.wakeup.ring(everyone=True)
 
     def _start_waking(self) -> Callable[[], None]:
         """What wakes idle slots before sleep_delay (README "Pick-up latency"): a PostgreSQL

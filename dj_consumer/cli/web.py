@@ -12,7 +12,8 @@ from dj_consumer.errors import ConfigError
 def add(sub: Any) -> None:
     add_command(
         sub, "web", run, imports=True,
-        help="a web dashboard: status per queue and name, jobs, failed rows to retry or delete",
+        help="a web dashboard: status per queue and name, jobs and their run records, failed "
+             "rows to retry or delete, recurring schedules",
         description="Serve the dashboard (README: 'Web dashboard'). It listens on 127.0.0.1 "
                     "unless --host names another address, which needs --auth (or "
                     "--auth-header behind a proxy that signs users in). Pass the --import "

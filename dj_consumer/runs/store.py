@@ -32,7 +32,7 @@ from dj_consumer.runs.schema import (
 
 #: Binds written as datetimes (SQLite keeps text otherwise, and Python 3.12 deprecates the
 #: driver's own conversion), and lists expanded into `IN (…)`.
-_TIME_BINDS = ("run_now", "run_cutoff", "run_horizon", "run_finished_at")
+_TIME_BINDS = ("run_now", "run_cutoff", "run_horizon", "run_finished_at", "run_started")
 _LIST_BINDS = ("run_ids", "run_batch_ids")
 #: Result columns read as datetimes.
 TIME_COLUMNS = ("started_at", "finished_at", "cancel_requested_at", "created_at", "updated_at",
@@ -94,12 +94,22 @@ class RunsStore:
     def start(self, conn: Connection, job: Job, now: datetime) -> None:
         """An attempt of `job` begins: its record (created if missing) says `running`, with
         `locked_by`, `started_at` and run_key/owner_id/batch_id/batch_index from its payload."""
+        self.start_statement(job, now).run(conn)
+
+    def start_statement(self, job: Job, now: datetime, *, if_deleted: bool = False) -> Bound:
+        """start as (statement, binds); `if_deleted` (MySQL): in the success's script, after
+        MARK_DELETED, writing nothing unless the DELETE took the row (sql.START_IF_DELETED)."""
         fields = payload_fields(job.payload)
-        conn.execute(self.statement(q.START), {
-            "run_job_id": job.id, "run_name": job.name[:255], "run_queue": job.queue,
-            "run_attempts": job.attempts, "run_locked_by": job.locked_by,
-            "run_now": self.ts(now), **fields,
-        })
+        params = {"run_job_id": job.id, "run_name": job.name[:255], "run_queue": job.queue,
+                  "run_attempts": job.attempts, "run_locked_by": job.locked_by, **fields}
+        if if_deleted:
+            return Bound(self.statement(q.START_IF_DELETED), {**params,
+                                                               "run_started": self.ts(now)})
+        return Bound(self.statement(q.START), {**params, "run_now": self.ts(now)})
+
+    def mark_deleted(self) -> TextClause:
+        """MySQL: the session variable START/FINISH_IF_DELETED read (sql.MARK_DELETED)."""
+        return self.statement(q.MARK_DELETED)
 
     def progress(self, conn: Connection, job_id: int, current: int, total: int | None = None,
                  stage: str | None = None, *, now: datetime) -> bool:
@@ -130,12 +140,17 @@ class RunsStore:
 
     def finish_statement(self, job_id: int, state: str, *, attempts: int, now: datetime,
                          result: str | None = None, error: BaseException | str | None = None,
-                         name: str = "", queue: str | None = None) -> Bound:
-        """finish as (statement, binds), to travel in a script with the outcome's own."""
+                         name: str = "", queue: str | None = None,
+                         if_deleted: bool = False) -> Bound:
+        """finish as (statement, binds), to travel in a script with the outcome's own.
+        `if_deleted` (MySQL): it writes nothing unless the statement just before it (the
+        success's fenced DELETE) took the row."""
         if state not in STATES or state == "running":
             raise ValueError(f"a finished attempt's state is one of {STATES[1:]}, got {state!r}")
         error_class, message = error_fields(error)
-        return Bound(self.statement(q.FINISH), {
+        if if_deleted and self.dialect != "mysql":
+            raise ValueError("finish if_deleted is MySQL's (ROW_COUNT())")
+        return Bound(self.statement(q.FINISH_IF_DELETED if if_deleted else q.FINISH), {
             "run_job_id": job_id, "run_name": name[:255], "run_queue": queue,
             "run_state": state, "run_attempts": attempts, "run_result": result,
             "run_error_class": error_class, "run_error_message": message,

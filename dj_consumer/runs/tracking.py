@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from sqlalchemy import TextClause
 from sqlalchemy.exc import SQLAlchemyError
 
 from dj_consumer.clock import Clock
@@ -72,7 +74,8 @@ class RunRecords:
 
     def __init__(self, store: Store, runs: RunsStore, config: Config, clock: Clock) -> None:
         self.store, self.runs, self.config, self.clock = store, runs, config, clock
-        self.writer = ProgressWriter(self._write_progress, config.run_progress_interval)
+        self.writer = RecordWriter(self._write_start, self._write_progress,
+                                   config.run_progress_interval)
         self._pruned_at: float | None = None
 
     def close(self) -> None:
@@ -81,22 +84,32 @@ class RunRecords:
     # -- an attempt ---------------------------------------------------------------------------
 
     def attempt(self, job: Job, execute: Callable[[], Outcome]) -> Outcome:
-        """Run one attempt with its record: running first, progress and checkpoints meanwhile."""
+        """Run one attempt with its record: `running` (written by the background writer, or
+        with the final state when the attempt ends first), progress and checkpoints."""
         job.attempt.sink = _Sink(self, job.id)
-        try:
-            self.store.db.retrying("run_start", lambda: self._start(job))
-        except Exception as exc:  # the final write creates the record
-            job.log.warning("run.start_unwritten", error=short_error(exc))
-        with reporting.reporting(_Reporter(self, job.id)):
-            return execute()
+        self.writer.start(job, self.clock.now())
+        with reporting.reporting(_Reporter(self, job)):
+            outcome = execute()
+        # Taken here, outside any transaction: on SQLite the writer's own write would wait for
+        # the outcome's write lock while the outcome waited for it.
+        self._unstarted(job)
+        return outcome
 
-    def _start(self, job: Job) -> None:
+    def _write_start(self, job: Job, started: datetime) -> None:
         with self.store.db.connection() as conn:
-            self.runs.start(conn, job, self.clock.now())
+            self.runs.start(conn, job, started)
 
     def _write_progress(self, job_id: int, progress: Progress) -> None:
         with self.store.db.connection() as conn:
             self.runs.progress(conn, job_id, *progress, now=self.clock.now())
+
+    def _unstarted(self, job: Job) -> datetime | None:
+        """When the attempt began, if its `running` write has not gone out (then the final
+        write carries it): taken from the writer once, kept for a retried transaction."""
+        taken = self.writer.take_start(job.id)
+        if taken is not None:
+            job.attempt.unstarted = taken
+        return job.attempt.unstarted  # type: ignore[no-any-return]
 
     # -- the outcome (outcomes.Participant) -----------------------------------------------
 
@@ -111,31 +124,53 @@ class RunRecords:
         return bool(tx.execute(sql.delete, {"id": job.id, "me": tx.me}).rowcount == 1)
 
     def also(self, tx: Tx, job: Job, outcome: Outcome, written: bool) -> None:
+        started = self._unstarted(job)
         if not written:
             return  # another worker holds the row (or Rails deleted it): not our record now
+        if started is not None:
+            self.runs.start(tx.conn, job, started)
         state, attempts, error = _final(job, outcome)
         held = self.writer.take(job.id)
         if held is not None:  # the last report, before the record stops taking reports
             self.runs.progress(tx.conn, job.id, *held, now=tx.now)
         batch = payload_fields(job.payload)
-        summary = self._summary(job, outcome, state, error) \
-            if batch["run_batch_id"] is not None and batch["run_batch_index"] is not None \
-            else None
-        result = job.attempt.result if isinstance(outcome, Succeeded) else None
-        if result is None and summary is not None and state == "succeeded":
-            result = result_json(summary_dict(summary))
-        elif result is None and job.attempt.tracking and state == "succeeded":
-            result = result_json(summary_dict(_tallied(job)))
+        part = batch["run_batch_id"] is not None and batch["run_batch_index"] is not None
+        summary = self._summary(job, state, error) if part else None
         self.runs.finish(tx.conn, job.id, state, attempts=attempts, now=tx.now,
-                         result=result if isinstance(result, str) else None, error=error,
+                         result=_result(job, outcome, state, summary), error=error,
                          name=job.name, queue=job.queue)
         if summary is not None and state in ("succeeded", "failed", "cancelled") \
                 and self.runs.has_batches:
             finish_batch_part(tx.conn, self.runs, str(batch["run_batch_id"]),
                               int(batch["run_batch_index"]), summary, now=tx.now, job_id=job.id)
 
-    def _summary(self, job: Job, outcome: Outcome, state: str,
-                 error: BaseException | str | None) -> PartSummary:
+    def scripted(self, job: Job, outcome: Succeeded,
+                 now: datetime) -> tuple[list[TextClause], dict[str, Any]] | None:
+        """MySQL: a plain success's record (its `running` write too, when it had not gone
+        out) follows its DELETE in one round trip (outcomes.Scripted, runs/sql.py); a batch
+        part, a cancel or a held progress report take the transaction of `also` instead."""
+        if job.cancelled or self.writer.holds(job.id):
+            return None
+        if isinstance(job.payload, dict) and "batch_id" in job.payload:
+            batch = payload_fields(job.payload)
+            if batch["run_batch_id"] is not None and batch["run_batch_index"] is not None:
+                return None
+        stmts = [self.runs.mark_deleted()]
+        params: dict[str, Any] = {}
+        started = self._unstarted(job)
+        if started is not None:
+            start = self.runs.start_statement(job, started, if_deleted=True)
+            stmts.append(start.stmt)
+            params.update(start.params)
+        finish = self.runs.finish_statement(
+            job.id, "succeeded", attempts=job.attempts, now=now,
+            result=_result(job, outcome, "succeeded", None), name=job.name, queue=job.queue,
+            if_deleted=True)
+        stmts.append(finish.stmt)
+        params.update(finish.params)
+        return stmts, params
+
+    def _summary(self, job: Job, state: str, error: BaseException | str | None) -> PartSummary:
         """A batch part's counts: what j.track counted; items it never reached are processed
         when the part succeeded, errored when it failed for good or was cancelled."""
         items = job.payload.get("items") if isinstance(job.payload, dict) else None
@@ -209,6 +244,19 @@ def _final(job: Job, outcome: Outcome) -> tuple[str, int, BaseException | str | 
     return "interrupted", job.attempts, outcome.last_error
 
 
+def _result(job: Job, outcome: Outcome, state: str, summary: PartSummary | None) -> str | None:
+    """The record's result: the handler's return value (JSON text), else, for a successful
+    batch part or a handler that tracked items, their counts."""
+    result = job.attempt.result if isinstance(outcome, Succeeded) else None
+    if isinstance(result, str) or state != "succeeded":
+        return result if isinstance(result, str) else None
+    if summary is not None:
+        return result_json(summary_dict(summary))
+    if job.attempt.tracking:
+        return result_json(summary_dict(_tallied(job)))
+    return None
+
+
 def _tallied(job: Job) -> PartSummary:
     a = job.attempt
     summary = PartSummary(processed=a.processed, skipped=a.skipped)
@@ -247,38 +295,55 @@ class _Sink:
 class _Reporter:
     """reporting.RunReporter for a handler the worker runs (contrib.http_steps)."""
 
-    def __init__(self, records: RunRecords, job_id: int) -> None:
-        self.records, self.job_id = records, job_id
+    def __init__(self, records: RunRecords, job: Job) -> None:
+        self.records, self.job = records, job
 
     def progress(self, current: int, total: int | None = None, stage: str | None = None) -> None:
-        self.records.writer.report(self.job_id, (int(current), total, stage))
+        self.records.writer.report(self.job.id, (int(current), total, stage))
 
     def checkpoint(self) -> Any:
         r = self.records
         with r.store.db.connection() as conn:
-            run = r.runs.get(conn, self.job_id)
+            run = r.runs.get(conn, self.job.id)
         return None if run is None else run.checkpoint
 
     def save_checkpoint(self, data: Any) -> None:
+        """Written before it returns, with the record's `running` write if that had not gone
+        out yet (the checkpoint needs the record)."""
         r = self.records
-        r.store.db.retrying("run_checkpoint", lambda: self._save(data))
+        started = r._unstarted(self.job)
+        r.store.db.retrying("run_checkpoint", lambda: self._save(data, started))
+        self.job.attempt.unstarted = None
 
-    def _save(self, data: Any) -> None:
+    def _save(self, data: Any, started: datetime | None) -> None:
         r = self.records
         with r.store.db.connection() as conn:
-            r.runs.save_checkpoint(conn, self.job_id, data, now=r.clock.now())
+            if started is not None:
+                r.runs.start(conn, self.job, started)
+            r.runs.save_checkpoint(conn, self.job.id, data, now=r.clock.now())
 
 
-class ProgressWriter:
-    """One thread that writes each job's latest progress at most every `interval` seconds;
-    a report only stores the numbers (the job never waits on the database)."""
+class RecordWriter:
+    """One thread that writes what an attempt reports without making it wait: its `running`
+    record, and each job's latest progress, at most every `interval` seconds. What it has not
+    written when the attempt ends is taken by the final write (take_start, take), which waits
+    for a write of that job in progress, so a `running` never lands after the final state."""
 
-    def __init__(self, write: Callable[[int, Progress], None], interval: float) -> None:
-        self._write, self.interval = write, interval
+    def __init__(self, write_start: Callable[[Job, datetime], None],
+                 write_progress: Callable[[int, Progress], None], interval: float) -> None:
+        self._write_start, self._write = write_start, write_progress
+        self.interval = interval
+        self._starts: dict[int, tuple[Job, datetime]] = {}
         self._pending: dict[int, Progress] = {}
+        self._writing: set[int] = set()  # jobs whose start this thread is writing now
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
+
+    def start(self, job: Job, started: datetime) -> None:
+        with self._cond:
+            self._starts[job.id] = (job, started)
+            self._ensure_thread()
 
     def report(self, job_id: int, progress: Progress) -> None:
         with self._cond:
@@ -287,10 +352,26 @@ class ProgressWriter:
                 progress = (progress[0], progress[1] if progress[1] is not None else old[1],
                             progress[2] if progress[2] is not None else old[2])
             self._pending[job_id] = progress
-            if self._thread is None and not self._stopping:
-                self._thread = threading.Thread(target=self._loop, name="dj-progress",
-                                                daemon=True)
-                self._thread.start()
+            self._ensure_thread()
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None and not self._stopping:
+            self._thread = threading.Thread(target=self._loop, name="dj-run-records",
+                                            daemon=True)
+            self._thread.start()
+
+    def holds(self, job_id: int) -> bool:
+        with self._cond:
+            return job_id in self._pending
+
+    def take_start(self, job_id: int) -> datetime | None:
+        """The attempt's start time if its `running` write has not gone out (it never will:
+        the caller writes it), after any write of it in progress is done."""
+        with self._cond:
+            while job_id in self._writing:
+                self._cond.wait()
+            entry = self._starts.pop(job_id, None)
+        return None if entry is None else entry[1]
 
     def take(self, job_id: int) -> Progress | None:
         """The report not written yet (the outcome's transaction writes it)."""
@@ -300,7 +381,7 @@ class ProgressWriter:
     def stop(self) -> None:
         with self._cond:
             self._stopping = True
-            self._cond.notify()
+            self._cond.notify_all()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(5)
@@ -310,13 +391,23 @@ class ProgressWriter:
             with self._cond:
                 if not self._stopping:
                     self._cond.wait(self.interval)
-                batch, self._pending = self._pending, {}
+                starts, self._starts = self._starts, {}
+                progress, self._pending = self._pending, {}
+                self._writing.update(starts)
                 stopping = self._stopping
-            for job_id, progress in batch.items():
+            for job_id, (job, started) in starts.items():
                 try:
-                    self._write(job_id, progress)
+                    self._write_start(job, started)
+                except Exception as exc:  # the final write creates the record anyway
+                    log.warning("run.start_unwritten", job_id=job_id, error=short_error(exc))
+                finally:
+                    with self._cond:
+                        self._writing.discard(job_id)
+                        self._cond.notify_all()
+            for job_id, report in progress.items():
+                try:
+                    self._write(job_id, report)
                 except Exception as exc:  # progress is best effort; the next report retries
                     log.warning("run.progress_unwritten", job_id=job_id, error=short_error(exc))
             if stopping:
                 return
-

@@ -91,9 +91,8 @@ POLL_RUNNING, POLL_WAITING = 1, 3
 
 def run_poll(row: Row | None, run: Run | None, has_runs: bool) -> int | None:
     """Seconds until the job page asks for the run record again; None: it will not change
-    (no runs table, a final record, the row gone or failed for good)."""
+    (no runs table, the row gone or failed for good). A final record beside a live row is
+    asked for too: the row will run again (retried, or a cron row), and start a new record."""
     if not has_runs or row is None or row.failed_at is not None:
-        return None
-    if run is not None and run.finished:
         return None
     return POLL_RUNNING if run is not None and run.state == "running" else POLL_WAITING

@@ -1,5 +1,5 @@
 """The Python side of the screenshots' run (tests/browser/screenshots.py): ReportJob is ours,
-and takes long enough to be seen holding its lease."""
+takes long enough to be seen holding its lease, and reports its progress."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from dj_consumer import Job, job
 
 @job.run("ReportJob")
 def report(j: Job) -> None:
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and not j.timed_out.is_set():
+    accounts = 60
+    for done in range(accounts):
+        if j.timed_out.is_set():
+            return
+        j.report_progress(done, accounts, stage="accounts")
         time.sleep(0.5)

@@ -1,9 +1,11 @@
 """The README's screenshots, from a real run: `make screenshots` (python -m
-tests.browser.screenshots) writes docs/web-overview.png and docs/web-job.png.
+tests.browser.screenshots) writes docs/web-overview.png, docs/web-job.png, docs/web-run.png
+and docs/web-recurring.png.
 
-A MariaDB table made by Rails' migration gets Ruby enqueues (struct, ActiveJob, `.delay`) and
-ours; a Ruby worker fails a job for good; a Ruby worker and a Python worker each hold a
-long job; a job nobody handles waits. `dj-consumer web` serves it and headless Chromium
+A MariaDB table made by Rails' migration, with a runs table and the recurring columns, gets
+Ruby enqueues (struct, ActiveJob, `.delay`) and ours, and two schedules; a Ruby worker fails
+a job for good; a Ruby worker and a Python worker each hold a long job (the Python one
+reports its progress); a job nobody handles waits. `dj-consumer web` serves it and headless Chromium
 (tests/browser/conftest.py) takes the pictures.
 """
 
@@ -18,8 +20,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import dj_consumer
 from dj_consumer import enqueue
 from dj_consumer.clock import SystemClock
+from dj_consumer.runs import schema as runs_schema
+from dj_consumer.schema import add_recurring_columns
 from tests.conftest import ROOT, clean_env
 from tests.interop.conftest import make_interop
 from tests.interop.helpers import stop_all
@@ -27,6 +32,8 @@ from tests.webserver import wait_for, web_server
 
 JOBS = Path(__file__).with_name("screenshot_jobs.py")
 DOCS = ROOT / "docs"
+SHOTS = ("overview", "job", "run", "recurring")
+RUNS = ("delayed_job_runs_shots", "delayed_job_batches_shots")
 
 
 def fill(shared: Any, tmp: Path) -> list[subprocess.Popen[bytes]]:
@@ -44,6 +51,11 @@ def fill(shared: Any, tmp: Path) -> list[subprocess.Popen[bytes]]:
     shared.ruby.enqueue([{"kind": "struct", "class": "SharedJob",
                           "args": {"key": "slow", "seconds": 600}, "queue": "slow"}])
     cfg = {"database_url": shared.url, "table_name": shared.table}
+    add_recurring_columns(shared.db.engine, shared.table)
+    runs_schema.create(shared.db.engine, *RUNS)
+    dj_consumer.schedule(cfg, "NightlyReport", {"to": "ops"}, cron="0 6 * * * Europe/Berlin",
+                         queue="reports")
+    dj_consumer.schedule(cfg, "SyncInventory", every=timedelta(minutes=15), queue="inventory")
     now = SystemClock().now()
     for i in range(25):
         enqueue(cfg, "ReportJob", {"account_id": 100 + i}, queue="reports")
@@ -57,7 +69,8 @@ def fill(shared: Any, tmp: Path) -> list[subprocess.Popen[bytes]]:
     python = subprocess.Popen(
         [sys.executable, "-m", "dj_consumer.cli", "work", "--database-url", shared.url,
          "--table-name", shared.table, "--queues", "reports", "--import", str(JOBS),
-         "--worker-id", "py"], env=clean_env(), cwd=ROOT,
+         "--worker-id", "py", "--runs-table", RUNS[0], "--batches-table", RUNS[1]],
+        env=clean_env(), cwd=ROOT,
         stdout=(tmp / "py.log").open("wb"), stderr=subprocess.STDOUT)
     return [ruby, python]
 
@@ -78,7 +91,9 @@ def main() -> int:
         shared = next(iter(stack.enter_context(_generator(make_interop("mariadb", tmp)))))
         workers = fill(shared, tmp)
         stack.callback(stop_all, workers)
-        server = stack.enter_context(web_server(shared.url, shared.table, tmp,
+        stack.callback(_drop_runs, shared)
+        server = stack.enter_context(web_server(shared.url, shared.table, tmp, "--runs-table",
+                                                RUNS[0], "--batches-table", RUNS[1],
                                                 imports=[JOBS]))
         options = webdriver.ChromeOptions()
         for flag in (*FLAGS, f"--user-data-dir={tmp / 'profile'}"):
@@ -96,8 +111,22 @@ def main() -> int:
         driver.get(server.url + "/failed")
         driver.find_element(By.CSS_SELECTOR, "#jobs tbody tr[data-id] a").click()
         driver.save_screenshot(str(DOCS / "web-job.png"))
-    print(f"wrote {DOCS / 'web-overview.png'} and {DOCS / 'web-job.png'}")
+        driver.get(server.url + "/jobs?state=running&name=ReportJob")
+        driver.find_element(By.CSS_SELECTOR, "#jobs tbody tr[data-id] a").click()
+        wait_for(lambda: driver.execute_script(
+            "const p = document.getElementById('progress'); return p && p.value >= 25"),
+            "the running job's progress bar a good way along", timeout=60)
+        driver.save_screenshot(str(DOCS / "web-run.png"))
+        driver.get(server.url + "/recurring")
+        wait_for(lambda: driver.find_elements(By.ID, "schedules"), "the schedules", timeout=60)
+        driver.save_screenshot(str(DOCS / "web-recurring.png"))
+    print("wrote " + ", ".join(str(DOCS / f"web-{n}.png") for n in SHOTS))
     return 0
+
+
+def _drop_runs(shared: Any) -> None:
+    for table in reversed(runs_schema.tables(*RUNS)):
+        table.drop(shared.db.engine, checkfirst=True)
 
 
 class _generator:

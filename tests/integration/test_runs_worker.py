@@ -39,12 +39,12 @@ def test_a_success_is_running_while_it_runs_then_succeeded_with_its_result(rdb: 
 
     @reg.run("ReportJob")
     def report(j: Job) -> Any:
-        seen.append(rdb.record(j.id))
+        seen.append(wait_for_record(rdb, j.id))
         return {"rows": 3, "url": "s3://r/7", "ok": True}
 
     job_id = rdb.db.insert(obj("ReportJob", year=2026, run_key="report-2026", owner_id=42),
                            queue="reports")
-    assert work(rdb, reg) == (1, 0)
+    assert work(rdb, reg, run_progress_interval=0.1) == (1, 0)
     running = seen[0]
     assert (running.state, running.name, running.queue, running.run_key, running.owner_id) == \
         ("running", "ReportJob", "reports", "report-2026", "42")
@@ -56,6 +56,50 @@ def test_a_success_is_running_while_it_runs_then_succeeded_with_its_result(rdb: 
         ("succeeded", 0, {"rows": 3, "url": "s3://r/7", "ok": True}, None)
     assert done.finished_at is not None and done.started_at == running.started_at
     assert (done.error_class, done.error_message) == (None, None)
+
+
+def wait_for_record(rdb: RunsDB, job_id: int, timeout: float = 5.0) -> Run:
+    """The `running` record, written by the worker's background writer within
+    run_progress_interval of the start."""
+    deadline = time.monotonic() + timeout
+    while (run := rdb.record(job_id)) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert run is not None, "no running record"
+    return run  # type: ignore[no-any-return]
+
+
+def test_a_job_shorter_than_the_interval_gets_its_record_in_one_write(rdb: RunsDB) -> None:
+    """The `running` write had not gone out when the job ended: the final write carries it
+    (run_key, owner_id, locked_by, started_at), in the outcome's transaction."""
+    reg = Registry()
+
+    @reg.run("Quick")
+    def quick(j: Job) -> int:
+        return 1
+
+    ids = [rdb.db.insert(obj("Quick", run_key=f"q{i}", owner_id=i)) for i in range(3)]
+    assert work(rdb, reg, run_progress_interval=30) == (3, 0)
+    for i, job_id in enumerate(ids):
+        run = rdb.record(job_id)
+        assert (run.state, run.result, run.run_key, run.owner_id) == ("succeeded", 1, f"q{i}",
+                                                                      str(i))
+        assert run.locked_by is None and run.started_at is not None
+        assert run.finished_at is not None and run.started_at <= run.finished_at
+
+
+def test_a_success_whose_lock_was_lost_writes_no_final_record(rdb: RunsDB) -> None:
+    """Fenced like the outcome: another worker holds the row now, so neither the DELETE nor
+    the record's final state is written (the one-round-trip script on MySQL included)."""
+    reg = Registry()
+
+    @reg.run("Taken")
+    def taken(j: Job) -> None:
+        rdb.db.update(j.id, locked_by="other host:x pid:9")
+
+    job_id = rdb.db.insert(obj("Taken", run_key="t1"))
+    assert work(rdb, reg, run_progress_interval=30) == (1, 0)
+    assert rdb.db.row(job_id).locked_by == "other host:x pid:9"
+    assert rdb.record(job_id) is None
 
 
 def test_failed_attempts_say_rescheduled_then_failed_with_class_and_message(rdb: RunsDB) -> None:
@@ -169,7 +213,8 @@ def test_a_final_record_the_database_refuses_takes_the_outcome_with_it(server_db
             work(rdb, reg, 1)
         row = rdb.db.row(job_id)
         assert row is not None and row.locked_by is not None
-        assert rdb.record(job_id).state == "running"
+        run = rdb.record(job_id)  # its running write, if it had gone out, and nothing final
+        assert run is None or run.state == "running"
 
 
 def test_an_interrupted_job_says_interrupted_with_attempts_unchanged(rdb: RunsDB) -> None:
@@ -212,6 +257,7 @@ def test_progress_is_throttled_and_the_handler_never_waits_on_the_database(rdb: 
 
     @reg.run("Count")
     def count(j: Job) -> None:
+        wait_for_record(rdb, j.id)  # its running write is out: the record's row can be held
         with blocking(rdb, j.id):
             t0 = time.perf_counter()
             for i in range(1000):
@@ -220,7 +266,7 @@ def test_progress_is_throttled_and_the_handler_never_waits_on_the_database(rdb: 
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             run = rdb.record(j.id)
-            if run.progress_current == 999:
+            if run is not None and run.progress_current == 999:
                 mid.append(run)
                 break
             time.sleep(0.05)
@@ -301,7 +347,7 @@ def test_a_running_job_sees_cancelled_within_a_heartbeat(rdb: RunsDB, how: str) 
 
             assert runs.cancel(job_id, config=rdb.config()).outcome == "requested"
         else:  # what the README tells a Rails app to write
-            rdb.set(job_id, cancel_requested_at=rdb.record(job_id).started_at)
+            rdb.set(job_id, cancel_requested_at=wait_for_record(rdb, job_id).started_at)
 
     asker = threading.Thread(target=ask)
     asker.start()
@@ -324,7 +370,7 @@ def test_a_cancelled_async_handler_is_stopped_and_recorded_cancelled(rdb: RunsDB
 
     @reg.run("Sleeper")
     async def sleeper(j: Job) -> None:
-        rdb.set(j.id, cancel_requested_at=rdb.record(j.id).started_at)
+        rdb.set(j.id, cancel_requested_at=wait_for_record(rdb, j.id).started_at)
         await asyncio.sleep(20)
 
     job_id = rdb.db.insert(obj("Sleeper"))

@@ -229,3 +229,72 @@ def test_an_enqueue_batch_in_the_same_process_wakes_its_idle_slots(sqlite_db: DB
         runs.enqueue_batch("PartJob", [1], config=rdb.config())
         assert stamps.ran.wait(SLEEP_DELAY)
     assert started[0] - committed < 0.5
+
+
+def test_a_row_added_right_after_the_last_one_was_deleted_rings(db: DB) -> None:
+    """Rails' SQLite tables are AUTOINCREMENT, as ours: a new row never takes the id of the
+    row just deleted, so the prober's MAX(id) sees it (the id is not reused)."""
+    stamps = Stamps()
+    worker = make_worker(db.config(), stamps.registry)
+    worker.work_off(0)
+    prober = Prober(worker.slots.wakeup, 0.1)
+    first = db.insert(stamp_handler(1))
+    prober.probe()
+    with db.engine.begin() as conn:
+        conn.execute(db.t.delete().where(db.t.c.id == first))
+    assert db.insert(stamp_handler(2)) > first
+    assert prober.probe()
+    worker.close()
+
+
+def test_a_ring_wakes_one_waiting_slot_not_all(sqlite_db: DB) -> None:
+    stamps = Stamps()
+    worker = make_worker(sqlite_db.config(sleep_delay=SLEEP_DELAY, concurrency=3),
+                         stamps.registry)
+    worker.work_off(0)
+    wakeup = worker.slots.wakeup
+    woke: list[str] = []
+    threads = [threading.Thread(target=lambda me=me: (wakeup.wait(me), woke.append(me)))
+               for me in ("a", "b", "c")]
+    for thread in threads:
+        thread.start()
+    try:
+        assert wait_until(lambda: wakeup._idle == 3, 2)
+        wakeup.ring()
+        time.sleep(0.5)
+        assert len(woke) == 1
+        wakeup.found(woke[0])  # it found a row: the next one is woken
+        time.sleep(0.5)
+        assert len(woke) == 2
+    finally:
+        wakeup.ring(everyone=True)
+        for thread in threads:
+            thread.join(2)
+        worker.close()
+    assert sorted(woke) == ["a", "b", "c"]
+
+
+def wait_until(predicate: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_burst_of_rows_brings_in_every_idle_slot(sqlite_db: DB) -> None:
+    """One ring, then each slot that finds a row wakes the next: four rows, four slots, in
+    parallel (each job holds its slot for 0.5 s)."""
+    stamps = Stamps()
+    started: list[float] = []
+
+    @stamps.registry.run("SlowJob")
+    def slow(j: Job) -> None:
+        started.append(time.time())
+        time.sleep(0.5)
+
+    with running(sqlite_db, stamps, concurrency=4):
+        sqlite_db.insert_many(["--- !ruby/object:SlowJob {}\n"] * 4)
+        assert wait_until(lambda: len(started) == 4, 3)
+    assert max(started) - min(started) < 0.4

@@ -83,7 +83,7 @@ def test_a_job_page_shows_the_run_record_and_polls_it_only_while_it_can_change(
     assert 'id="missing"' in gone.text and 'id="run-state">succeeded<' in gone.text
 
 
-def test_a_failed_run_shows_its_error_and_is_not_polled(rdb: RunsDB, server: WebServer) -> None:
+def test_a_failed_run_shows_its_error_and_is_polled_again_once_retried(rdb: RunsDB, server: WebServer) -> None:
     now = SystemClock().now().replace(microsecond=0)
     job_id = rdb.db.insert(obj("ReportJob"), failed_at=now, attempts=1,
                            last_error="KeyError: 'x'\nTraceback (most recent call last):\n  ...")
@@ -95,6 +95,8 @@ def test_a_failed_run_shows_its_error_and_is_not_polled(rdb: RunsDB, server: Web
     assert 'id="run-state">failed<' in page
     assert '<dd class="bad" id="run-error">KeyError: &#39;x&#39;</dd>' in page
     assert polled(page) is None
+    rdb.db.update(job_id, failed_at=None, attempts=0)  # retried: it will run, and record again
+    assert polled(get(server, f"/jobs/{job_id}").text) == "every 3s"
 
 
 def test_without_a_runs_table_the_page_says_how_to_make_one(sqlite_db: DB,
@@ -163,3 +165,30 @@ def test_the_status_pass_reads_the_schedules_only_while_the_page_is_open(sqlite_
         assert snaps.take().schedules is None and reads == [1]
     finally:
         store.close()
+
+
+def test_a_runs_table_or_recurring_columns_added_later_show_up_without_a_restart(
+        sqlite_db: DB) -> None:
+    from dj_consumer.config import Config
+    from dj_consumer.runs import schema as runs_schema
+    from dj_consumer.store import Store
+    from dj_consumer.web.records import RECHECK, Records
+
+    runs, batches = f"{sqlite_db.table}_jr", f"{sqlite_db.table}_jb"
+    cfg = Config.from_mapping(sqlite_db.config(runs_table=runs, batches_table=batches))
+    clock = [0.0]
+    store = Store(cfg)
+    try:
+        records = Records(store, cfg, monotonic=lambda: clock[0])
+        assert (records.has_runs(), records.has_recurring()) == (False, False)
+        runs_schema.create(sqlite_db.engine, runs, batches)
+        add_recurring_columns(sqlite_db.engine, sqlite_db.table)
+        clock[0] = RECHECK - 1  # looked up at most every RECHECK seconds
+        assert (records.has_runs(), records.has_recurring()) == (False, False)
+        clock[0] = RECHECK + 1
+        assert (records.has_runs(), records.has_recurring()) == (True, True)
+        assert records.run(1) is None and records.schedule(1) is None
+    finally:
+        store.close()
+        for table in reversed(runs_schema.tables(runs, batches)):
+            table.drop(sqlite_db.engine, checkfirst=True)

@@ -207,3 +207,47 @@ def test_rails_enqueues_active_job_and_struct_jobs_and_reads_their_records(rails
             struct_run["attempts"]) == ("succeeded", "struct-2027", "8", 0)
     assert struct_run["result_data"] == {"year": 2027, "kind": "struct"}
     assert rails.interop.db.count() == 0
+
+
+def test_rails_cancels_a_job_a_python_worker_is_running(rails: Rails) -> None:
+    """The README's Rails-side cancel (update_all cancel_requested_at) reaches the handler as
+    j.cancelled within a heartbeat; Rails then reads the record as cancelled."""
+    import threading
+    import time
+
+    from dj_consumer import Job, Registry, make_worker
+
+    ids = rails("enqueue-reports")
+    started = threading.Event()
+    registry = Registry()
+
+    @registry.run("RunsReportJob")
+    def long(j: Job) -> None:
+        started.set()
+        deadline = time.monotonic() + 30
+        while not j.cancelled and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    worker = make_worker({**rails.config(), "queues": ["py"], "heartbeat_interval": 0.3,
+                          "run_progress_interval": 0.1}, registry)
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(worker.work_off(1)))
+    thread.start()
+    try:
+        assert started.wait(30)
+        deadline = time.monotonic() + 10
+        while runs.get(ids["active_job"], config=rails.config()) is None:
+            assert time.monotonic() < deadline, "no running record"
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        assert rails("cancel", "--id", str(ids["active_job"])) == 1
+        thread.join(30)
+        assert time.monotonic() - t0 < 15
+    finally:
+        thread.join(30)
+        worker.close()
+    assert result == [(0, 1)]
+    read = rails("read", "--id", str(ids["active_job"]))
+    assert (read["state"], read["finished"], read["attempts"], read["error_message"]) == \
+        ("cancelled", True, 0, "cancelled")
+    assert rails.interop.db.row(ids["active_job"]) is None
