@@ -14,7 +14,8 @@ help:
 	@echo "make bench  - throughput, latency, memory and parse speed against the bare protocol and Ruby;"
 	@echo "              results in .bench/results.md, or benchmarks/results.md with SAVE=1"
 	@echo "make lint   - ruff + mypy --strict only"
-	@echo "make soak   - the model test (tests/model) with random seeds for SOAK_MINUTES (default 10)"
+	@echo "make soak   - 10,000-job contention drills, then the model test (tests/model) with random"
+	@echo "              seeds for SOAK_MINUTES (default 10)"
 	@echo "make screenshots - docs/web-*.png from a real run (MariaDB, Ruby, headless Chromium)"
 
 $(PY):
@@ -42,10 +43,12 @@ test: $(DEV) lint
 test-fast: $(DEV)
 	$(VENV)/bin/pytest -q -ra -x -m "not slow"
 
-# The model-based fault-injection test with random seeds, as long as asked:
+# The eight-worker contention drill at 10,000 jobs (make test runs it at 2,000-3,000), then the
+# model-based fault-injection test with random seeds, as long as asked:
 # make soak SOAK_MINUTES=30. Every broken schedule is printed with its replay command.
 SOAK_MINUTES ?= 10
 soak: $(DEV)
+	DJ_CONTENTION_JOBS=10000 $(VENV)/bin/pytest -q -ra tests/interop/test_contention.py
 	DJ_MODEL_SOAK_MINUTES=$(SOAK_MINUTES) $(VENV)/bin/pytest -q -ra tests/model -k soak
 
 bench: $(DEV)

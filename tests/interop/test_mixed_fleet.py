@@ -54,25 +54,28 @@ JOBS = [
 TOTAL = sum(int(spec["count"]) for spec in JOBS)
 
 
-def start_fleet(interop: Interop, procs: list[subprocess.Popen[bytes]], *, concurrency: int,
-                strategy: str | None = None) -> list[Path]:
-    """2 Ruby workers (queues ruby, shared) and 2 dj_consumer processes; their log files."""
+def start_fleet(interop: Interop, procs: list[subprocess.Popen[bytes]], *,
+                concurrency: tuple[int, int], strategy: str | None = None) -> list[Path]:
+    """2 Ruby workers (queues ruby, shared) and 2 dj_consumer processes with `concurrency`
+    slots each; their log files."""
     logs = [interop.tmp_path / f"{name}.log" for name in ("rb1", "rb2", "py1", "py2")]
     for i, log in enumerate(logs[:2]):
         procs.append(interop.ruby.spawn_worker(log, queues=["ruby", "shared"], name_prefix=f"rb{i + 1}",
                                                exit_on_complete=True, drain=True, strategy=strategy))
     for i, log in enumerate(logs[2:]):
         procs.append(spawn_py_worker(interop.url, interop.table, log, worker_id=f"py{i + 1}",
-                                     concurrency=concurrency))
+                                     concurrency=concurrency[i]))
     return logs
 
 
 
 @pytest.mark.ruby
-@pytest.mark.parametrize("concurrency", [1, 4], ids=["py-n1", "py-n4"])
 def test_ruby_and_python_workers_drain_one_table(
-    interop: Interop, procs: list[subprocess.Popen[bytes]], concurrency: int
+    interop: Interop, procs: list[subprocess.Popen[bytes]]
 ) -> None:
+    """One dj_consumer process with one slot, the other with four (slot threads), beside the
+    two Ruby workers: both Python shapes in one drain."""
+    concurrency = (1, 4)
     strategy = "default_sql" if interop.backend == "mariadb" else None
     started = time.monotonic()
     ids = interop.ruby.enqueue(JOBS)
@@ -113,6 +116,9 @@ def test_ruby_and_python_workers_drain_one_table(
         assert not events_named(log, "job.failed"), tail(log)
         assert not events_named(log, "job.lock_lost"), tail(log)
         assert not events_named(log, "job.unparseable"), tail(log)
+    slots = Counter(r.worker.split(" ")[0] for r in runs if r.runner == "python" and r.worker)
+    assert any(name.startswith("py1") for name in slots), slots
+    assert len([name for name in slots if name.startswith("py2:")]) > 1, slots  # slot threads
     print(f"\n{interop.backend} py -n{concurrency}: enqueue {enqueued - started:.1f}s, "
           f"drain {drained - enqueued:.1f}s, split {dict(by_side)}")
 
@@ -134,7 +140,7 @@ def test_ruby_optimized_sql_deadlocks_stay_rubys_own(
     """
     interop = interop_mariadb
     interop.ruby.enqueue(JOBS)
-    logs = start_fleet(interop, procs, concurrency=4)
+    logs = start_fleet(interop, procs, concurrency=(4, 4))
     codes = wait_all(procs, timeout=150, logs=logs)
     # A Ruby worker may even die of it: ClearLocks' UPDATE at exit can be the deadlock victim.
     assert codes[2:] == [0, 0], failed_tails(codes, logs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import threading
 import time
 from typing import Any
@@ -289,3 +290,25 @@ def test_failjob_from_the_error_hook_fails_for_good_keeping_the_jobs_error() -> 
     assert isinstance(out, Failed) and out.attempts == 1
     assert out.last_error.startswith("division by zero\n")
     assert "error hook raised FailJob: no point retrying" in out.last_error
+
+
+def test_a_forked_handlers_return_value_comes_back_or_fails_the_attempt() -> None:
+    import dj_consumer
+
+    reg = Registry()
+
+    @reg.run("Made", timeout="process")
+    def made(j: Job) -> dict[str, int]:
+        return {"pid_differs": int(os.getpid() != j.payload["parent"])}
+
+    @reg.run("Unsendable", timeout="process")
+    def unsendable(j: Job) -> object:
+        return lambda: None  # cannot be pickled back to the worker
+
+    assert dj_consumer.run_now("Made", {"parent": os.getpid()}, registry=reg) == \
+        {"pid_differs": 1}
+    spec = reg.spec("Unsendable")
+    assert spec is not None
+    out = executor(FakeClock()).execute(make_job(), spec)
+    assert isinstance(out, Rescheduled)
+    assert out.last_error.startswith("the job's return value cannot leave its process")
