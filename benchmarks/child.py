@@ -60,9 +60,9 @@ def _count(url: str, table: str) -> int:
 
 
 def _time_reserves(worker: Any) -> list[float]:
-    """Wrap worker.store.reserve_after (what the worker calls) to time each reserve (seconds)."""
+    """Wrap worker.store.reserve (what the worker calls) to time each reserve (seconds)."""
     samples: list[float] = []
-    reserve: Callable[..., Any] = worker.store.reserve_after
+    reserve: Callable[..., Any] = worker.store.reserve
 
     def timed(*a: Any, **kw: Any) -> Any:
         started = time.perf_counter()
@@ -71,7 +71,7 @@ def _time_reserves(worker: Any) -> list[float]:
         finally:
             samples.append(time.perf_counter() - started)
 
-    worker.store.reserve_after = timed
+    worker.store.reserve = timed
     return samples
 
 

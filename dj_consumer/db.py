@@ -7,13 +7,11 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import URL, Connection, Engine
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import TextClause
 from tenacity import (
     RetryCallState,
@@ -24,95 +22,17 @@ from tenacity import (
 )
 
 from dj_consumer.config import Config
+from dj_consumer.dberrors import is_refusal, is_transient
+from dj_consumer.engine import MIN_IO_TIMEOUT, io_timeout, make_engine, safe_url
 from dj_consumer.errors import ConfigError
+from dj_consumer.server import ServerInfo, mysql_has_skip_locked
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
-# MySQL error codes worth retrying: lock wait timeout, deadlock, connection gone or refused,
-# server shutting down, connection killed.
-_MYSQL_TRANSIENT = {1205, 1213, 2003, 2006, 2013, 2055, 1053, 1927, 4031, 1040}
-# PostgreSQL SQLSTATEs: serialization failure, deadlock, lock not available, shutdown, and
-# the whole 08 class (connection exceptions).
-_PG_TRANSIENT = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03"}
-
-
-# What drivers say when the server is (re)starting, gone, or busy, whatever the error class.
-_TRANSIENT_WORDS = (
-    "database is locked",
-    "connection failed",
-    "could not connect",
-    "connection refused",
-    "server closed the connection",
-    "the database system is shutting down",
-    "the database system is starting up",
-    "lost connection",
-    "gone away",
-)
-
-
-# Refusals: the database answers, and says no, and will say it again (authentication,
-# privileges, a missing database, table or column). MySQL error codes, PostgreSQL SQLSTATEs.
-_MYSQL_REFUSALS = {1044, 1045, 1049, 1054, 1142, 1143, 1146, 1227, 1698, 1820, 1862}
-_PG_REFUSALS = {"28000", "28P01", "3D000", "42501", "42P01", "42703"}
-_REFUSAL_WORDS = (
-    "password authentication failed",
-    "no pg_hba.conf entry",
-    "permission denied",
-    "does not exist",
-    "no such table",
-    "no such column",
-    "attempt to write a readonly database",
-)
-
-
-def is_refusal(exc: BaseException) -> bool:
-    """The database refused us for good: retrying the same thing cannot help."""
-    if not isinstance(exc, DBAPIError):
-        return False
-    orig = exc.orig
-    args = getattr(orig, "args", ())
-    if args and isinstance(args[0], int):
-        return args[0] in _MYSQL_REFUSALS
-    sqlstate = getattr(orig, "sqlstate", None)
-    if isinstance(sqlstate, str):
-        return sqlstate in _PG_REFUSALS
-    message = str(orig).lower()
-    return any(sign in message for sign in _REFUSAL_WORDS)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Errors that a retry of the whole unit of work can cure."""
-    if not isinstance(exc, DBAPIError):
-        return False
-    if exc.connection_invalidated:
-        return True
-    if is_refusal(exc):
-        return False  # psycopg's OperationalError for a wrong password, say
-    orig = exc.orig
-    args = getattr(orig, "args", ())
-    if args and isinstance(args[0], int) and args[0] in _MYSQL_TRANSIENT:
-        return True
-    sqlstate = getattr(orig, "sqlstate", None)
-    if isinstance(sqlstate, str) and (sqlstate in _PG_TRANSIENT or sqlstate.startswith("08")):
-        return True
-    if type(orig).__module__.startswith("psycopg") and type(orig).__name__ == "OperationalError":
-        return True  # psycopg's OperationalError: the connection or the server, never the SQL
-    message = str(orig).lower()
-    return any(sign in message for sign in _TRANSIENT_WORDS)
-
-
-@dataclass(frozen=True)
-class ServerInfo:
-    dialect: str
-    version: str
-    skip_locked: bool
-
-    @property
-    def mariadb(self) -> bool:
-        return self.dialect == "mysql" and "mariadb" in self.version.lower()
-
-
+__all__ = ["MIN_IO_TIMEOUT", "Connections", "ServerInfo", "io_timeout", "is_refusal",
+           "is_transient", "make_engine", "mysql_has_skip_locked", "safe_url", "short_error",
+           "unreachable"]
 
 class Connections:
     """Each thread's own connection to one database, kept between statements."""
@@ -306,119 +226,6 @@ class Connections:
         return retrying(fn)
 
 
-def mysql_has_skip_locked(version: str) -> bool:
-    """SKIP LOCKED: MariaDB >= 10.6, MySQL >= 8.0.1."""
-    numbers = [int(p) for p in version.split("-")[0].split(".")[:3] if p.isdigit()]
-    while len(numbers) < 3:
-        numbers.append(0)
-    major, minor, patch = numbers
-    if "mariadb" in version.lower():
-        return (major, minor) >= (10, 6)
-    return (major, minor, patch) >= (8, 0, 1)
-
-
-#: The shortest client-side wait for a reply (seconds): above MySQL's default 50 s lock wait,
-#: so no legitimate statement is cut.
-MIN_IO_TIMEOUT = 60.0
-
-
-def io_timeout(config: Config) -> float:
-    """How long a statement may wait for the server before the driver gives up: long enough
-    for any legitimate statement, short enough that a renewal stuck on a dead connection is
-    retried on a fresh one well within lock_timeout (a renewal is due every lock_timeout/4)."""
-    return max(MIN_IO_TIMEOUT, config.lock_timeout / 2)
-
-
-def make_engine(url: URL, config: Config, *, autocommit: bool) -> Engine:
-    kwargs: dict[str, Any] = {"echo": config.sql_log, "pool_pre_ping": True}
-    dialect = url.get_backend_name()
-    if dialect == "sqlite":
-        if url.database in (None, "", ":memory:"):
-            raise ConfigError("database_url for SQLite must name a file (sqlite:///jobs.db), "
-                              "an in-memory database cannot be shared with other workers")
-        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-        kwargs["pool_pre_ping"] = False
-    else:
-        kwargs["pool_size"] = config.concurrency + 2
-        kwargs["max_overflow"] = config.concurrency + 2
-        kwargs["pool_recycle"] = 3600
-    timeout = io_timeout(config)
-    # Timeouts given in the URL win (connect_args would replace them): defaults otherwise.
-    connect = {} if "connect_timeout" in url.query else {"connect_timeout": 10}
-    if dialect in ("mysql", "mariadb"):
-        # A socket that went half-open (a dead host, a dropped NAT entry) would otherwise
-        # block a statement, a heartbeat's renewal say, forever.
-        io = {k: timeout for k in ("read_timeout", "write_timeout") if k not in url.query}
-        kwargs["connect_args"] = {**connect, **io}
-        if autocommit:
-            # Multi-statements let a reserve travel in one round trip (Connections.run_script).
-            # FOUND_ROWS is SQLAlchemy's own flag, restated because client_flag replaces it:
-            # rowcount must count matched rows, or a renew in the same second reads as lost.
-            from pymysql.constants import CLIENT
-
-            kwargs["connect_args"]["client_flag"] = CLIENT.MULTI_STATEMENTS | CLIENT.FOUND_ROWS
-    if dialect == "postgresql":
-        # libpq has no read timeout: keepalives find a dead peer while we wait for a reply,
-        # tcp_user_timeout one that stopped acknowledging what we sent.
-        kwargs["connect_args"] = {**connect, "keepalives": 1, "keepalives_idle": 30,
-                                  "keepalives_interval": 10, "keepalives_count": 3,
-                                  "tcp_user_timeout": int(timeout * 1000)}
-    if autocommit:
-        kwargs["isolation_level"] = "AUTOCOMMIT"
-    elif dialect in ("mysql", "mariadb"):
-        # READ COMMITTED: a SKIP LOCKED scan keeps no locks on rows it did not take, so it
-        # never makes a Ruby worker's UPDATE … LIMIT 1 wait behind rows we skipped.
-        kwargs["isolation_level"] = "READ COMMITTED"
-    try:
-        engine = create_engine(url, **kwargs)
-    except (ImportError, ModuleNotFoundError) as exc:
-        hint = " (pip install 'dj_consumer[postgres]')" if dialect == "postgresql" else ""
-        raise ConfigError(f"the driver for {url.drivername} is not installed: {exc}{hint}") from None
-    except (SQLAlchemyError, ValueError, TypeError) as exc:
-        raise ConfigError(f"database_url {safe_url(url)} is not usable: {exc}") from None
-    if dialect in ("mysql", "mariadb") and autocommit:
-        # READ COMMITTED for single statements too: Rails' UPDATE … ORDER BY … LIMIT 1 then
-        # locks only the row it takes, not every row its scan passed (InnoDB semi-consistent read).
-        @event.listens_for(engine, "connect")
-        def _read_committed(dbapi_conn: Any, _: Any) -> None:
-            with dbapi_conn.cursor() as cur:
-                cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-    if dialect in ("mysql", "mariadb"):
-        # A lock wait must end on the server (1205, retried) before the client's read_timeout
-        # cuts it (an unknown outcome): never wait longer than that, nor than configured.
-        @event.listens_for(engine, "connect")
-        def _lock_wait(dbapi_conn: Any, _: Any) -> None:
-            with dbapi_conn.cursor() as cur:
-                cur.execute("SET SESSION innodb_lock_wait_timeout = "
-                            f"LEAST(@@innodb_lock_wait_timeout, {max(1, int(timeout) - 10)})")
-
-    if dialect == "postgresql":
-        # The reserve must walk the (priority, run_at) index and stop at the first rows it can
-        # take. The planner, guessing that few rows pass the handler LIKE filter (and having
-        # no statistics at all on a young table), prefers a sequential scan and a sort of the
-        # whole table: ~1 ms per reserve at 3,000 rows, linear in the backlog. Every statement
-        # we send is an index lookup, so this session never wants a sequential scan.
-        @event.listens_for(engine, "connect")
-        def _index_paths(dbapi_conn: Any, _: Any) -> None:
-            with dbapi_conn.cursor() as cur:
-                cur.execute("SET enable_seqscan TO off")
-                # No statement of ours waits forever (PostgreSQL's default): a lock wait ends
-                # as 55P03 (retried), anything else at io_timeout; a value set by the DBA or
-                # the URL stands.
-                for name, limit in (("lock_timeout", max(1, int(timeout) - 10)),
-                                    ("statement_timeout", int(timeout))):
-                    cur.execute("SELECT set_config(%s, %s, false) WHERE current_setting(%s) = '0'",
-                                (name, f"{limit}s", name))
-            dbapi_conn.commit()
-
-    if dialect == "sqlite" and autocommit:
-        # SQLite: driver-level autocommit, so each statement is its own transaction.
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _: Any) -> None:
-            dbapi_conn.execute("PRAGMA busy_timeout = 30000")
-    return engine
-
-
 # The list binds (`IN :ids`) the driver fast path expands itself; an empty one goes through
 # SQLAlchemy, which knows how to write an empty IN.
 _LISTS = ("ids",)
@@ -483,10 +290,6 @@ def unreachable(url: URL, exc: BaseException) -> ConfigError:
     from dj_consumer.dberrors import describe
 
     return ConfigError(describe(exc, url))
-
-
-def safe_url(url: URL) -> str:
-    return url.render_as_string(hide_password=True)
 
 
 def short_error(exc: BaseException) -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from sqlalchemy.exc import DBAPIError
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
@@ -123,3 +125,76 @@ def _first_line(orig: BaseException) -> str:
 def _first_line_text(message: str) -> str:
     lines = [line for line in str(message).strip().splitlines() if line.strip()]
     return _tail(lines[0].strip()) if lines else "unknown error"
+
+
+# MySQL error codes worth retrying: lock wait timeout, deadlock, connection gone or refused,
+# server shutting down, connection killed.
+_MYSQL_TRANSIENT = {1205, 1213, 2003, 2006, 2013, 2055, 1053, 1927, 4031, 1040}
+# PostgreSQL SQLSTATEs: serialization failure, deadlock, lock not available, shutdown, and
+# the whole 08 class (connection exceptions).
+_PG_TRANSIENT = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03"}
+
+
+# What drivers say when the server is (re)starting, gone, or busy, whatever the error class.
+_TRANSIENT_WORDS = (
+    "database is locked",
+    "connection failed",
+    "could not connect",
+    "connection refused",
+    "server closed the connection",
+    "the database system is shutting down",
+    "the database system is starting up",
+    "lost connection",
+    "gone away",
+)
+
+
+# Refusals: the database answers, and says no, and will say it again (authentication,
+# privileges, a missing database, table or column). MySQL error codes, PostgreSQL SQLSTATEs.
+_MYSQL_REFUSALS = {1044, 1045, 1049, 1054, 1142, 1143, 1146, 1227, 1698, 1820, 1862}
+_PG_REFUSALS = {"28000", "28P01", "3D000", "42501", "42P01", "42703"}
+_REFUSAL_WORDS = (
+    "password authentication failed",
+    "no pg_hba.conf entry",
+    "permission denied",
+    "does not exist",
+    "no such table",
+    "no such column",
+    "attempt to write a readonly database",
+)
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """The database refused us for good: retrying the same thing cannot help."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    orig = exc.orig
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0] in _MYSQL_REFUSALS
+    sqlstate = getattr(orig, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        return sqlstate in _PG_REFUSALS
+    message = str(orig).lower()
+    return any(sign in message for sign in _REFUSAL_WORDS)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors that a retry of the whole unit of work can cure."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if is_refusal(exc):
+        return False  # psycopg's OperationalError for a wrong password, say
+    orig = exc.orig
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _MYSQL_TRANSIENT:
+        return True
+    sqlstate = getattr(orig, "sqlstate", None)
+    if isinstance(sqlstate, str) and (sqlstate in _PG_TRANSIENT or sqlstate.startswith("08")):
+        return True
+    if type(orig).__module__.startswith("psycopg") and type(orig).__name__ == "OperationalError":
+        return True  # psycopg's OperationalError: the connection or the server, never the SQL
+    message = str(orig).lower()
+    return any(sign in message for sign in _TRANSIENT_WORDS)

@@ -220,17 +220,8 @@ def why(row: JobRow | None, job_id: int, config: Config, registry: Registry,
         why_later = (f" (rescheduled after {plural(row.attempts, 'failed attempt')})"
                      if row.attempts else "")
         reasons.append(f"run_at is {row.run_at:%Y-%m-%d %H:%M:%S} UTC, in {_ago(wait)}{why_later}")
-    if row.locked_by is not None and row.locked_at is not None:
-        age = (now - row.locked_at).total_seconds()
-        horizon = row.locked_at + timedelta(seconds=config.max_run_time)
-        lease = ""
-        if config.is_lease_holder(row.locked_by) and config.uses_leases:
-            lease = (f"; it renews its lease, so if it died the row comes back "
-                     f"{_ago(max(0.0, config.lock_timeout - age))} from now")
-        if horizon > now and row.failed_at is None:
-            reasons.append(f"it is running: locked by {row.locked_by!r} since "
-                           f"{row.locked_at:%Y-%m-%d %H:%M:%S} UTC ({_ago(age)} ago); the lock "
-                           f"is live until {horizon:%Y-%m-%d %H:%M:%S} UTC (max_run_time){lease}")
+    if row.locked_at is not None and row.failed_at is None:
+        reasons += _locked(row, row.locked_at, config, now)
     if config.queues and row.queue not in config.queues:
         served = ", ".join("nil" if q is None else q for q in config.queues)
         reasons.append(f"queue {row.queue or 'nil'!r} is not served by this config (--queues {served})")
@@ -239,6 +230,26 @@ def why(row: JobRow | None, job_id: int, config: Config, registry: Registry,
     if config.max_priority is not None and row.priority > config.max_priority:
         reasons.append(f"priority {row.priority} is above --max-priority {config.max_priority}")
     return reasons
+
+
+def _locked(row: JobRow, locked_at: datetime, config: Config, now: datetime) -> list[str]:
+    """Rails' lock test, as the ready SQL asks it: a lock is `locked_at` (whoever holds it)
+    until it is older than max_run_time; a lease-renewing worker's, older than lock_timeout
+    (a lock exactly at its limit still holds: the SQL asks `locked_at < limit`)."""
+    age = (now - locked_at).total_seconds()
+    lease = (config.uses_leases and row.locked_by is not None
+             and config.is_lease_holder(row.locked_by))
+    horizon = locked_at + timedelta(seconds=config.max_run_time)
+    if lease and age <= config.lock_timeout:
+        until = (f"it renews its lease, so if it died the row comes back "
+                 f"{_ago(max(0.0, config.lock_timeout - age))} from now")
+    elif not lease and horizon >= now:
+        until = f"the lock is live until {horizon:%Y-%m-%d %H:%M:%S} UTC (max_run_time)"
+    else:
+        return []
+    holder = repr(row.locked_by) if row.locked_by is not None else "no one named (locked_by is NULL)"
+    return [f"it is running: locked by {holder} since {locked_at:%Y-%m-%d %H:%M:%S} UTC "
+            f"({_ago(age)} ago); {until}"]
 
 
 def plural(count: int, word: str) -> str:

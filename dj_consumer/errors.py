@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import traceback
+
 
 class DJConsumerError(Exception):
     """dj_consumer error."""
@@ -59,3 +61,10 @@ class ChildJobError(DJConsumerError):
     def __init__(self, message: str, child_traceback: str = "") -> None:
         super().__init__(message)
         self.child_traceback = child_traceback
+
+
+def format_error(exc: BaseException) -> str:
+    """last_error as Delayed::Backend::Base#error= writes it: message, newline, backtrace."""
+    message = str(exc) or type(exc).__name__
+    trace = getattr(exc, "child_traceback", "") or "".join(traceback.format_exception(exc))
+    return f"{message}\n{trace.rstrip()}"

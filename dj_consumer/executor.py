@@ -1,18 +1,12 @@
-"""One attempt of one job: hooks in Ruby's order, the cooperative deadline, exception → Outcome.
+"""One attempt of one job: hooks in Ruby's order, exception → Outcome. The deadline that
+sets timed_out is deadlines.py; the forked runner (timeout="process") forked.py.
 
 No SQL here: the worker writes whatever Outcome this returns.
 """
 
+
 from __future__ import annotations
 
-import heapq
-import itertools
-import math
-import multiprocessing
-import os
-import threading
-import traceback
-import warnings
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,8 +14,10 @@ from typing import Any
 import structlog
 
 from dj_consumer.clock import Clock
-from dj_consumer.coroutines import Cancelled, Loops, run_to_end
-from dj_consumer.errors import ChildJobError, FailJob, JobTimeout, ProcessTimeout
+from dj_consumer.coroutines import Cancelled, Loops
+from dj_consumer.deadlines import Expired, Watchdog, timeout_error
+from dj_consumer.errors import FailJob, JobTimeout, format_error
+from dj_consumer.forked import run_in_child
 from dj_consumer.models import Failed, Job, Outcome, Rescheduled, Succeeded
 from dj_consumer.registry import JobSpec
 
@@ -31,142 +27,6 @@ log = structlog.get_logger(__name__)
 def default_reschedule_at(now: datetime, attempts: int) -> datetime:
     """Delayed::Backend::Base#reschedule_at: now + attempts**4 + 5 seconds."""
     return now + timedelta(seconds=attempts**4 + 5)
-
-
-def format_error(exc: BaseException) -> str:
-    """last_error as Delayed::Backend::Base#error= writes it: message, newline, backtrace."""
-    message = str(exc) or type(exc).__name__
-    trace = getattr(exc, "child_traceback", "") or "".join(traceback.format_exception(exc))
-    return f"{message}\n{trace.rstrip()}"
-
-
-def run_in_child(fn: Callable[[Job], Any], job: Job, run_time: float) -> Any:
-    """timeout="process": run `fn(job)` in a forked child that is killed at run_time.
-
-    fork, not spawn: the child inherits the registry and the job as they are, without
-    pickling. It never touches the parent's database connections and leaves with os._exit.
-    """
-    ctx = multiprocessing.get_context("fork")
-    reader, writer = ctx.Pipe(duplex=False)
-
-    def child() -> None:
-        reader.close()
-        try:
-            value = run_to_end(fn(job))
-            try:
-                writer.send(("ok", value))
-            except Exception as exc:  # it cannot be pickled: the attempt fails, saying why
-                writer.send(("ResultError", "the job's return value cannot leave its process "
-                             f"({type(value).__name__}: {exc})", ""))
-        except BaseException as exc:
-            writer.send((type(exc).__name__, str(exc), format_error(exc).split("\n", 1)[1]))
-        finally:
-            writer.close()
-            os._exit(0)
-
-    with warnings.catch_warnings():
-        # Python 3.12+ warns that fork() in a threaded process may deadlock; the child only
-        # runs the handler and never takes the parent's locks (no logging setup, no DB).
-        warnings.simplefilter("ignore", DeprecationWarning)
-        proc = ctx.Process(target=child, name=f"dj-job-{job.id}", daemon=True)
-        proc.start()
-    writer.close()
-    try:
-        if not reader.poll(run_time):
-            proc.kill()
-            proc.join(5)
-            raise ProcessTimeout(
-                f"execution expired: the job's process (pid {proc.pid}) ran past "
-                f"max_run_time ({run_time:g}s) and was killed"
-            )
-        try:
-            result = reader.recv()
-        except EOFError:
-            result = ("ChildDied", "the job's process exited without a result", "")
-    finally:
-        reader.close()
-        proc.join(5)
-    if result is None:
-        return None
-    if result[0] == "ok":
-        return result[1]
-    kind, message, trace = result
-    if kind == "ChildDied" or proc.exitcode not in (0, None):
-        raise ChildJobError(f"the job's process died (exit code {proc.exitcode})")
-    if kind == "FailJob":
-        raise FailJob(message)
-    raise ChildJobError(message or kind, trace)
-
-
-LOOK_EVERY = 0.5  # seconds the watchdog sleeps at most between looks at its deadlines
-
-
-class Watchdog:
-    """One thread that fires deadlines (timed_out, heartbeats) instead of a Timer per job."""
-
-    def __init__(self, monotonic: Callable[[], float]) -> None:
-        self._monotonic = monotonic
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
-        self._cancelled: set[int] = set()
-        self._ids = itertools.count()
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._stopping = False
-        # When the thread next looks at the heap on its own (it never sleeps longer than
-        # LOOK_EVERY): a deadline after that needs no wake-up.
-        self._looks_at = -math.inf
-        self.wakeups = 0  # notifications sent: each costs a thread switch
-
-    def schedule(self, delay: float, action: Callable[[], None]) -> int:
-        with self._cond:
-            handle = next(self._ids)
-            entry = (self._monotonic() + delay, handle, action)
-            heapq.heappush(self._heap, entry)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="dj-watchdog", daemon=True)
-                self._thread.start()
-            if entry[0] < self._looks_at:
-                # Wake the thread only when it must fire before it would look anyway: a
-                # notify per job costs a thread switch per job.
-                self.wakeups += 1
-                self._cond.notify()
-            return handle
-
-    def cancel(self, handle: int) -> None:
-        with self._cond:
-            self._cancelled.add(handle)
-            if len(self._cancelled) > 64 and len(self._cancelled) * 2 > len(self._heap):
-                # Cancelled deadlines behind a long-running one would pile up: rebuild.
-                self._heap = [e for e in self._heap if e[1] not in self._cancelled]
-                heapq.heapify(self._heap)
-                self._cancelled.clear()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._stopping:
-                    while self._heap and self._heap[0][1] in self._cancelled:
-                        self._cancelled.discard(heapq.heappop(self._heap)[1])
-                    now = self._monotonic()
-                    wait = self._heap[0][0] - now if self._heap else LOOK_EVERY
-                    if wait <= 0:
-                        break
-                    wait = min(wait, LOOK_EVERY)
-                    self._looks_at = now + wait
-                    self._cond.wait(wait)
-                    self._looks_at = -math.inf  # awake: it looks at the heap before sleeping
-                if self._stopping:
-                    return
-                _, _handle, action = heapq.heappop(self._heap)
-            try:
-                action()
-            except Exception:
-                log.exception("watchdog.action_failed")
 
 
 class Executor:
@@ -198,7 +58,7 @@ class Executor:
         `ensure` in Ruby's invoke_job does)."""
         assert spec.run is not None
         run_time = self.run_time_for(spec)
-        expired = _Expired(job)  # max_run_time itself, not another reason for timed_out
+        expired = Expired(job)  # max_run_time itself, not another reason for timed_out
         timer = self.watchdog.schedule(run_time, expired)
         error: BaseException | None = None
         notes: list[str] = []  # what hooks raised after the job's own error
@@ -214,7 +74,7 @@ class Executor:
                     value = self._run(spec.run, job, run_time, expired)
                 if job.timed_out.is_set():
                     returned_late = True  # it ignored timed_out: its work does not count
-                    raise _timeout(job, run_time, expired)
+                    raise timeout_error(job, run_time, expired)
                 job.attempt.keep_result(value)  # a result a run record cannot hold: a failure
                 for success in spec.hooks_for("success"):
                     self._call(success, job, run_time, expired)
@@ -254,7 +114,7 @@ class Executor:
                 job.log.warning("job.timed_out", max_run_time=run_time, then=then)
         return outcome
 
-    def _run(self, fn: Callable[..., Any], job: Job, run_time: float, expired: _Expired) -> Any:
+    def _run(self, fn: Callable[..., Any], job: Job, run_time: float, expired: Expired) -> Any:
         """The handler; called again when an item of its `j.track` loop raised and errors
         are to continue (the loop resumes after that item)."""
         while True:
@@ -267,7 +127,7 @@ class Executor:
                                 hint="counted as errored; the handler goes on after it")
 
     def _call(self, fn: Callable[..., Any] | None, job: Job, run_time: float,
-              expired: _Expired) -> Any:
+              expired: Expired) -> Any:
         """The work of the attempt (before, run, success): a coroutine is cancelled when
         j.timed_out is set, and that is a timeout."""
         if fn is None:
@@ -275,7 +135,7 @@ class Executor:
         try:
             return self.loops.call(fn, job, cancellable=True)
         except Cancelled:
-            raise _timeout(job, run_time, expired) from None
+            raise timeout_error(job, run_time, expired) from None
 
     def _hook(self, spec: JobSpec | None, kind: str, job: Job, notes: list[str],
               *args: Any, only: tuple[Callable[..., Any], ...] | None = None) -> bool:
@@ -337,22 +197,4 @@ class Executor:
         return Failed(attempts=attempts, last_error=last_error, destroy=destroy, error=error)
 
 
-class _Expired:
-    """The watchdog's action at max_run_time: set timed_out, and remember that this was why."""
-
-    __slots__ = ("fired", "job")
-
-    def __init__(self, job: Job) -> None:
-        self.job, self.fired = job, False
-
-    def __call__(self) -> None:
-        self.fired = True
-        self.job.timed_out.set()
-
-
-def _timeout(job: Job, run_time: float, expired: _Expired) -> JobTimeout:
-    """The error of an attempt that ended with timed_out set: max_run_time, or another reason."""
-    reason = job.timed_out.reason
-    if expired.fired or reason is None:
-        return JobTimeout.after(run_time)
-    return JobTimeout(f"stopped before max_run_time: {reason}")
+__all__ = ["Executor", "Watchdog", "default_reschedule_at", "format_error"]

@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from dj_consumer.clock import Clock
 from dj_consumer.config import Config
 from dj_consumer.db import short_error
-from dj_consumer.executor import Watchdog
+from dj_consumer.deadlines import Watchdog
 from dj_consumer.run import Flight, Run
 from dj_consumer.store import Store
 

@@ -6,7 +6,10 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dj_consumer.errors import HandlerParseError
 
 from dj_consumer.attempt import Attempt, CancelFlag
 
@@ -24,6 +27,8 @@ class JobRow:
     locked_at: datetime | None = None
     locked_by: str | None = None
     failed_at: datetime | None = None
+    #: A reserved row's handler as the reserve's `accept` parsed it (or why it could not be).
+    parsed: ParsedHandler | HandlerParseError | None = None
 
 
 @dataclass(frozen=True, slots=True)

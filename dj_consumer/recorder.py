@@ -21,7 +21,7 @@ from dj_consumer.db import short_error
 from dj_consumer.events import Observer
 from dj_consumer.models import Failed, Interrupted, Job, Outcome, Rescheduled, Succeeded
 from dj_consumer.outcomes import Outcomes
-from dj_consumer.run import Pending, Run
+from dj_consumer.run import Deferred, Run
 from dj_consumer.store import Store, is_transient
 
 log = structlog.get_logger(__name__)
@@ -30,7 +30,7 @@ T = TypeVar("T")
 #: Further tries of a success's DELETE that failed other than by a passing fault.
 DELETE_TRIES = 3
 
-__all__ = ["Pending", "Recorder"]
+__all__ = ["Deferred", "Recorder"]
 
 
 def passing(exc: BaseException) -> bool:
@@ -55,16 +55,14 @@ class Recorder:
         written by record() at once, never folded into the next reserve nor batched."""
         return bool(self.outcomes.participants) and self.outcomes.claims(job)
 
-    def log_deleted(self, pending: Pending, deleted: bool) -> None:
-        """job.succeeded once its DELETE is known (or job.lock_lost); each line once, however
-        often a reserve that failed after the DELETE is retried."""
-        if pending.logged is deleted:
-            return
-        pending.logged = deleted
-        if deleted:
-            self.log_outcome(pending.job, Succeeded(), pending.duration_ms)
+    def settle(self, finished: Deferred) -> None:
+        """A success deleted with the slot's next reserve, once its DELETE is known:
+        job.succeeded, or job.lock_lost when the row was no longer ours (Deferred.on_settled:
+        once per Deferred)."""
+        if finished.deleted:
+            self.log_outcome(finished.job, Succeeded(), finished.duration_ms)
         else:
-            self.log_lock_lost(pending.job, Succeeded())
+            self.log_lock_lost(finished.job, Succeeded())
 
     def flush_deletes(self, run: Run, done: list[tuple[Job, float]], me: str) -> None:
         """Delete a batch's successes together; what cannot be deleted is never unlocked."""
@@ -101,7 +99,7 @@ class Recorder:
     def record(self, run: Run, job: Job, outcome: Outcome, me: str, duration_ms: float, *,
                logged: bool = False) -> None:
         """Write the outcome, fenced by locked_by; keep trying while the database is away.
-        `logged`: its log line is out already (a success logged while its reserve committed)."""
+        `logged`: its log line is out already (a Deferred settled by a reserve that failed)."""
         waited_since: float | None = None
         while True:
             try:

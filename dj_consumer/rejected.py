@@ -12,8 +12,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from dj_consumer.models import JobRow
+
+V = TypeVar("V")
 
 #: How long a rejection is trusted. The verdict depends only on the handler text and the
 #: registered names, so this only bounds how stale the memory may grow.
@@ -31,16 +34,17 @@ class Rejected:
         self._lock = threading.Lock()
         self._clock = clock
 
-    def wrap(self, accept: Callable[[JobRow], bool]) -> Callable[[JobRow], bool]:
-        """`accept`, answering "no" at once for a row it already turned down."""
-        def check(job: JobRow) -> bool:
+    def wrap(self, accept: Callable[[JobRow], V | None]) -> Callable[[JobRow], V | None]:
+        """`accept`, answering "no" (None) at once for a row it already turned down."""
+        def check(job: JobRow) -> V | None:
             seen = self._rows.get(job.id)  # the common case: never seen, one dict lookup
             if seen is not None and seen[1] > self._clock() and seen[0] == hash(job.handler):
-                return False
-            if accept(job):
-                return True
+                return None
+            verdict = accept(job)
+            if verdict:
+                return verdict
             self._add(job.id, hash(job.handler))
-            return False
+            return None
 
         return check
 

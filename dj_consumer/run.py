@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -28,14 +28,29 @@ class Flight:
     renewing: bool = True
 
 
-class Pending:
-    """A success whose DELETE travels with the slot's next reserve; what its log line said."""
+class Deferred:
+    """The previous success of a slot, deleted with its next reserve (in the reserve's own
+    transaction where the strategy allows: one commit per job, not two).
 
-    __slots__ = ("duration_ms", "job", "logged")
+    The one value for it: the slot keeps it in Run.pending and hands it to Store.reserve,
+    whose strategy says what the DELETE found (`settle`); the recorder's `on_settled`
+    (job.succeeded or job.lock_lost) then runs exactly once. A slot that stops with one in
+    hand writes it alone (Slots.flush_pending)."""
 
-    def __init__(self, job: Job, duration_ms: float) -> None:
-        self.job, self.duration_ms = job, duration_ms
-        self.logged: bool | None = None  # the `deleted` already logged, if any
+    __slots__ = ("deleted", "duration_ms", "job", "on_settled")
+
+    def __init__(self, job: Job, duration_ms: float,
+                 on_settled: Callable[[Deferred], None]) -> None:
+        self.job, self.duration_ms, self.on_settled = job, duration_ms, on_settled
+        self.deleted: bool | None = None  # not known until its reserve has run
+
+    def settle(self, deleted: bool) -> None:
+        """Whether the DELETE found the row still ours; the first answer stands (the MySQL
+        script tells it while the server commits: a retry of a reserve whose COMMIT reply was
+        lost would find the row already gone, by our own hand)."""
+        if self.deleted is None:
+            self.deleted = deleted
+            self.on_settled(self)
 
 
 @dataclass(eq=False)
@@ -60,7 +75,7 @@ class Run:
         self._gates = {me: threading.Lock() for me in names}
         self.in_flight: dict[str, Flight] = {}
         self.interrupted: set[int] = set()
-        self.pending: dict[str, Pending] = {}  # a success per slot, deleted by its next reserve
+        self.pending: dict[str, Deferred] = {}  # a success per slot, deleted by its next reserve
         self.batches: dict[str, Batch] = {}
         # Successes whose DELETE could not be written: never unlocked by this worker (an
         # unlocked success runs again).

@@ -19,14 +19,14 @@ from dj_consumer import ruby_yaml
 from dj_consumer.clock import Clock
 from dj_consumer.config import Config
 from dj_consumer.db import is_refusal, short_error
-from dj_consumer.errors import HandlerParseError
+from dj_consumer.errors import HandlerParseError, format_error
 from dj_consumer.events import Observer, Poll
-from dj_consumer.executor import Executor, format_error
+from dj_consumer.executor import Executor
 from dj_consumer.heartbeat import Heartbeat
 from dj_consumer.models import Job, JobRow, ParsedHandler, Succeeded
 from dj_consumer.recorder import Recorder
 from dj_consumer.registry import JobSpec, Registry
-from dj_consumer.run import Batch, Flight, Pending, Run
+from dj_consumer.run import Batch, Deferred, Flight, Run
 from dj_consumer.store import Store
 from dj_consumer.wakeup import Wakeup
 
@@ -88,22 +88,17 @@ class Slots:
                     self.flush_pending(run, me)
             self.executor.close_loop()
 
-    def _acceptor(self) -> tuple[Callable[[JobRow], bool], dict[int, Parsed]]:
-        """accept(row): is this row's name one we have a handler for? (Parsed once, kept.)"""
-        parsed: dict[int, Parsed] = {}
-
-        def accept(row: JobRow) -> bool:
-            if self.recorder.outcomes.preparers and self.recorder.outcomes.refuses(row.id):
-                return False  # an outcome participant leaves this row alone (recurring.py)
-            result = _parse(row.handler, self.config)
-            name = (result.name if isinstance(result, ParsedHandler)
-                    else ruby_yaml.fallback_dispatch_name(row.handler))
-            if name is None or self.registry.spec(name) is None:
-                return False
-            parsed[row.id] = result
-            return True
-
-        return accept, parsed
+    def accept(self, row: JobRow) -> Parsed | None:
+        """Is this row's name one we have a handler for? Its handler parsed (or why it could
+        not be: a row of ours that fails to load), else None."""
+        if self.recorder.outcomes.preparers and self.recorder.outcomes.refuses(row.id):
+            return None  # an outcome participant leaves this row alone (recurring.py)
+        result = _parse(row.handler, self.config)
+        name = (result.name if isinstance(result, ParsedHandler)
+                else ruby_yaml.fallback_dispatch_name(row.handler))
+        if name is None or self.registry.spec(name) is None:
+            return None
+        return result
 
     def run_next(self, run: Run, me: str, limit: int = 1) -> RunResult:
         """Reserve and run the next job (reserve_batch > 1: up to `limit` rows, locked in one
@@ -125,40 +120,29 @@ class Slots:
                 return Idle.NOTHING
             self.wakeup.found(me)  # rung for a row and found one: there may be more
             if run.closed:  # closed while we reserved (a slot it stopped waiting for)
-                self._unclaim([row.id for row, _ in reserved], me)
+                self._unclaim([row.id for row in reserved], me)
                 return Idle.NOTHING
             if batched:
-                batch = run.batches[me] = Batch([r.id for r, _ in reserved], [],
+                batch = run.batches[me] = Batch([r.id for r in reserved], [],
                                                 self.clock.monotonic())
         if batched:
             return self._run_batch(run, me, reserved, batch)
-        row, parsed = reserved[0]
-        ok = self._run_row(run, row, parsed, me, pending=self.store.folds_deletes)
+        ok = self._run_row(run, reserved[0], me, defer=self.store.folds_deletes)
         return int(ok), int(not ok)
 
-    def _reserve_one(self, run: Run, me: str) -> list[tuple[JobRow, Parsed]]:
+    def _reserve_one(self, run: Run, me: str) -> list[JobRow]:
         """The next row, deleting the slot's previous success with it (run.pending)."""
-        accept, parsed = self._acceptor()
-        pending = run.pending.pop(me, None)
-        # The success's log line is written as soon as its DELETE is known (on MySQL while
-        # the server still commits), not on the way to the next job.
-        report = None if pending is None else partial(self.recorder.log_deleted, pending)
+        finished = run.pending.pop(me, None)
         try:
-            row, deleted = self.store.reserve_after(
-                me, self.clock.now(), accept, pending.job.id if pending else None,
-                on_deleted=report)
+            row = self.store.reserve(me, self.clock.now(), self.accept, finished)
         except BaseException:
-            if pending:
-                run.pending[me] = pending  # its delete was rolled back with the reserve
+            if finished:
+                run.pending[me] = finished  # its delete was rolled back with the reserve
             raise
-        if pending:
-            self.recorder.log_deleted(pending, deleted)
-        return [] if row is None else [(row, parsed[row.id])]
+        return [] if row is None else [row]
 
-    def _reserve_many(self, me: str, limit: int) -> list[tuple[JobRow, Parsed]]:
-        accept, parsed = self._acceptor()
-        rows = self.store.reserve_many(me, self.clock.now(), accept, limit)
-        return [(row, parsed[row.id]) for row in rows]
+    def _reserve_many(self, me: str, limit: int) -> list[JobRow]:
+        return self.store.reserve_many(me, self.clock.now(), self.accept, limit)
 
     def _reserve_failed(self, run: Run, me: str, exc: SQLAlchemyError) -> Idle:
         log.error("db.unavailable", op="reserve", error=short_error(exc),
@@ -179,13 +163,13 @@ class Slots:
         pending = run.pending.pop(me, None)
         if pending is not None:
             self.recorder.record(run, pending.job, Succeeded(), me, pending.duration_ms,
-                                 logged=pending.logged is True)
+                                 logged=pending.deleted is not None)
 
-    def _run_batch(self, run: Run, me: str, reserved: list[tuple[JobRow, Parsed]],
+    def _run_batch(self, run: Run, me: str, reserved: list[JobRow],
                    batch: Batch) -> tuple[int, int]:
         """Run a batch's rows one after another, then delete its successes together."""
         succeeded = failed = 0
-        for row, parsed in reserved:
+        for row in reserved:
             if run.stopping.is_set() or self._batch_at_risk(batch):
                 with run.gate(me) as open_, run.lock:
                     rest, batch.waiting = list(batch.waiting), []
@@ -198,7 +182,7 @@ class Slots:
                     batch.waiting.remove(row.id)
             if lost:
                 continue
-            if self._run_row(run, row, parsed, me, batch):
+            if self._run_row(run, row, me, batch):
                 succeeded += 1
             else:
                 failed += 1
@@ -223,10 +207,12 @@ class Slots:
             log.error("db.unavailable", op="unclaim", error=short_error(exc),
                       hint="the rows stay locked until the lock horizon")
 
-    def _run_row(self, run: Run, row: JobRow, result: Parsed, me: str,
-                 batch: Batch | None = None, *, pending: bool = False) -> bool:
+    def _run_row(self, run: Run, row: JobRow, me: str,
+                 batch: Batch | None = None, *, defer: bool = False) -> bool:
         """Run one reserved row and record its outcome (a batch's success into `batch.done`,
         a success whose DELETE rides with the next reserve into run.pending)."""
+        result = row.parsed
+        assert result is not None  # (a reserve returns only rows accept parsed)
         if isinstance(result, HandlerParseError):
             with run.gate(me) as open_:
                 return open_ and self._fail_unparseable(run, row, result, me)
@@ -264,9 +250,9 @@ class Slots:
             if batch is not None and isinstance(outcome, Succeeded) and not self.recorder.claims(job):
                 batch.done.append((job, duration_ms))
                 return True
-            if pending and isinstance(outcome, Succeeded) and not self.recorder.claims(job):
+            if defer and isinstance(outcome, Succeeded) and not self.recorder.claims(job):
                 # Deleted by the next reserve, in its transaction (README "Row protocol").
-                run.pending[me] = Pending(job, duration_ms)
+                run.pending[me] = Deferred(job, duration_ms, self.recorder.settle)
                 return True
             self.recorder.record(run, job, outcome, me, duration_ms)
         return isinstance(outcome, Succeeded)

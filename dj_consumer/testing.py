@@ -100,7 +100,8 @@ def run_inline(name: str | Job, payload: Any = None, *, registry: Registry | Non
     `raise_errors=True` a failed attempt raises the job's own exception (the hooks ran).
     `clock` (e.g. `dj_consumer.clock.FakeClock`) fixes the time reschedule_at sees.
     """
-    from dj_consumer.executor import Executor, Watchdog
+    from dj_consumer.deadlines import Watchdog
+    from dj_consumer.executor import Executor
 
     reg = _registry(registry)
     job = name if isinstance(name, Job) else make_job(name, payload, registry=reg, **fields)

@@ -18,9 +18,10 @@ from dj_consumer import ruby_yaml
 from dj_consumer.clock import Clock, SystemClock
 from dj_consumer.config import Config
 from dj_consumer.db import safe_url, short_error
+from dj_consumer.deadlines import Watchdog
 from dj_consumer.errors import ConfigError, FatalError
 from dj_consumer.events import Observer
-from dj_consumer.executor import Executor, Watchdog
+from dj_consumer.executor import Executor
 from dj_consumer.heartbeat import Heartbeat
 from dj_consumer.models import Interrupted
 from dj_consumer.outcomes import Outcomes, Participant

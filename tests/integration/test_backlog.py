@@ -7,15 +7,16 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from dj_consumer import Job, Registry, make_worker, store
+from dj_consumer import Job, Registry, make_worker
 from dj_consumer.clock import SystemClock
+from dj_consumer.reserve import mark
 from tests.conftest import DB
 from tests.integration.test_protocol import obj
 
 
 @pytest.fixture
 def always_mark(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store, "MARK_MIN_SCAN", -1.0)
+    monkeypatch.setattr(mark, "MARK_MIN_SCAN", -1.0)
 
 
 def _backlog(db: DB, n: int, **cols: object) -> None:
@@ -33,7 +34,7 @@ def test_jobs_behind_a_backlog_all_run_in_order(db: DB, always_mark: None) -> No
         db.insert(obj("PyJob", n=n), run_at=now - timedelta(minutes=10 - n))
     w = make_worker(db.config(), reg)
     assert w.work_off(2) == (2, 0)
-    assert w.store._mark is not None  # the next scan resumes here instead of restarting
+    assert w.store.mark.key is not None  # the next scan resumes here instead of restarting
     assert w.work_off(100) == (3, 0)
     assert order == [0, 1, 2, 3, 4]
     assert db.count() == 200
@@ -68,7 +69,7 @@ def test_mark_expires(db: DB, always_mark: None, monkeypatch: pytest.MonkeyPatch
     w = make_worker(db.config(), reg)
     assert w.work_off(1) == (1, 0)
     db.insert(obj("PyJob", n=2), priority=-1)  # behind the mark, while n=3 is past it
-    monkeypatch.setattr(store, "MARK_TTL", -1.0)  # the mark has expired: rescan from the start
+    monkeypatch.setattr(mark, "MARK_TTL", -1.0)  # the mark has expired: rescan from the start
     assert w.work_off(5) == (2, 0)
     assert ran == [1, 2, 3]
 

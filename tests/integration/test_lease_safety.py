@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from structlog.testing import capture_logs
 
 from dj_consumer import Job, Registry, make_worker
-from dj_consumer import db as dbmod
+from dj_consumer import engine as dbmod
 from tests.conftest import DB
 from tests.faults import Faults, Proxy
 from tests.integration.test_protocol import obj

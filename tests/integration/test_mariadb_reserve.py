@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from dj_consumer import Registry, make_worker, store
+from dj_consumer import Registry, make_worker
 from dj_consumer.clock import SystemClock
+from dj_consumer.reserve import mark
 from dj_consumer.ruby_yaml import dump_handler
 from tests.conftest import DB
 from tests.integration.test_protocol import obj
@@ -40,7 +41,7 @@ def commands(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
     monkeypatch.setattr(pymysql.connections.Connection, "_execute_command", counted)
     # A reserve slower than MARK_MIN_SCAN (a loaded machine) sets the backlog mark; a reserve
     # that finds nothing past it looks again from the start: one more statement than counted.
-    monkeypatch.setattr(store, "MARK_MIN_SCAN", float("inf"))
+    monkeypatch.setattr(mark, "MARK_MIN_SCAN", float("inf"))
     yield seen
 
 

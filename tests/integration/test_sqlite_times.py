@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from dj_consumer import Registry, make_worker, store
+from dj_consumer import Registry, make_worker
 from dj_consumer.clock import FakeClock
+from dj_consumer.reserve import mark
 from tests.conftest import DB
 from tests.integration.test_protocol import obj
 
@@ -48,7 +49,7 @@ def worker(db: DB, now: datetime, ran: list[Any]) -> Any:
 
 def test_rows_tied_with_the_backlog_mark_keep_their_order(
         sqlite_db: DB, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store, "MARK_MIN_SCAN", -1.0)  # the mark from the first reserve on
+    monkeypatch.setattr(mark, "MARK_MIN_SCAN", -1.0)  # the mark from the first reserve on
     for n in (1, 2, 3):
         rails_insert(sqlite_db, obj("J", n=n), run_at=T0 - timedelta(minutes=5))
     rails_insert(sqlite_db, obj("J", n=4), run_at=T0 - timedelta(minutes=5) + timedelta(seconds=1))
