@@ -163,6 +163,7 @@ class Outcomes:
         self.participants: list[Participant] = []
         self.preparers: list[Preparer] = []
         self.attenders: list[Attender] = []
+        self._scripted: set[int] = set()  # ids of the Scripted participants
         for participant in participants:
             self.add(participant)
 
@@ -172,6 +173,8 @@ class Outcomes:
             self.preparers.append(participant)
         if isinstance(participant, Attender):
             self.attenders.append(participant)
+        if isinstance(participant, Scripted):  # asked once: a Protocol check is slow
+            self._scripted.add(id(participant))
 
     def run(self, job: Job, execute: Callable[[], Outcome]) -> Outcome:
         """The attempt, inside every attender's `attempt` (none: just `execute()`)."""
@@ -198,8 +201,8 @@ class Outcomes:
         whole on a passing fault; whether the row was still ours."""
         claiming = [p for p in self.participants if p.claims(job)]
         if isinstance(outcome, Succeeded) and len(claiming) == 1 and self.store.db.scripts \
-                and isinstance(claiming[0], Scripted):
-            script = claiming[0].scripted(job, outcome, now)
+                and id(claiming[0]) in self._scripted:
+            script = claiming[0].scripted(job, outcome, now)  # type: ignore[attr-defined]
             if script is not None:
                 return self.store.db.retrying("record", lambda: self._script(job, me, *script))
         return self.store.db.retrying("record", lambda: self._once(claiming, job, outcome, me, now))
@@ -216,9 +219,9 @@ class Outcomes:
         if not self.store.folds_extras:
             return None
         claiming = [p for p in self.participants if p.claims(job)]
-        if len(claiming) != 1 or not isinstance(claiming[0], Scripted):
+        if len(claiming) != 1 or id(claiming[0]) not in self._scripted:
             return None
-        return claiming[0].scripted(job, outcome, now)
+        return claiming[0].scripted(job, outcome, now)  # type: ignore[attr-defined, no-any-return]
 
     def _once(self, claiming: list[Participant], job: Job, outcome: Outcome, me: str,
               now: datetime) -> bool:

@@ -65,7 +65,7 @@ class RunsStore:
         """A statement of runs/sql.py for these tables and this dialect, binds typed."""
         if not isinstance(template, str):
             template = template.get(self.dialect) or template["other"]
-        key = (template, repr(sorted(fill.items())))
+        key = (template, repr(sorted(fill.items())) if fill else "")
         stmt = self._cache.get(key)
         if stmt is None:
             sql = template
