@@ -30,6 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 from sqlalchemy import TextClause, text
 
 from dj_consumer.models import Failed, Job, Outcome, Rescheduled, Succeeded
+from dj_consumer.run import Extra
 from dj_consumer.store import Store
 
 __all__ = ["Attender", "Outcomes", "Participant", "Preparer", "Scripted", "Tx"]
@@ -154,9 +155,6 @@ class Scripted(Protocol):
         ...
 
 
-_BEGIN, _COMMIT = text("START TRANSACTION"), text("COMMIT")
-
-
 class Outcomes:
     """The registered participants and the transaction they share with an outcome write."""
 
@@ -165,6 +163,7 @@ class Outcomes:
         self.participants: list[Participant] = []
         self.preparers: list[Preparer] = []
         self.attenders: list[Attender] = []
+        self._scripted: set[int] = set()  # ids of the Scripted participants
         for participant in participants:
             self.add(participant)
 
@@ -174,6 +173,8 @@ class Outcomes:
             self.preparers.append(participant)
         if isinstance(participant, Attender):
             self.attenders.append(participant)
+        if isinstance(participant, Scripted):  # asked once: a Protocol check is slow
+            self._scripted.add(id(participant))
 
     def run(self, job: Job, execute: Callable[[], Outcome]) -> Outcome:
         """The attempt, inside every attender's `attempt` (none: just `execute()`)."""
@@ -200,20 +201,27 @@ class Outcomes:
         whole on a passing fault; whether the row was still ours."""
         claiming = [p for p in self.participants if p.claims(job)]
         if isinstance(outcome, Succeeded) and len(claiming) == 1 and self.store.db.scripts \
-                and isinstance(claiming[0], Scripted):
-            script = claiming[0].scripted(job, outcome, now)
+                and id(claiming[0]) in self._scripted:
+            script = claiming[0].scripted(job, outcome, now)  # type: ignore[attr-defined]
             if script is not None:
                 return self.store.db.retrying("record", lambda: self._script(job, me, *script))
         return self.store.db.retrying("record", lambda: self._once(claiming, job, outcome, me, now))
 
     def _script(self, job: Job, me: str, stmts: list[TextClause], params: dict[str, Any]) -> bool:
         """MySQL: BEGIN, the fenced DELETE, the participant's statements, COMMIT — one round
-        trip. A failure closes the connection (db.connection), which rolls it all back."""
-        db = self.store.db
-        with db.connection() as conn:
-            results = db.run_script(conn, [_BEGIN, self.store.sql.delete, *stmts, _COMMIT],
-                                    {**params, "id": job.id, "me": me})
-        return bool(results[1].rowcount == 1)
+        trip (Store.delete_with)."""
+        return self.store.delete_with(job.id, me, (stmts, params))
+
+    def rides(self, job: Job, outcome: Succeeded, now: datetime) -> Extra | None:
+        """The claiming participant's statements for this success, when they can ride with
+        its DELETE in the slot's next reserve (Store.folds_extras; one Scripted participant
+        claims it); None: write it now (write)."""
+        if not self.store.folds_extras:
+            return None
+        claiming = [p for p in self.participants if p.claims(job)]
+        if len(claiming) != 1 or id(claiming[0]) not in self._scripted:
+            return None
+        return claiming[0].scripted(job, outcome, now)  # type: ignore[attr-defined, no-any-return]
 
     def _once(self, claiming: list[Participant], job: Job, outcome: Outcome, me: str,
               now: datetime) -> bool:

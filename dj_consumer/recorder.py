@@ -21,7 +21,7 @@ from dj_consumer.db import short_error
 from dj_consumer.events import Observer
 from dj_consumer.models import Failed, Interrupted, Job, Outcome, Rescheduled, Succeeded
 from dj_consumer.outcomes import Outcomes
-from dj_consumer.run import Deferred, Run
+from dj_consumer.run import Deferred, Extra, Run
 from dj_consumer.store import Store, is_transient
 
 log = structlog.get_logger(__name__)
@@ -54,6 +54,11 @@ class Recorder:
         """Does an outcome participant act on this job (outcomes.py)? Its success is then
         written by record() at once, never folded into the next reserve nor batched."""
         return bool(self.outcomes.participants) and self.outcomes.claims(job)
+
+    def rides(self, job: Job, outcome: Succeeded) -> Extra | None:
+        """A claimed success's participant statements, when they can travel with its DELETE
+        in the next reserve (Outcomes.rides); None: record it now."""
+        return self.outcomes.rides(job, outcome, self.clock.now())
 
     def settle(self, finished: Deferred) -> None:
         """A success deleted with the slot's next reserve, once its DELETE is known:

@@ -9,8 +9,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from dj_consumer.models import Job
+
+if TYPE_CHECKING:
+    from sqlalchemy.sql.elements import TextClause
 
 #: How long closing a run waits for a slot thread to finish the statement it is sending (a
 #: reserve, an outcome). A slot running a handler holds no statement and is never waited for.
@@ -28,6 +32,12 @@ class Flight:
     renewing: bool = True
 
 
+#: Statements (and their binds) that run right after a success's fenced DELETE, in its
+#: transaction, each writing nothing unless the DELETE took the row (`@dj_deleted = 1`, set
+#: by the MySQL script): an outcome participant's (run records, runs/tracking.py).
+Extra = tuple[list["TextClause"], dict[str, Any]]
+
+
 class Deferred:
     """The previous success of a slot, deleted with its next reserve (in the reserve's own
     transaction where the strategy allows: one commit per job, not two).
@@ -37,12 +47,15 @@ class Deferred:
     (job.succeeded or job.lock_lost) then runs exactly once. A slot that stops with one in
     hand writes it alone (Slots.flush_pending)."""
 
-    __slots__ = ("deleted", "duration_ms", "job", "on_settled")
+    __slots__ = ("deleted", "duration_ms", "extra", "job", "on_settled")
 
     def __init__(self, job: Job, duration_ms: float,
-                 on_settled: Callable[[Deferred], None]) -> None:
+                 on_settled: Callable[[Deferred], None], extra: Extra | None = None) -> None:
         self.job, self.duration_ms, self.on_settled = job, duration_ms, on_settled
         self.deleted: bool | None = None  # not known until its reserve has run
+        #: an outcome participant's statements that travel with the DELETE (run records),
+        #: only where the strategy takes them (Reserver.folds_extras)
+        self.extra = extra
 
     def settle(self, deleted: bool) -> None:
         """Whether the DELETE found the row still ours; the first answer stands (the MySQL

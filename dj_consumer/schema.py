@@ -5,6 +5,8 @@ Used by the demo, the tests and `dj-consumer schema`; production tables come fro
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -15,9 +17,11 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    inspect,
     text,
 )
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 REQUIRED_COLUMNS = (
     "id",
@@ -61,6 +65,29 @@ def delayed_jobs_table(name: str = "delayed_jobs", metadata: MetaData | None = N
     return table
 
 
+def ddl(bind: Engine, tables: Iterable[Table]) -> list[str]:
+    """CREATE TABLE and CREATE INDEX for `tables`, in bind's dialect (`dj-consumer schema`)."""
+    out = []
+    for table in tables:
+        out.append(str(CreateTable(table).compile(bind)).strip())
+        out += [str(CreateIndex(index).compile(bind)).strip() for index in table.indexes]
+    return out
+
+
+def existing(bind: Engine, names: Iterable[str]) -> set[str]:
+    """Which of the tables `names` exist."""
+    with bind.connect() as conn:
+        insp = inspect(conn)
+        return {name for name in names if insp.has_table(name)}
+
+
+def column_names(bind: Engine, name: str) -> set[str]:
+    """The columns of table `name` (none if it does not exist)."""
+    with bind.connect() as conn:
+        insp = inspect(conn)
+        return {c["name"] for c in insp.get_columns(name)} if insp.has_table(name) else set()
+
+
 def create(bind: Engine | Connection, name: str = "delayed_jobs", *, drop: bool = False) -> Table:
     table = delayed_jobs_table(name)
     if drop:
@@ -87,8 +114,6 @@ def recurring_columns_sql(bind: Engine, name: str = "delayed_jobs", *, cron: boo
 def add_recurring_columns(bind: Engine, name: str = "delayed_jobs", *, cron: bool = True,
                           reoccur: bool = True) -> list[str]:
     """Add the recurring columns `name` lacks; the statements run."""
-    from sqlalchemy import inspect
-
     have = {c["name"] for c in inspect(bind).get_columns(name)}
     statements = recurring_columns_sql(bind, name, cron=cron, reoccur=reoccur, have=have)
     with bind.begin() as conn:

@@ -250,10 +250,14 @@ class Slots:
             if batch is not None and isinstance(outcome, Succeeded) and not self.recorder.claims(job):
                 batch.done.append((job, duration_ms))
                 return True
-            if defer and isinstance(outcome, Succeeded) and not self.recorder.claims(job):
-                # Deleted by the next reserve, in its transaction (README "Row protocol").
-                run.pending[me] = Deferred(job, duration_ms, self.recorder.settle)
-                return True
+            if defer and isinstance(outcome, Succeeded):
+                # Deleted by the next reserve, in its transaction (README "Row protocol"),
+                # with a participant's statements when they can ride along (run records).
+                claimed = self.recorder.claims(job)
+                extra = self.recorder.rides(job, outcome) if claimed else None
+                if not claimed or extra is not None:
+                    run.pending[me] = Deferred(job, duration_ms, self.recorder.settle, extra)
+                    return True
             self.recorder.record(run, job, outcome, me, duration_ms)
         return isinstance(outcome, Succeeded)
 

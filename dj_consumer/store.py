@@ -30,10 +30,10 @@ from dj_consumer.errors import ConfigError
 from dj_consumer.insert_once import insert_once
 from dj_consumer.models import JobRow
 from dj_consumer.rejected import Rejected
-from dj_consumer.reserve import SCAN, BacklogMark, Done, Tools, choose, to_job
+from dj_consumer.reserve import SCAN, BacklogMark, Done, Tools, choose, mysql_script, to_job
 from dj_consumer.reserve.base import Accept
 from dj_consumer.reserve.scan import scan_many, scan_one
-from dj_consumer.run import Deferred
+from dj_consumer.run import Deferred, Extra
 from dj_consumer.schema import REQUIRED_COLUMNS
 from dj_consumer.server import (
     ServerInfo,
@@ -188,6 +188,15 @@ class Store:
         """Does reserve save a commit by deleting the previous success in its transaction?"""
         return self.reserver.folds_deletes
 
+    @property
+    def folds_extras(self) -> bool:
+        """... and can that DELETE carry an outcome participant's statements (run.Extra)?"""
+        return self.reserver.folds_extras
+
+    def delete_with(self, job_id: int, me: str, extra: Extra) -> bool:
+        """MySQL: a success's fenced DELETE and `extra` in one transaction and round trip."""
+        return mysql_script.delete_with(self.tools, job_id, me, extra)
+
     def reserve(self, me: str, now: datetime, accept: Accept,
                 finished: Deferred | None = None) -> JobRow | None:
         """Lock the first ready row that `accept` says we can run (the row carries what
@@ -200,10 +209,11 @@ class Store:
         accept = self._rejected.wrap(accept)
 
         def once() -> tuple[JobRow | None, bool]:
-            done = Done(finished)
+            done = Done(finished, self.reserver.folds_extras)
             row = self._reserve_once(me, now, accept, done)
-            if done.deleting is not None:
-                done.deleted = self.delete(done.deleting, me)
+            if done.id is not None and done.deleted is None:
+                done.deleted = self.delete(done.id, me) if done.extra is None \
+                    else self.delete_with(done.id, me, done.extra)
             return row, bool(done.deleted)
         row, deleted = self.db.retrying("reserve", once)
         if finished is not None:

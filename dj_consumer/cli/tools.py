@@ -129,9 +129,6 @@ def run_why(args: argparse.Namespace) -> int:
 
 
 def run_schema(args: argparse.Namespace) -> int:
-    from sqlalchemy import inspect
-    from sqlalchemy.schema import CreateIndex, CreateTable
-
     from dj_consumer import schema
     from dj_consumer.cli._run import store
 
@@ -158,13 +155,10 @@ def run_schema(args: argparse.Namespace) -> int:
     table = schema.delayed_jobs_table(name)
     try:
         if not args.create:
-            print(str(CreateTable(table).compile(st.engine)).strip() + ";")
-            for index in table.indexes:
-                print(str(CreateIndex(index).compile(st.engine)).strip() + ";")
+            for statement in schema.ddl(st.engine, [table]):
+                print(statement + ";")
             return 0
-        with st.engine.connect() as conn:
-            exists = inspect(conn).has_table(name)
-        if exists:
+        if schema.existing(st.engine, [name]):
             st.check()  # an existing table must be a delayed_jobs table: one line if not
             print(f"table {name} exists")
         else:
@@ -204,12 +198,7 @@ def _recurring_schema(args: argparse.Namespace, st: Any) -> int:
 
     name = st.config.table_name
     if not args.create:
-        from sqlalchemy import inspect
-
-        with st.engine.connect() as conn:  # what a table that exists lacks, else all of them
-            insp = inspect(conn)
-            have = ({c["name"] for c in insp.get_columns(name)} if insp.has_table(name)
-                    else set())
+        have = schema.column_names(st.engine, name)  # what it lacks, if it exists; else all
         for statement in schema.recurring_columns_sql(st.engine, name, have=have):
             print(statement + ";")
         return 0
@@ -221,22 +210,17 @@ def _recurring_schema(args: argparse.Namespace, st: Any) -> int:
 
 
 def _runs_schema(args: argparse.Namespace, st: Any) -> int:
-    from sqlalchemy import inspect
-    from sqlalchemy.schema import CreateIndex, CreateTable
-
+    from dj_consumer import schema as dj_schema
     from dj_consumer.runs import schema
     from dj_consumer.runs.store import detect
 
     cfg = st.config
     tables = schema.tables(cfg.runs_table, cfg.batches_table)
     if not args.create:
-        for table in tables:
-            print(str(CreateTable(table).compile(st.engine)).strip() + ";")
-            for index in table.indexes:
-                print(str(CreateIndex(index).compile(st.engine)).strip() + ";")
+        for statement in dj_schema.ddl(st.engine, tables):
+            print(statement + ";")
         return 0
-    with st.engine.connect() as conn:
-        existing = {t.name for t in tables if inspect(conn).has_table(t.name)}
+    existing = dj_schema.existing(st.engine, [t.name for t in tables])
     schema.create(st.engine, cfg.runs_table, cfg.batches_table)
     with st.engine.connect() as conn:  # an existing table must have our columns: one line if not
         detect(conn, runs_table=cfg.runs_table, table_name=cfg.table_name,

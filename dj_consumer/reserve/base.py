@@ -15,7 +15,7 @@ from dj_consumer.config import Config
 from dj_consumer.db import Connections
 from dj_consumer.errors import HandlerParseError
 from dj_consumer.models import JobRow, ParsedHandler
-from dj_consumer.run import Deferred
+from dj_consumer.run import Deferred, Extra
 from dj_consumer.sql import ReserveSQL, Statements
 
 log = structlog.get_logger("dj_consumer.store")
@@ -63,18 +63,27 @@ class Done:
     whether that happened, and the rows it already tried to claim (and lost to another
     worker). A try that fails is thrown away whole: the next one starts from scratch."""
 
-    __slots__ = ("deleted", "finished", "id", "tried")
+    __slots__ = ("deleted", "extras", "finished", "id", "tried")
 
-    def __init__(self, finished: Deferred | None) -> None:
+    def __init__(self, finished: Deferred | None, extras: bool = False) -> None:
         self.finished = finished
         self.id = None if finished is None else finished.job.id
         self.deleted: bool | None = None
         self.tried: set[int] = set()
+        self.extras = extras  # the strategy sends the success's Extra with its DELETE
+
+    @property
+    def extra(self) -> Extra | None:
+        """Statements to send right after the success's DELETE (run records), if any."""
+        return None if self.finished is None else self.finished.extra
 
     @property
     def deleting(self) -> int | None:
-        """The success still to delete in this reserve (None: none, or deleted already)."""
-        return self.id if self.deleted is None else None
+        """The success still to delete in this reserve (None: none, or deleted already, or
+        one whose Extra this strategy cannot send: Store.reserve deletes it with it)."""
+        if self.deleted is not None or (self.extra is not None and not self.extras):
+            return None
+        return self.id
 
 
 class _Scan(enum.Enum):
@@ -93,6 +102,8 @@ class Reserver:
 
     #: Does `one` delete the previous success in its own transaction (one commit per job)?
     folds_deletes = False
+    #: ... and send a participant's statements (run.Extra) right after that DELETE?
+    folds_extras = False
 
     def __init__(self, tools: Tools) -> None:
         self.t = tools

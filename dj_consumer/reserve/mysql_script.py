@@ -28,6 +28,7 @@ from sqlalchemy.sql.elements import TextClause
 from dj_consumer.db import _RowTuple
 from dj_consumer.reserve.base import SCAN, Accept, Done, Found, Params, Tools, locked, to_job
 from dj_consumer.reserve.skip_locked import SkipLocked
+from dj_consumer.run import Extra
 from dj_consumer.sql import ReserveSQL, Statements, statement
 
 #: {table}, {owned} (the byte-exact locked_by test), {sure} and {ready} come from Statements.
@@ -45,18 +46,45 @@ SELECT @dj_deleted, ROW_COUNT(), @dj_id, @dj_priority, @dj_attempts, @dj_handler
 COMMIT"""
 # (A user variable holds a DATETIME as a string, on MySQL 8 a binary one: cast back.)
 
+# A success with an outcome participant's statements (run.Extra: run records) sends them
+# between the last SELECT and the COMMIT; they read @dj_deleted, so each writes nothing
+# unless the DELETE took the row. Without a reserve to ride with (a stop), DELETE_WITH.
+COMMIT = "COMMIT"
+DELETE_WITH = """START TRANSACTION;
+DELETE FROM {table} WHERE id = :id AND {owned};
+SET @dj_deleted = ROW_COUNT()"""
+
 
 def script(sql: Statements, ready: ReserveSQL) -> TextClause:
     """SCRIPT for these statements and this ready clause (plain or past the backlog mark)."""
     return statement(SCRIPT.format(table=sql.table, owned=sql.owned, sure=sql.sure, ready=ready.where))
 
 
+def delete_with(t: Tools, job_id: int, me: str, extra: Extra) -> bool:
+    """A success's fenced DELETE and `extra` in one transaction and round trip; whether the
+    row was still ours. A failure closes the connection (Connections.connection): rolled back."""
+    stmts, binds = extra
+    key = (t.sql.table, t.sql.owned)
+    head = _DELETE_WITH.get(key)
+    if head is None:
+        head = _DELETE_WITH[key] = statement(DELETE_WITH.format(table=key[0], owned=key[1]))
+    with t.db.connection() as conn:
+        results = t.db.run_script(conn, [head, *stmts, _COMMIT], {**binds, "id": job_id, "me": me})
+    return bool(results[1].rowcount == 1)
+
+
+_DELETE_WITH: dict[tuple[str, str], TextClause] = {}  # one per table (statements are cached by identity)
+_COMMIT = statement(COMMIT)
+
+
 class MySQLScript(SkipLocked):
     """`one` as SCRIPT; `many` as SkipLocked's."""
 
+    folds_extras = True
+
     def __init__(self, tools: Tools) -> None:
         super().__init__(tools)
-        self._scripts: dict[ReserveSQL, TextClause] = {}
+        self._scripts: dict[tuple[ReserveSQL, bool], TextClause] = {}
 
     def one(self, params: Params, accept: Accept, sql: ReserveSQL, done: Done) -> Found:
         """A row the script did not claim (a `.delay` job, a look-alike) is checked by
@@ -74,9 +102,14 @@ class MySQLScript(SkipLocked):
             got["ours"] = None if job is None else accept(job)
 
         binds = dict(params, id=deleting, claim_sure=int(not t.claims_paused()))
+        extra = done.extra if deleting is not None else None
+        stmts = [self._script(sql)]
+        if extra is not None:  # run.Extra, before the COMMIT
+            stmts = [self._script(sql, commit=False), *extra[0], _COMMIT]
+            binds.update(extra[1])
         with t.db.connection() as conn:
             try:
-                t.db.run_script(conn, [self._script(sql)], binds, t.sql.constants,
+                t.db.run_script(conn, stmts, binds, t.sql.constants,
                                 block=t.mariadb, on_rows=check)
             except SQLAlchemyError:
                 raise  # the script did not commit: nothing of it is left behind
@@ -103,10 +136,13 @@ class MySQLScript(SkipLocked):
                 t.not_ours_after_all(job.id)
         return SCAN
 
-    def _script(self, ready: ReserveSQL) -> TextClause:
-        stmt = self._scripts.get(ready)
+    def _script(self, ready: ReserveSQL, *, commit: bool = True) -> TextClause:
+        stmt = self._scripts.get((ready, commit))
         if stmt is None:
-            if len(self._scripts) > 2:  # the statements were rebuilt (set_name_filters)
+            if len(self._scripts) > 4:  # the statements were rebuilt (set_name_filters)
                 self._scripts.clear()
-            stmt = self._scripts[ready] = script(self.t.sql, ready)
+            stmt = script(self.t.sql, ready)
+            if not commit:  # SCRIPT without its last statement, the COMMIT
+                stmt = statement(str(stmt.text).rsplit(";", 1)[0])
+            self._scripts[(ready, commit)] = stmt
         return stmt

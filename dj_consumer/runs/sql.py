@@ -97,13 +97,11 @@ _FINISH_SET = """
 #: missing (the table appeared mid-run, or start's write was lost).
 FINISH = _upsert(_FINISH_INSERT, _FINISH_SET)
 
-# The worker's one round trip for a success on MySQL/MariaDB (runs/tracking.py): BEGIN; the
-# fenced DELETE; MARK_DELETED; START_IF_DELETED (only when the attempt's `running` write had
-# not gone out yet); FINISH_IF_DELETED; COMMIT. Nothing is written to the record unless the
-# DELETE took the row, as the outcome's own fence says.
-
-#: mark_deleted — remember whether the DELETE just before took the row (session variable).
-MARK_DELETED = "SET @dj_run_deleted = ROW_COUNT()"
+# A success on MySQL/MariaDB (runs/tracking.py): START_IF_DELETED (only when the attempt's
+# `running` write had not gone out yet) and FINISH_IF_DELETED follow its fenced DELETE and
+# `SET @dj_deleted = ROW_COUNT()` in one script and transaction — the next reserve's
+# (reserve/mysql_script.py), or their own (Store.delete_with). Nothing is written to the
+# record unless the DELETE took the row, as the outcome's own fence says.
 
 #: start_if_deleted — START, binds renamed so it travels beside FINISH (run_started = its now).
 START_IF_DELETED = f"""
@@ -111,7 +109,7 @@ INSERT INTO {{runs}} (job_id, name, queue, state, attempts, run_key, owner_id, b
                     batch_index, locked_by, started_at, created_at, updated_at)
 SELECT :run_job_id, :run_name, :run_queue, 'running', :run_attempts, :run_key, :run_owner_id,
        :run_batch_id, :run_batch_index, :run_locked_by, :run_started, :run_started, :run_started
-FROM DUAL WHERE @dj_run_deleted = 1
+FROM DUAL WHERE @dj_deleted = 1
 ON DUPLICATE KEY UPDATE {_values(_START_SET).replace("{final}", FINAL)}
 """
 
@@ -121,7 +119,7 @@ INSERT INTO {{runs}} (job_id, name, queue, state, attempts, result, error_class,
                     finished_at, created_at, updated_at)
 SELECT :run_job_id, :run_name, :run_queue, :run_state, :run_attempts, :run_result,
        :run_error_class, :run_error_message, :run_finished_at, :run_now, :run_now FROM DUAL
-WHERE @dj_run_deleted = 1
+WHERE @dj_deleted = 1
 ON DUPLICATE KEY UPDATE {_values(_FINISH_SET)}
 """
 

@@ -65,7 +65,7 @@ class RunsStore:
         """A statement of runs/sql.py for these tables and this dialect, binds typed."""
         if not isinstance(template, str):
             template = template.get(self.dialect) or template["other"]
-        key = (template, repr(sorted(fill.items())))
+        key = (template, repr(sorted(fill.items())) if fill else "")
         stmt = self._cache.get(key)
         if stmt is None:
             sql = template
@@ -98,7 +98,7 @@ class RunsStore:
 
     def start_statement(self, job: Job, now: datetime, *, if_deleted: bool = False) -> Bound:
         """start as (statement, binds); `if_deleted` (MySQL): in the success's script, after
-        MARK_DELETED, writing nothing unless the DELETE took the row (sql.START_IF_DELETED)."""
+        the DELETE's `SET @dj_deleted = ROW_COUNT()`, writing nothing unless the DELETE took the row (sql.START_IF_DELETED)."""
         fields = payload_fields(job.payload)
         params = {"run_job_id": job.id, "run_name": job.name[:255], "run_queue": job.queue,
                   "run_attempts": job.attempts, "run_locked_by": job.locked_by, **fields}
@@ -106,10 +106,6 @@ class RunsStore:
             return Bound(self.statement(q.START_IF_DELETED), {**params,
                                                                "run_started": self.ts(now)})
         return Bound(self.statement(q.START), {**params, "run_now": self.ts(now)})
-
-    def mark_deleted(self) -> TextClause:
-        """MySQL: the session variable START/FINISH_IF_DELETED read (sql.MARK_DELETED)."""
-        return self.statement(q.MARK_DELETED)
 
     def progress(self, conn: Connection, job_id: int, current: int, total: int | None = None,
                  stage: str | None = None, *, now: datetime) -> bool:

@@ -155,7 +155,7 @@ class RunRecords:
             batch = payload_fields(job.payload)
             if batch["run_batch_id"] is not None and batch["run_batch_index"] is not None:
                 return None
-        stmts = [self.runs.mark_deleted()]
+        stmts: list[TextClause] = []
         params: dict[str, Any] = {}
         started = self._unstarted(job)
         if started is not None:

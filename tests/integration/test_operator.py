@@ -12,6 +12,7 @@ from typing import Any
 
 from dj_consumer.clock import SystemClock
 from tests.conftest import DB, ROOT, clean_env
+from tests.integration.test_cli_tools import cli_here
 from tests.integration.test_protocol import obj
 
 WRAPPER = ("--- !ruby/object:ActiveJob::QueueAdapters::DelayedJobAdapter::JobWrapper\n"
@@ -65,7 +66,7 @@ def test_status_counts_each_state_per_queue_and_name(db: DB, tmp_path: Path) -> 
     fill(db)
     (tmp_path / "opjobs.py").write_text(HANDLERS)
     base = ["--database-url", db.url, "--table-name", db.table]
-    out = cli("status", *base, "--json", "--import", "opjobs", cwd=tmp_path)
+    out = cli_here("status", *base, "--json", "--import", "opjobs", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     status = json.loads(out.stdout)
     names = by_name(status)
@@ -82,7 +83,7 @@ def test_status_counts_each_state_per_queue_and_name(db: DB, tmp_path: Path) -> 
     workers = {w["locked_by"]: w for w in status["workers"]}
     assert set(workers) == {"py host:a pid:1", "delayed_job host:r pid:9"}  # not the stale lock
     assert 170 <= workers["py host:a pid:1"]["age_s"] <= 600
-    text = cli("status", *base, "--import", "opjobs", cwd=tmp_path).stdout
+    text = cli_here("status", *base, "--import", "opjobs", cwd=tmp_path).stdout
     assert "NewsletterJob" in text and "ruby only" in text and "python" in text
     assert "locks held (live):" in text and "delayed_job host:r pid:9" in text
     assert "total: 10 ready, 1 scheduled, 2 running, 2 failed" in text
@@ -93,7 +94,7 @@ def test_jobs_filters_count_and_json(db: DB) -> None:
     base = ["--database-url", db.url, "--table-name", db.table, "--json"]
 
     def jobs(*extra: str) -> dict[str, Any]:
-        out = cli("jobs", *base, *extra)
+        out = cli_here("jobs", *base, *extra)
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)  # type: ignore[no-any-return]
 
@@ -109,36 +110,36 @@ def test_jobs_filters_count_and_json(db: DB) -> None:
     assert mail["total"] == 4 and {j["name"] for j in mail["jobs"]} == {"MailJob"}
     assert jobs("--queue", "nil", "--name", "User#send_welcome")["total"] == 2
     assert jobs("--name", "NewsletterJob", "--state", "ready")["total"] == 3
-    text = cli("jobs", *base[:-1], "--limit", "3").stdout
+    text = cli_here("jobs", *base[:-1], "--limit", "3").stdout
     assert "3 rows shown of 15" in text
 
 
 def test_failed_list_show_retry_delete(db: DB) -> None:
     ids = fill(db)
     base = ["--database-url", db.url, "--table-name", db.table]
-    listed = json.loads(cli("failed", "list", "--json", *base).stdout)
+    listed = json.loads(cli_here("failed", "list", "--json", *base).stdout)
     assert listed["total"] == 2
-    only = json.loads(cli("failed", "list", "--name", "MailJob", "--json", *base).stdout)
+    only = json.loads(cli_here("failed", "list", "--name", "MailJob", "--json", *base).stdout)
     assert [j["id"] for j in only["jobs"]] == [ids["aj_failed"]]
-    assert json.loads(cli("failed", "--since", "1h", "--json", *base).stdout)["total"] == 2
+    assert json.loads(cli_here("failed", "--since", "1h", "--json", *base).stdout)["total"] == 2
 
-    shown = json.loads(cli("failed", "show", str(ids["failed"]), "--json", *base).stdout)
+    shown = json.loads(cli_here("failed", "show", str(ids["failed"]), "--json", *base).stdout)
     assert shown["last_error"] == "KeyError: 'email'\n/app/jobs.py:3:in `perform'"
     assert shown["payload"] == {"list_id": 6} and shown["handler"].startswith("--- !ruby/object")
-    text = cli("failed", "show", str(ids["failed"]), *base).stdout
+    text = cli_here("failed", "show", str(ids["failed"]), *base).stdout
     assert "/app/jobs.py:3:in `perform'" in text and "list_id" in text
 
-    out = cli("failed", "retry", str(ids["failed"]), str(ids["ready"]), *base)
+    out = cli_here("failed", "retry", str(ids["failed"]), str(ids["ready"]), *base)
     assert out.returncode == 1
     assert "1 job will run again; 1 job left alone (not failed" in out.stdout
     row = db.row(ids["failed"])
     assert (row.attempts, row.failed_at, row.last_error, row.locked_by) == (0, None, None, None)
     assert row.run_at is not None
 
-    out = cli("failed", "delete", "--all", "--name", "MailJob", *base, stdin="n\n")
+    out = cli_here("failed", "delete", "--all", "--name", "MailJob", *base, stdin="n\n")
     assert out.returncode == 1 and "nothing deleted" in out.stdout
     assert db.row(ids["aj_failed"]) is not None
-    out = cli("failed", "delete", "--all", "--queue", "mail", *base, stdin="y\n")
+    out = cli_here("failed", "delete", "--all", "--queue", "mail", *base, stdin="y\n")
     assert out.returncode == 0 and "1 job deleted" in out.stdout, out.stderr
     assert db.row(ids["aj_failed"]) is None and db.count() == 14
 
@@ -150,11 +151,11 @@ def test_retry_leaves_a_row_a_live_worker_holds(db: DB) -> None:
     held = db.insert(obj("J"), failed_at=now - timedelta(minutes=10), attempts=3, last_error="x",
                      locked_by="py host:a pid:1", locked_at=now - timedelta(minutes=1))
     base = ["--database-url", db.url, "--table-name", db.table]
-    out = cli("failed", "retry", "--all", "--name", "J", *base)
+    out = cli_here("failed", "retry", "--all", "--name", "J", *base)
     # Ruby keeps locked_by when it fails a job: that lock is the failed run's, not a live one.
     assert "1 job will run again; 1 job left alone" in out.stdout, out.stderr
     assert db.row(ruby_failed).failed_at is None and db.row(held).failed_at is not None
-    out = cli("failed", "delete", str(held), "--yes", *base)
+    out = cli_here("failed", "delete", str(held), "--yes", *base)
     assert out.returncode == 1 and "0 jobs deleted" in out.stdout
     assert db.row(held) is not None
 
@@ -163,7 +164,7 @@ def test_retry_alias_from_the_readme(sqlite_db: DB) -> None:
     now = SystemClock().now()
     failed = sqlite_db.insert(obj("J"), failed_at=now, attempts=25, last_error="x")
     base = ["--database-url", sqlite_db.url, "--table-name", sqlite_db.table]
-    out = cli("failed", "--retry", str(failed), *base)
+    out = cli_here("failed", "--retry", str(failed), *base)
     assert out.returncode == 0 and out.stdout.strip() == f"job {failed} will run again"
     assert sqlite_db.row(failed).failed_at is None
 

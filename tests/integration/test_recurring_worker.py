@@ -88,7 +88,7 @@ def registry(calls: Calls, on_run: Any = None) -> Registry:
     @reg.run("Slow")
     def slow(j: Job) -> None:
         calls.runs.append(j.id)
-        time.sleep(3)
+        j.timed_out.wait(3)  # returns at max_run_time: the attempt still counts as timed out
 
     @reg.run("HelloJob")
     def hello(j: Job) -> None:

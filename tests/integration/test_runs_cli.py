@@ -61,7 +61,8 @@ def test_schema_runs_rails_needs_no_database() -> None:
     assert "create_table :job_runs, id: false do |t|" in out.stdout
     assert "t.bigint :job_id, null: false, primary_key: true, default: nil" in out.stdout
     wrong = cli("schema", "--rails", "--database-url", "sqlite:///x.db")
-    assert wrong.returncode == 2 and "give --runs too" in wrong.stderr
+    assert wrong.returncode == 2 and "(--runs)" in wrong.stderr, wrong.stderr
+    assert "give one of them too" in wrong.stderr, wrong.stderr
 
 
 def test_runs_lists_and_shows_records(rdb: RunsDB) -> None:

@@ -409,3 +409,61 @@ def test_the_worker_prunes_records_older_than_run_retention(rdb: RunsDB) -> None
         left = conn.execute(sa.text(f"SELECT job_id FROM {rdb.runs} ORDER BY job_id")).scalars()
         assert sorted(left) == sorted([99_999, *[r.job_id for r in
                                                  rdb.store.find(conn, name="Slow")]])
+
+
+def test_on_mariadb_a_successs_record_rides_with_the_next_reserve(mariadb_db: DB) -> None:
+    """One commit per job, as without run records: the DELETE and the record's writes travel
+    in the next reserve's script (the last one's in the reserve that finds nothing left)."""
+    with runs_tables(mariadb_db) as rdb:
+        reg = Registry()
+
+        @reg.run("Ok")
+        def ok(j: Job) -> int:
+            return j.id
+
+        ids = [rdb.db.insert(obj("Ok", run_key=f"k{i}")) for i in range(5)]
+        w = make_worker(rdb.config(run_progress_interval=30), reg)
+        alone: list[int] = []
+        try:
+            w._setup()
+            assert w.store.folds_extras
+            delete_with = w.store.delete_with
+            w.store.delete_with = lambda i, me, extra: (alone.append(i),  # type: ignore[method-assign]
+                                                        delete_with(i, me, extra))[1]
+            assert w.work_off(10) == (5, 0)
+        finally:
+            w.close()
+        assert alone == []
+        for i, job_id in enumerate(ids):
+            run = rdb.record(job_id)
+            assert (run.state, run.result, run.run_key) == ("succeeded", job_id, f"k{i}")
+        assert rdb.db.count() == 0
+
+
+def test_a_success_in_hand_at_a_stop_is_written_with_its_record(mariadb_db: DB) -> None:
+    """No next reserve to ride with (the worker stops): the slot's last success and its
+    record go together, in one script of their own."""
+    with runs_tables(mariadb_db) as rdb:
+        reg = Registry()
+        holder: list[Any] = []
+
+        @reg.run("Ok")
+        def ok(j: Job) -> str:
+            holder[0].stop()  # no reserve after this one
+            return "done"
+
+        job_id = rdb.db.insert(obj("Ok"))
+        w = make_worker(rdb.config(run_progress_interval=30), reg)
+        holder.append(w)
+        alone: list[int] = []
+        try:
+            w._setup()
+            delete_with = w.store.delete_with
+            w.store.delete_with = lambda i, me, extra: (alone.append(i),  # type: ignore[method-assign]
+                                                        delete_with(i, me, extra))[1]
+            w.start()
+        finally:
+            w.close()
+        assert alone == [job_id]
+        assert rdb.db.row(job_id) is None
+        assert (rdb.record(job_id).state, rdb.record(job_id).result) == ("succeeded", "done")

@@ -19,7 +19,7 @@ from dj_consumer.errors import ConfigError
 from dj_consumer.scheduling import parse_every
 from dj_consumer.schema import add_recurring_columns
 from tests.conftest import DB
-from tests.integration.test_cli_tools import cli
+from tests.integration.test_cli_tools import cli_here as cli
 from tests.integration.test_recurring_worker import as_dt, cols, db_now
 
 
