@@ -26,11 +26,14 @@ def cli(*args: str, stdin: str | None = None, cwd: Path = ROOT) -> subprocess.Co
                           capture_output=True, text=True, env=clean_env(), cwd=cwd, timeout=60)
 
 
-def cli_here(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def cli_here(*args: str, stdin: str | None = None,
+             cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """`cli`, run by cli.main in this process: the same parsing, output and exit code without
     a Python start-up per call (about a second each on a loaded machine). No DJ_* variables;
-    stdin as given; logging put back after. The installed program's own exit code and stderr
-    are tests/integration/test_cli_errors.py's."""
+    stdin as given; in `cwd`. What a process would start afresh is made fresh and put back:
+    the default registry (`--import` modules register into a new one), the modules it
+    imported from `cwd` and the sys.path entries it added, logging. The installed program's own exit code and
+    stderr are tests/integration/test_cli_errors.py's."""
     import contextlib
     import io
     import logging
@@ -39,16 +42,28 @@ def cli_here(*args: str, stdin: str | None = None) -> subprocess.CompletedProces
 
     import structlog
 
+    import dj_consumer
+    from dj_consumer import Registry
     from dj_consumer.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DJ_")}
+    modules, path, here = set(sys.modules), list(sys.path), os.getcwd()
     with mock.patch.dict(os.environ, env, clear=True), \
             mock.patch("sys.stdin", io.StringIO(stdin or "")), \
+            mock.patch.object(dj_consumer, "job", Registry()), \
             contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
+            if cwd is not None:
+                os.chdir(cwd)
             code = main(list(args))
         finally:
+            os.chdir(here)
+            sys.path[:] = path
+            for name in set(sys.modules) - modules:  # the --import modules from `cwd`
+                file = getattr(sys.modules[name], "__file__", None) or ""
+                if cwd is not None and file.startswith(str(cwd)):
+                    del sys.modules[name]
             structlog.reset_defaults()
             root = logging.getLogger()
             for handler in [h for h in root.handlers if h.get_name() == "dj-consumer"]:

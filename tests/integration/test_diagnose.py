@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from dj_consumer.clock import SystemClock
 from dj_consumer.config import Config
 from tests.conftest import DB
-from tests.integration.test_cli_tools import cli as run
+from tests.integration.test_cli_tools import cli_here
+from tests.integration.test_cli_tools import cli_here as run
 from tests.integration.test_protocol import obj
 
 
@@ -114,8 +115,8 @@ def test_why_explains_each_reason(db: DB, tmp_path: Path) -> None:
     broken = db.insert("--- !ruby/object:J\nx: [unclosed\n")
 
     def why(job_id: int, *extra: str) -> subprocess.CompletedProcess[str]:
-        return run("why", str(job_id), "--database-url", db.url, "--table-name", db.table,
-                   "--import", "whyjobs", *extra, cwd=tmp_path)
+        return cli_here("why", str(job_id), "--database-url", db.url, "--table-name", db.table,
+                        "--import", "whyjobs", *extra, cwd=tmp_path)
 
     out = why(ready)
     assert out.returncode == 0 and "is ready" in out.stdout, out.stderr

@@ -66,7 +66,7 @@ def test_status_counts_each_state_per_queue_and_name(db: DB, tmp_path: Path) -> 
     fill(db)
     (tmp_path / "opjobs.py").write_text(HANDLERS)
     base = ["--database-url", db.url, "--table-name", db.table]
-    out = cli("status", *base, "--json", "--import", "opjobs", cwd=tmp_path)
+    out = cli_here("status", *base, "--json", "--import", "opjobs", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     status = json.loads(out.stdout)
     names = by_name(status)
@@ -83,7 +83,7 @@ def test_status_counts_each_state_per_queue_and_name(db: DB, tmp_path: Path) -> 
     workers = {w["locked_by"]: w for w in status["workers"]}
     assert set(workers) == {"py host:a pid:1", "delayed_job host:r pid:9"}  # not the stale lock
     assert 170 <= workers["py host:a pid:1"]["age_s"] <= 600
-    text = cli("status", *base, "--import", "opjobs", cwd=tmp_path).stdout
+    text = cli_here("status", *base, "--import", "opjobs", cwd=tmp_path).stdout
     assert "NewsletterJob" in text and "ruby only" in text and "python" in text
     assert "locks held (live):" in text and "delayed_job host:r pid:9" in text
     assert "total: 10 ready, 1 scheduled, 2 running, 2 failed" in text
