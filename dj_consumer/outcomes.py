@@ -11,11 +11,15 @@ the whole unit is tried again (Recorder.record); a refusal reaches Recorder.reco
 
 Folded and batched deletes: a success is normally deleted by the slot's NEXT reserve, in
 the reserve's transaction (Store.folds_deletes), or with its batch (reserve_batch). Neither
-transaction is one a participant could join, so a job a participant claims is never folded
-nor batched: its success is written by Recorder.record at once, in the participant's
-transaction. This is decided per job (`claims`), so jobs nobody claims keep the folded
-delete: a participant that claims every job (run records) costs each success one commit; one
-that claims only some rows (recurring) costs nothing for the others.
+transaction is one a participant could join, so a job a participant claims is never batched,
+and folded only when its one claiming participant is `Scripted` and the strategy carries
+statements with the DELETE (Store.folds_extras: MySQL's one-round-trip reserve): its
+statements (run.Extra, fenced on the DELETE's ROW_COUNT) then ride in the reserve's script.
+Otherwise its success is written by Recorder.record at once, in the participant's
+transaction (on MySQL one script: Store.delete_with). This is decided per job (`claims`), so
+jobs nobody claims keep the folded delete: run records (every job) cost each success one
+commit on PostgreSQL and SQLite, none on MySQL; recurring (some rows) costs nothing for the
+others.
 
 With no participant registered nothing here runs: the recorder's path is exactly the one it
 had before (Recorder.claims is one list check).
