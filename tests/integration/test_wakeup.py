@@ -298,3 +298,19 @@ def test_a_burst_of_rows_brings_in_every_idle_slot(sqlite_db: DB) -> None:
         sqlite_db.insert_many(["--- !ruby/object:SlowJob {}\n"] * 4)
         assert wait_until(lambda: len(started) == 4, 3)
     assert max(started) - min(started) < 0.4
+
+
+def test_a_bug_in_the_wakeup_never_ends_a_slot(sqlite_db: DB, monkeypatch: Any) -> None:
+    """The next-run_at lookup and the prober raising something unexpected: the slot polls
+    on at sleep_delay, the prober keeps running."""
+    from dj_consumer import wakeup as wakeup_module
+
+    def bug(*_a: Any, **_k: Any) -> Any:
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(wakeup_module.Wakeup, "next_run_at", bug)
+    monkeypatch.setattr(wakeup_module.Prober, "probe", bug)
+    stamps = Stamps()
+    with running(sqlite_db, stamps, sleep_delay=0.5):
+        sqlite_db.insert(stamp_handler(1))
+        assert stamps.ran.wait(3)
