@@ -175,8 +175,8 @@ class Config:
     reserve_sql: str = setting(
         "auto", flags=("--reserve-sql",),
         choices=("auto", "skip_locked", "default_sql", "update_returning", "update_limit"),
-        help="how a row is locked. auto: skip_locked on MariaDB >= 10.6 / MySQL >= 8.0.1, "
-             "default_sql elsewhere; update_returning (PostgreSQL) and update_limit (MySQL) "
+        help="how a row is locked. auto: skip_locked on PostgreSQL, MariaDB >= 10.6 and "
+             "MySQL >= 8.0.1, default_sql elsewhere; update_returning (PostgreSQL) and update_limit (MySQL) "
              "are Rails' optimized_sql (README: 'Row protocol')")
     reserve_batch: int = setting(
         1, flags=("--reserve-batch",), metavar="N",

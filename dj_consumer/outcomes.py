@@ -11,11 +11,15 @@ the whole unit is tried again (Recorder.record); a refusal reaches Recorder.reco
 
 Folded and batched deletes: a success is normally deleted by the slot's NEXT reserve, in
 the reserve's transaction (Store.folds_deletes), or with its batch (reserve_batch). Neither
-transaction is one a participant could join, so a job a participant claims is never folded
-nor batched: its success is written by Recorder.record at once, in the participant's
-transaction. This is decided per job (`claims`), so jobs nobody claims keep the folded
-delete: a participant that claims every job (run records) costs each success one commit; one
-that claims only some rows (recurring) costs nothing for the others.
+transaction is one a participant could join, so a job a participant claims is never batched,
+and folded only when its one claiming participant is `Scripted` and the strategy carries
+statements with the DELETE (Store.folds_extras: MySQL's one-round-trip reserve): its
+statements (run.Extra, fenced on the DELETE's ROW_COUNT) then ride in the reserve's script.
+Otherwise its success is written by Recorder.record at once, in the participant's
+transaction (on MySQL one script: Store.delete_with). This is decided per job (`claims`), so
+jobs nobody claims keep the folded delete: run records (every job) cost each success one
+commit on PostgreSQL (one statement: Scripted.succeeded_statement) and SQLite, none on
+MySQL; recurring (some rows) costs nothing for the others.
 
 With no participant registered nothing here runs: the recorder's path is exactly the one it
 had before (Recorder.claims is one list check).
@@ -144,14 +148,21 @@ class Attender(Protocol):
 
 @runtime_checkable
 class Scripted(Protocol):
-    """A participant whose statements for a success can follow its DELETE in one MySQL
-    multi-statement script (one round trip instead of four). Optional."""
+    """A participant whose writes for a success can travel with its DELETE: in one MySQL
+    multi-statement script, or one PostgreSQL statement (one round trip instead of four or
+    five). Optional."""
 
     def scripted(self, job: Job, outcome: Succeeded, now: datetime) -> \
             tuple[list[TextClause], dict[str, Any]] | None:
         """The statements (binds prefixed, none named id/me) to run after the DELETE in its
         transaction, each writing nothing unless the DELETE took the row; None: not for this
         job (the transaction of _once is used)."""
+        ...
+
+    def succeeded_statement(self, job: Job, outcome: Succeeded, me: str, now: datetime) -> Any:
+        """PostgreSQL: the success's fenced DELETE and the participant's writes as ONE
+        statement (a runs.store.Bound: `.stmt`, `.params`) that returns a row only when the
+        DELETE took the row; None: not for this job."""
         ...
 
 
@@ -205,12 +216,22 @@ class Outcomes:
             script = claiming[0].scripted(job, outcome, now)  # type: ignore[attr-defined]
             if script is not None:
                 return self.store.db.retrying("record", lambda: self._script(job, me, *script))
+        elif isinstance(outcome, Succeeded) and len(claiming) == 1 \
+                and self.store.dialect == "postgresql" and id(claiming[0]) in self._scripted:
+            one = claiming[0].succeeded_statement(job, outcome, me, now)  # type: ignore[attr-defined]
+            if one is not None:
+                return self.store.db.retrying("record", lambda: self._one(one.stmt, one.params))
         return self.store.db.retrying("record", lambda: self._once(claiming, job, outcome, me, now))
 
     def _script(self, job: Job, me: str, stmts: list[TextClause], params: dict[str, Any]) -> bool:
         """MySQL: BEGIN, the fenced DELETE, the participant's statements, COMMIT — one round
         trip (Store.delete_with)."""
         return self.store.delete_with(job.id, me, (stmts, params))
+
+    def _one(self, stmt: TextClause, params: dict[str, Any]) -> bool:
+        """PostgreSQL: Scripted.succeeded_statement, autocommitted: one round trip."""
+        with self.store.db.connection() as conn:
+            return conn.execute(stmt, params).first() is not None
 
     def rides(self, job: Job, outcome: Succeeded, now: datetime) -> Extra | None:
         """The claiming participant's statements for this success, when they can ride with

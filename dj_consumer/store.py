@@ -145,7 +145,8 @@ class Store:
         # Only strategies that know a row's name *before* writing to it (by parsing it, or by
         # a beginning only Psych's dump of that name has): a handler that merely resembles one
         # of ours (FooBar for Foo) must never be locked, even for an instant.
-        if self.dialect == "mysql" and self.server is not None and self.server.skip_locked:
+        if self.dialect in ("mysql", "postgresql") and self.server is not None \
+                and self.server.skip_locked:
             return "skip_locked"
         return "default_sql"
 

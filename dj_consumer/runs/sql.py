@@ -123,6 +123,46 @@ WHERE @dj_deleted = 1
 ON DUPLICATE KEY UPDATE {_values(_FINISH_SET)}
 """
 
+# A success on PostgreSQL (runs/tracking.py): the fenced DELETE and the record's final write
+# in ONE statement, sent with autocommit: one round trip and one commit instead of five and
+# one. The INSERT reads its one row from the DELETE's RETURNING, so it writes nothing unless
+# the DELETE took the row; the statement returns a row exactly then. With `running` still to
+# write (START's fields: the attempt ended before the writer wrote it) the SET is START_SET's
+# without what FINISH_SET sets (PostgreSQL's SET sees the old row in every assignment).
+_PG_DELETED = "WITH deleted AS (DELETE FROM {jobs} WHERE id = :id AND {owned} RETURNING id)"
+_PG_FINISH_SET = """
+    attempts = excluded.attempts, result = excluded.result, error_class = NULL,
+    error_message = NULL, finished_at = excluded.finished_at, locked_by = NULL,
+    updated_at = excluded.updated_at, state = excluded.state"""
+_PG_START_KEPT = ", ".join(
+    line.strip().rstrip(",") for line in _START_SET.replace("{new}", "excluded.")
+    .replace("{final}", FINAL).split(",\n") if line.strip().split(" =")[0].strip() in (
+        "cancel_requested_at", "run_key", "owner_id", "progress_current", "progress_total",
+        "progress_stage", "checkpoint", "created_at"))
+#: pg_succeeded — the DELETE and the record's final state (the record's running write done).
+PG_SUCCEEDED = f"""
+{_PG_DELETED}
+INSERT INTO {{runs}} (job_id, name, queue, state, attempts, result, finished_at, created_at,
+                    updated_at)
+SELECT :run_job_id, :run_name, :run_queue, 'succeeded', :run_attempts, :run_result, :run_now,
+       :run_now, :run_now FROM deleted
+ON CONFLICT (job_id) DO UPDATE SET {_PG_FINISH_SET}
+RETURNING job_id
+"""
+#: pg_started_succeeded — the same with START's fields (its running write never went out).
+PG_STARTED_SUCCEEDED = f"""
+{_PG_DELETED}
+INSERT INTO {{runs}} (job_id, name, queue, state, attempts, result, run_key, owner_id,
+                    batch_id, batch_index, started_at, finished_at, created_at, updated_at)
+SELECT :run_job_id, :run_name, :run_queue, 'succeeded', :run_attempts, :run_result, :run_key,
+       :run_owner_id, :run_batch_id, :run_batch_index, :run_started, :run_now, :run_started,
+       :run_now FROM deleted
+ON CONFLICT (job_id) DO UPDATE SET {_PG_START_KEPT},
+    name = excluded.name, queue = excluded.queue, batch_id = excluded.batch_id,
+    batch_index = excluded.batch_index, started_at = excluded.started_at, {_PG_FINISH_SET}
+RETURNING job_id
+"""
+
 #: cancel_requested — which of these running jobs has been asked to stop (one statement per
 #: heartbeat for every job in hand).
 CANCEL_REQUESTED = """

@@ -154,6 +154,20 @@ class RunsStore:
             "run_now": self.ts(now),
         })
 
+    def pg_succeeded(self, job: Job, *, owned: str, now: datetime, result: str | None,
+                     started: datetime | None) -> Bound:
+        """PostgreSQL: a success's fenced DELETE (`owned`: the store's locked_by test, binds
+        :id and :me) and its record's final write in one statement (sql.PG_SUCCEEDED); it
+        returns a row only when the DELETE took the row."""
+        params: dict[str, Any] = {"run_job_id": job.id, "run_name": job.name[:255],
+                                  "run_queue": job.queue, "run_attempts": job.attempts,
+                                  "run_result": result, "run_now": self.ts(now)}
+        if started is None:
+            return Bound(self.statement(q.PG_SUCCEEDED, owned=owned), params)
+        params.update(payload_fields(job.payload), run_started=self.ts(started))
+        params.pop("run_locked_by", None)
+        return Bound(self.statement(q.PG_STARTED_SUCCEEDED, owned=owned), params)
+
     def cancel_requested(self, conn: Connection, job_ids: Iterable[int]) -> set[int]:
         """Which of these jobs has a cancel request (cancel_requested_at set): one SELECT."""
         ids = sorted(set(job_ids))

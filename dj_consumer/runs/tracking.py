@@ -32,7 +32,7 @@ from dj_consumer.outcomes import Tx
 from dj_consumer.runs import reporting
 from dj_consumer.runs.batches import finish_batch_part, item_id
 from dj_consumer.runs.records import PartSummary, result_json
-from dj_consumer.runs.store import RunsStore, detect, payload_fields
+from dj_consumer.runs.store import Bound, RunsStore, detect, payload_fields
 from dj_consumer.store import Store
 
 if TYPE_CHECKING:
@@ -149,12 +149,8 @@ class RunRecords:
         """MySQL: a plain success's record (its `running` write too, when it had not gone
         out) follows its DELETE in one round trip (outcomes.Scripted, runs/sql.py); a batch
         part, a cancel or a held progress report take the transaction of `also` instead."""
-        if job.cancelled or self.writer.holds(job.id):
+        if not self._plain_success(job):
             return None
-        if isinstance(job.payload, dict) and "batch_id" in job.payload:
-            batch = payload_fields(job.payload)
-            if batch["run_batch_id"] is not None and batch["run_batch_index"] is not None:
-                return None
         stmts: list[TextClause] = []
         params: dict[str, Any] = {}
         started = self._unstarted(job)
@@ -169,6 +165,16 @@ class RunRecords:
         stmts.append(finish.stmt)
         params.update(finish.params)
         return stmts, params
+
+    def _plain_success(self, job: Job) -> bool:
+        """Not cancelled, no progress report held back, not a batch part: a success whose
+        record is its final write alone (the one-statement paths)."""
+        if job.cancelled or self.writer.holds(job.id):
+            return False
+        if isinstance(job.payload, dict) and "batch_id" in job.payload:
+            batch = payload_fields(job.payload)
+            return batch["run_batch_id"] is None or batch["run_batch_index"] is None
+        return True
 
     def _summary(self, job: Job, state: str, error: BaseException | str | None) -> PartSummary:
         """A batch part's counts: what j.track counted; items it never reached are processed
@@ -192,6 +198,18 @@ class RunRecords:
             for item in items[counted:] if not job.attempt.tracking else items[-left:]:
                 summary.error(item_id(item), message)
         return summary
+
+    def succeeded_statement(self, job: Job, outcome: Succeeded, me: str,
+                            now: datetime) -> Bound | None:
+        """PostgreSQL: a plain success's DELETE and final record as one statement
+        (outcomes.Scripted); None as for `scripted`."""
+        if not self._plain_success(job):
+            return None
+        bound = self.runs.pg_succeeded(job, owned=self.store.sql.owned, now=now,
+                                       result=_result(job, outcome, "succeeded", None),
+                                       started=self._unstarted(job))
+        bound.params.update(id=job.id, me=me)
+        return bound
 
     # -- the heartbeat ---------------------------------------------------------------------------
 

@@ -3,9 +3,11 @@ the outcome's transaction, the handler's return value as result — on all three
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +16,7 @@ import sqlalchemy as sa
 from dj_consumer import Job, Registry, make_worker
 from dj_consumer.errors import FatalError
 from dj_consumer.runs.records import Run
-from tests.conftest import DB
+from tests.conftest import DB, make_db
 from tests.integration.runs_helpers import RunsDB, runs_tables
 from tests.integration.test_protocol import obj
 
@@ -467,3 +469,35 @@ def test_a_success_in_hand_at_a_stop_is_written_with_its_record(mariadb_db: DB) 
         assert alone == [job_id]
         assert rdb.db.row(job_id) is None
         assert (rdb.record(job_id).state, rdb.record(job_id).result) == ("succeeded", "done")
+
+
+def test_on_postgresql_a_success_and_its_record_are_one_statement(tmp_path: Path) -> None:
+    """PostgreSQL: the DELETE and the record's final write (with its running fields, when
+    those had not gone out) in one autocommitted statement per success."""
+    with contextlib.ExitStack() as stack:
+        pg = stack.enter_context(contextlib.contextmanager(make_db)("postgresql", tmp_path))
+        rdb = stack.enter_context(runs_tables(pg))
+        reg = Registry()
+
+        @reg.run("Ok")
+        def ok(j: Job) -> dict[str, int]:
+            return {"id": j.id}
+
+        ids = [rdb.db.insert(obj("Ok", run_key=f"p{i}", owner_id=i)) for i in range(4)]
+        w = make_worker(rdb.config(run_progress_interval=30), reg)
+        sent: list[int] = []
+        try:
+            w._setup()
+            one = w.outcomes._one
+            w.outcomes._one = lambda stmt, params: (sent.append(params["id"]),  # type: ignore[method-assign]
+                                                    one(stmt, params))[1]
+            assert w.work_off(10) == (4, 0)
+        finally:
+            w.close()
+        assert sent == ids
+        for i, job_id in enumerate(ids):
+            run = rdb.record(job_id)
+            assert (run.state, run.result, run.run_key, run.owner_id, run.locked_by) == \
+                ("succeeded", {"id": job_id}, f"p{i}", str(i), None)
+            assert run.started_at is not None and run.finished_at is not None
+        assert rdb.db.count() == 0

@@ -52,6 +52,7 @@ STRATEGIES = [
     Strategy("mariadb", "update_limit", {"reserve_sql": "update_limit"}),
     Strategy("postgresql", "auto"),
     Strategy("postgresql", "skip_locked", {"reserve_sql": "skip_locked"}),
+    Strategy("postgresql", "default_sql", {"reserve_sql": "default_sql"}),
     Strategy("postgresql", "update_returning", {"reserve_sql": "update_returning"}),
 ]
 

@@ -55,14 +55,15 @@ def test_reserve_sql_help_says_what_auto_picks() -> None:
     from dj_consumer.store import Store
 
     help_text = next(s.help for s in settings.settings() if s.key == "reserve_sql")
-    assert "auto: skip_locked on MariaDB >= 10.6 / MySQL >= 8.0.1, default_sql elsewhere" in help_text
+    assert ("auto: skip_locked on PostgreSQL, MariaDB >= 10.6 and MySQL >= 8.0.1, default_sql "
+            "elsewhere") in help_text
     store = Store(Config.from_mapping({"database_url": URL}))
     try:
         for dialect, version, skip, expected in [
             ("mysql", "10.11.6-MariaDB", True, "skip_locked"),
             ("mysql", "10.5.2-MariaDB", False, "default_sql"),
             ("mysql", "8.0.36", True, "skip_locked"),
-            ("postgresql", "15.4", True, "default_sql"),
+            ("postgresql", "15.4", True, "skip_locked"),
             ("sqlite", "3.40", False, "default_sql"),
         ]:
             store.dialect, store.server = dialect, ServerInfo(dialect, version, skip)
