@@ -162,13 +162,11 @@ class Listener:
             tcp_user_timeout=int(io_timeout(self.store.config) * 1000))
 
     def _loop(self) -> None:
-        import psycopg
-
         delay = RETRY_FIRST
         while not self._stop.is_set():
             try:
                 self._listen()
-            except psycopg.Error as exc:
+            except Exception as exc:  # the connection, or a bug: never end the thread
                 self.live.clear()
                 log.warning("wakeup.listen_lost", error=str(exc).strip().splitlines()[0]
                             if str(exc).strip() else type(exc).__name__, retry_s=delay,

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import bindparam, text
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.types import DateTime, Integer
 
 from dj_consumer.db import short_error
@@ -163,7 +162,7 @@ class Wakeup:
         now = self.clock.now()
         try:
             nxt = self.next_run_at(now, now + timedelta(seconds=longest))
-        except SQLAlchemyError as exc:
+        except Exception as exc:  # the database, or a bug: the slot sleeps sleep_delay
             log.debug("wakeup.next_run_at_failed", error=short_error(exc))
             return longest
         if nxt is None:
@@ -223,7 +222,7 @@ class Prober:
                 continue  # a busy slot reserves again by itself
             try:
                 self.probe()
-            except SQLAlchemyError as exc:
+            except Exception as exc:  # the database, or a bug: never end the thread
                 self._seen = None
                 if not self._failing:
                     log.warning("wakeup.probe_failed", error=short_error(exc),

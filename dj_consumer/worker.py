@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
-from dj_consumer import ruby_yaml
+from dj_consumer import ruby_yaml, startup
 from dj_consumer.clock import Clock, SystemClock
 from dj_consumer.config import Config
 from dj_consumer.db import safe_url, short_error
@@ -177,87 +177,16 @@ class Worker:
     # -- setup -----------------------------------------------------------------------------
 
     def _setup(self) -> None:
+        """Once, before the first reserve (startup.py); again only for handlers registered
+        since the last start/work_off."""
         if self._checked:
             if self.registry.names() != self._names:
-                self._set_filters()  # handlers registered since the last start/work_off
+                self._set_filters()
             return
-        if not self.registry.names():
-            raise ConfigError(
-                "no job handlers are registered; decorate a function with @job.run('SomeJob') "
-                "in a module and pass it with --import MODULE"
-            )
-        self._set_filters()
-        for name in self.registry.orphan_hooks():
-            log.warning("worker.hook_without_run", name=name,
-                        hint="hooks registered for a name with no @job.run never fire")
-        server = self.store.check()
-        self._check_privileges()
-        self._add_recurring()
-        self._add_runs()
+        server = startup.check(self)  # handlers, the table and server, grants, participants
         self._checked = True
-        if server.dialect == "mysql" and not server.skip_locked:
-            log.info("worker.no_skip_locked", server=server.version,
-                     hint="reserving with Rails' default_sql strategy; MariaDB >= 10.6 or "
-                          "MySQL >= 8.0.1 add SKIP LOCKED and fewer collisions between workers")
-        self._warn_if_scanning()
+        startup.advise(self.store, self.config, server)
         self.heartbeat.start()
-
-    def _add_recurring(self) -> None:
-        """Recurring rows (recurring.py), when the table has their columns."""
-        from dj_consumer import recurring
-
-        conventions = recurring.detect(self.store)
-        if conventions.any:
-            self.outcomes.add(recurring.Recurring(self.store, conventions,
-                                                  default_zone=self.config.cron_zone))
-            log.info("worker.recurring", conventions=conventions.describe())
-
-    def _add_runs(self) -> None:
-        """Run records (runs/tracking.py), when the runs table exists."""
-        from dj_consumer.runs import tracking
-
-        self.runs = tracking.attach(self.store, self.config, self.clock)
-        if self.runs is not None:
-            self.outcomes.add(self.runs)
-            self.heartbeat.watchers.append(self.runs.beat)
-            log.info("worker.run_records", table=self.config.runs_table,
-                     batches=self.runs.runs.has_batches)
-
-    def _check_privileges(self) -> None:
-        """A worker that may not DELETE would unlock (and so rerun) every success: refuse to
-        start without SELECT, UPDATE and DELETE; INSERT is only for enqueue."""
-        try:
-            missing = self.store.missing_privileges()
-        except SQLAlchemyError as exc:
-            log.warning("worker.privileges_unknown", error=short_error(exc))
-            return
-        table = self.config.table_name
-        needed = [p for p in missing if p != "INSERT"]
-        if needed:
-            raise ConfigError(
-                f"the database user may not {' or '.join(needed)} on table {table!r}; a worker "
-                f"needs SELECT, UPDATE and DELETE there (GRANT SELECT, UPDATE, DELETE ON {table} "
-                "TO the worker's user)")
-        if missing:
-            log.warning("worker.no_insert_privilege", table=table,
-                        hint="the worker does not need INSERT; `dj-consumer enqueue` does")
-
-    def _warn_if_scanning(self) -> None:
-        from dj_consumer import diagnose
-
-        try:
-            indexes = diagnose.read_indexes(self.store)
-            # Only where it matters: a big table (a bounded count), not a 7-row demo.
-            scans = diagnose.will_scan(self.config, indexes) and diagnose.backlog_at_least(self.store)
-        except SQLAlchemyError:
-            return
-        if scans:
-            log.warning(
-                "worker.will_scan", unfinished_rows_at_least=diagnose.BACKLOG_ROWS,
-                hint="reserves read past ready rows we cannot run; behind a large Ruby backlog "
-                     "that is slow. Serve a queue (--queues python) with an index on "
-                     "(queue, priority, run_at): `dj-consumer check` prints the migration",
-            )
 
     def _set_filters(self) -> None:
         self._names = self.registry.names()

@@ -16,7 +16,20 @@ from dj_consumer import Job, Registry, make_worker
 from tests.conftest import DB
 from tests.integration.test_protocol import obj
 
-SETTLE = 1.5  # how long an abandoned slot thread gets to do what it must not do
+
+def slot_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("dj-slot-")}
+
+
+def settle(before: set[threading.Thread], timeout: float = 10.0) -> None:
+    """Let the test's abandoned slot threads (those not in `before`) do whatever they would
+    do: wait until they have ended (then they can do nothing more), plus a moment. A slot
+    that went on reserving and running jobs never ends, and the assertions after this see
+    what it did in `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and slot_threads() - before:
+        time.sleep(0.02)
+    time.sleep(0.2)
 
 
 def stubborn_registry(block_n: int) -> tuple[Registry, list[int], threading.Event, threading.Event]:
@@ -57,6 +70,7 @@ def start_and_interrupt(w: Any, started: threading.Event, how: str) -> None:
 @pytest.mark.parametrize("how", ["shutdown_timeout", "second SIGTERM"])
 def test_an_interrupted_worker_reserves_and_runs_nothing_after_start_returns(
         db: DB, how: str) -> None:
+    before = slot_threads()
     reg, ran, started, release = stubborn_registry(block_n=0)
     ids = [db.insert(obj("J", n=n), priority=n) for n in range(5)]
     timeout = 0.3 if how == "shutdown_timeout" else None
@@ -64,7 +78,7 @@ def test_an_interrupted_worker_reserves_and_runs_nothing_after_start_returns(
     start_and_interrupt(w, started, how)
     assert ran == [0]
     release.set()  # the abandoned handler returns now; its slot must do nothing more
-    time.sleep(SETTLE)
+    settle(before)
     assert ran == [0], "the abandoned slot thread went on reserving and running jobs"
     rows = {r.id: r for r in db.rows()}
     assert sorted(rows) == ids
@@ -74,6 +88,7 @@ def test_an_interrupted_worker_reserves_and_runs_nothing_after_start_returns(
 
 
 def test_a_second_start_of_the_same_worker_is_not_disturbed_by_the_first(db: DB) -> None:
+    before = slot_threads()
     reg, ran, started, release = stubborn_registry(block_n=0)
     for n in range(4):
         db.insert(obj("J", n=n), priority=n)
@@ -81,7 +96,7 @@ def test_a_second_start_of_the_same_worker_is_not_disturbed_by_the_first(db: DB)
     start_and_interrupt(w, started, "shutdown_timeout")
     release.set()
     w.start()  # the same worker, the same locked_by names, while the first run's thread lives
-    time.sleep(SETTLE)
+    settle(before)
     assert Counter(ran) == {0: 2, 1: 1, 2: 1, 3: 1}
     assert db.count() == 0
     w.close()
@@ -91,6 +106,7 @@ def test_a_second_start_of_the_same_worker_is_not_disturbed_by_the_first(db: DB)
 def test_batch_successes_are_deleted_before_the_release(db: DB, how: str) -> None:
     """reserve_batch: jobs 0 and 1 succeed, 2 hangs, 3 waits in the batch, 4 is not
     reserved. The interrupt used to release 0 and 1 with the rest, so they ran again."""
+    before = slot_threads()
     reg, ran, started, release = stubborn_registry(block_n=2)
     ids = [db.insert(obj("J", n=n), priority=n) for n in range(5)]
     timeout = 0.3 if how == "shutdown_timeout" else None
@@ -104,7 +120,7 @@ def test_batch_successes_are_deleted_before_the_release(db: DB, how: str) -> Non
         row = db.row(job_id)
         assert (row.locked_by, row.attempts, row.last_error) == (None, 0, None)
     release.set()
-    time.sleep(SETTLE)
+    settle(before)
     assert ran == [0, 1, 2]
     assert db.row(ids[2]).last_error == interrupted.last_error  # nothing written after
     assert make_worker(db.config(), reg).work_off() == (3, 0)
@@ -113,12 +129,13 @@ def test_batch_successes_are_deleted_before_the_release(db: DB, how: str) -> Non
 
 
 def test_concurrent_slots_interrupted_leave_no_lock_and_no_success_behind(db: DB) -> None:
+    before = slot_threads()
     reg, ran, started, release = stubborn_registry(block_n=0)
     ids = [db.insert(obj("J", n=n), priority=n) for n in range(30)]
     w = make_worker(db.config(concurrency=3, shutdown_timeout=0.5), reg)
     start_and_interrupt(w, started, "shutdown_timeout")
     release.set()
-    time.sleep(SETTLE)
+    settle(before)
     counts = Counter(ran)
     assert max(counts.values()) == 1
     for job_id, row in ((i, db.row(i)) for i in ids):

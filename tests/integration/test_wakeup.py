@@ -285,16 +285,32 @@ def wait_until(predicate: Any, timeout: float) -> bool:
 
 def test_a_burst_of_rows_brings_in_every_idle_slot(sqlite_db: DB) -> None:
     """One ring, then each slot that finds a row wakes the next: four rows, four slots, in
-    parallel (each job holds its slot for 0.5 s)."""
+    parallel (each job holds its slot for 1 s: one slot alone would start them 1 s apart)."""
     stamps = Stamps()
     started: list[float] = []
 
     @stamps.registry.run("SlowJob")
     def slow(j: Job) -> None:
         started.append(time.time())
-        time.sleep(0.5)
+        time.sleep(1.0)
 
     with running(sqlite_db, stamps, concurrency=4):
         sqlite_db.insert_many(["--- !ruby/object:SlowJob {}\n"] * 4)
         assert wait_until(lambda: len(started) == 4, 3)
-    assert max(started) - min(started) < 0.4
+    assert max(started) - min(started) < 0.8
+
+
+def test_a_bug_in_the_wakeup_never_ends_a_slot(sqlite_db: DB, monkeypatch: Any) -> None:
+    """The next-run_at lookup and the prober raising something unexpected: the slot polls
+    on at sleep_delay, the prober keeps running."""
+    from dj_consumer import wakeup as wakeup_module
+
+    def bug(*_a: Any, **_k: Any) -> Any:
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(wakeup_module.Wakeup, "next_run_at", bug)
+    monkeypatch.setattr(wakeup_module.Prober, "probe", bug)
+    stamps = Stamps()
+    with running(sqlite_db, stamps, sleep_delay=0.5):
+        sqlite_db.insert(stamp_handler(1))
+        assert stamps.ran.wait(3)
