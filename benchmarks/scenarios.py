@@ -22,6 +22,7 @@ from benchmarks.env import (
     Target,
     utcnow,
 )
+from benchmarks.peer import noop_delay
 from benchmarks.procs import Timing
 from benchmarks.report import Report, Section, ms, pct, rate, ratio
 from dj_consumer.config import Config
@@ -109,6 +110,7 @@ def noop(ctx: Context) -> None:
     s.note("CPU us/job: the worker process's own CPU time (user+sys) per job; "
            "unlike jobs/s it does not move with the machine's load")
     ctx.report.sections.append(s)
+    noop_delay(ctx)  # the same comparison on `.delay` rows, with rubydj-pyworker
 
 
 # -- 2. concurrency ----------------------------------------------------------------------------
