@@ -28,3 +28,8 @@ def cpu(j: Job) -> None:
     while time.thread_time() - start < seconds:
         for i in range(2000):
             total += i * i
+
+
+@job.run("User#noop")
+def user_noop(j: Job) -> None:
+    """`user.delay.noop`, the row rubydj-pyworker can run too (benchmarks/peer.py)."""

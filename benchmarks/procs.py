@@ -113,9 +113,11 @@ def ruby_available() -> str | None:
     return None
 
 
-def ruby(t: Target, table: str, jobs: int) -> Timing:
-    """A real Delayed::Worker#work_off(jobs); the script times the work itself."""
-    proc = subprocess.run(["ruby", str(HERE / "ruby_worker.rb"), t.ruby_url, table, str(jobs)],
+def ruby(t: Target, table: str, jobs: int, *, users: str | None = None) -> Timing:
+    """A real Delayed::Worker#work_off(jobs); the script times the work itself. `users`: the
+    table of the `User` records that `.delay` rows call their methods on."""
+    proc = subprocess.run(["ruby", str(HERE / "ruby_worker.rb"), t.ruby_url, table, str(jobs)]
+                          + ([users] if users else []),
                           cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
     result = _result(proc, "ruby_worker.rb")
     return Timing.of(result)

@@ -4,8 +4,9 @@
 # quiet logs, no-op jobs. Prints one JSON line: {"jobs": N, "seconds": S, "cpu": S} (work time only,
 # after the connection is up).
 #
-#   ruby ruby_worker.rb URL TABLE N
+#   ruby ruby_worker.rb URL TABLE N [USERS_TABLE]
 #
+# USERS_TABLE: where the `User` records live that `user.delay.noop` rows call `noop` on.
 # URL: mysql2://…, postgresql://…, or sqlite3:/path/to/file.db
 
 require "json"
@@ -14,7 +15,7 @@ require "active_record"
 require "delayed_job"
 require "delayed_job_active_record"
 
-url, table, count = ARGV
+url, table, count, users = ARGV
 abort("usage: ruby_worker.rb URL TABLE N") unless url && table && count
 
 class NoopJob
@@ -29,6 +30,10 @@ class SleepJob
   end
 end
 
+class User < ActiveRecord::Base
+  def noop; end
+end
+
 ActiveRecord::Base.default_timezone = :utc
 ActiveRecord::Base.logger = nil
 if url.start_with?("sqlite3:")
@@ -39,6 +44,7 @@ else
 end
 Delayed::Job.table_name = table
 Delayed::Job.reset_column_information
+User.table_name = users if users
 Delayed::Worker.logger = Logger.new(nil)
 Delayed::Worker.sleep_delay = 0
 Delayed::Job.count # connect and load the schema before the clock starts

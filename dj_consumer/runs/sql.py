@@ -97,21 +97,11 @@ _FINISH_SET = """
 #: missing (the table appeared mid-run, or start's write was lost).
 FINISH = _upsert(_FINISH_INSERT, _FINISH_SET)
 
-# A success on MySQL/MariaDB (runs/tracking.py): START_IF_DELETED (only when the attempt's
-# `running` write had not gone out yet) and FINISH_IF_DELETED follow its fenced DELETE and
-# `SET @dj_deleted = ROW_COUNT()` in one script and transaction — the next reserve's
+# A success on MySQL/MariaDB (runs/tracking.py): FINISH_IF_DELETED (or, when the attempt's
+# `running` write had not gone out yet, STARTED_SUCCEEDED_IF_DELETED) follows its fenced
+# DELETE and `SET @dj_deleted = ROW_COUNT()` in one script and transaction — the next reserve's
 # (reserve/mysql_script.py), or their own (Store.delete_with). Nothing is written to the
 # record unless the DELETE took the row, as the outcome's own fence says.
-
-#: start_if_deleted — START, binds renamed so it travels beside FINISH (run_started = its now).
-START_IF_DELETED = f"""
-INSERT INTO {{runs}} (job_id, name, queue, state, attempts, run_key, owner_id, batch_id,
-                    batch_index, locked_by, started_at, created_at, updated_at)
-SELECT :run_job_id, :run_name, :run_queue, 'running', :run_attempts, :run_key, :run_owner_id,
-       :run_batch_id, :run_batch_index, :run_locked_by, :run_started, :run_started, :run_started
-FROM DUAL WHERE @dj_deleted = 1
-ON DUPLICATE KEY UPDATE {_values(_START_SET).replace("{final}", FINAL)}
-"""
 
 #: finish_if_deleted — FINISH, writing nothing unless the DELETE took the row.
 FINISH_IF_DELETED = f"""
@@ -121,6 +111,29 @@ SELECT :run_job_id, :run_name, :run_queue, :run_state, :run_attempts, :run_resul
        :run_error_class, :run_error_message, :run_finished_at, :run_now, :run_now FROM DUAL
 WHERE @dj_deleted = 1
 ON DUPLICATE KEY UPDATE {_values(_FINISH_SET)}
+"""
+
+_MY_START_KEPT = ",\n    ".join(
+    line.strip().rstrip(",") for line in _values(_START_SET).replace("{final}", FINAL)
+    .split(",\n") if line.strip().split(" =")[0].strip() in (
+        "cancel_requested_at", "run_key", "owner_id", "progress_current", "progress_total",
+        "progress_stage", "checkpoint", "created_at"))
+#: started_succeeded_if_deleted — START and FINISH_IF_DELETED of a success as one upsert
+#: (the server writes the row once). MySQL applies the assignments left to right:
+#: those that read the old `state` come first, `state` last.
+STARTED_SUCCEEDED_IF_DELETED = f"""
+INSERT INTO {{runs}} (job_id, name, queue, state, attempts, result, run_key, owner_id,
+                    batch_id, batch_index, started_at, finished_at, created_at, updated_at)
+SELECT :run_job_id, :run_name, :run_queue, 'succeeded', :run_attempts, :run_result, :run_key,
+       :run_owner_id, :run_batch_id, :run_batch_index, :run_started, :run_now, :run_started,
+       :run_now FROM DUAL
+WHERE @dj_deleted = 1
+ON DUPLICATE KEY UPDATE {_MY_START_KEPT},
+    name = VALUES(name), queue = VALUES(queue), batch_id = VALUES(batch_id),
+    batch_index = VALUES(batch_index), started_at = VALUES(started_at),
+    attempts = VALUES(attempts), result = VALUES(result), error_class = NULL,
+    error_message = NULL, finished_at = VALUES(finished_at), locked_by = NULL,
+    updated_at = VALUES(updated_at), state = VALUES(state)
 """
 
 # A success on PostgreSQL (runs/tracking.py): the fenced DELETE and the record's final write
@@ -164,9 +177,11 @@ RETURNING job_id
 """
 
 #: cancel_requested — which of these running jobs has been asked to stop (one statement per
-#: heartbeat for every job in hand).
-CANCEL_REQUESTED = """
-SELECT job_id FROM {runs} WHERE job_id IN :run_ids AND cancel_requested_at IS NOT NULL
+#: heartbeat for every job in hand). A final record is an earlier job's (ids reused): its
+#: request is not this run's.
+CANCEL_REQUESTED = f"""
+SELECT job_id FROM {{runs}} WHERE job_id IN :run_ids AND cancel_requested_at IS NOT NULL
+  AND state IN {UNFINISHED}
 """
 
 _REQUEST_INSERT = """

@@ -96,16 +96,13 @@ class RunsStore:
         `locked_by`, `started_at` and run_key/owner_id/batch_id/batch_index from its payload."""
         self.start_statement(job, now).run(conn)
 
-    def start_statement(self, job: Job, now: datetime, *, if_deleted: bool = False) -> Bound:
-        """start as (statement, binds); `if_deleted` (MySQL): in the success's script, after
-        the DELETE's `SET @dj_deleted = ROW_COUNT()`, writing nothing unless the DELETE took the row (sql.START_IF_DELETED)."""
+    def start_statement(self, job: Job, now: datetime) -> Bound:
+        """start as (statement, binds)."""
         fields = payload_fields(job.payload)
-        params = {"run_job_id": job.id, "run_name": job.name[:255], "run_queue": job.queue,
-                  "run_attempts": job.attempts, "run_locked_by": job.locked_by, **fields}
-        if if_deleted:
-            return Bound(self.statement(q.START_IF_DELETED), {**params,
-                                                               "run_started": self.ts(now)})
-        return Bound(self.statement(q.START), {**params, "run_now": self.ts(now)})
+        return Bound(self.statement(q.START), {
+            "run_job_id": job.id, "run_name": job.name[:255], "run_queue": job.queue,
+            "run_attempts": job.attempts, "run_locked_by": job.locked_by,
+            "run_now": self.ts(now), **fields})
 
     def progress(self, conn: Connection, job_id: int, current: int, total: int | None = None,
                  stage: str | None = None, *, now: datetime) -> bool:
@@ -153,6 +150,20 @@ class RunsStore:
             "run_finished_at": self.ts(now) if state in FINAL_STATES else None,
             "run_now": self.ts(now),
         })
+
+    def succeeded_if_deleted(self, job: Job, *, now: datetime, result: str | None,
+                             started: datetime | None) -> Bound:
+        """MySQL: a success's record after its DELETE in the same script (after `SET
+        @dj_deleted = ROW_COUNT()`): FINISH_IF_DELETED, or with START's fields when the
+        running write never went out, both in one upsert."""
+        if started is None:
+            return self.finish_statement(job.id, "succeeded", attempts=job.attempts, now=now,
+                                         result=result, name=job.name, queue=job.queue,
+                                         if_deleted=True)
+        params = {"run_job_id": job.id, "run_name": job.name[:255], "run_queue": job.queue,
+                  "run_attempts": job.attempts, "run_result": result, "run_now": self.ts(now),
+                  "run_started": self.ts(started), **payload_fields(job.payload)}
+        return Bound(self.statement(q.STARTED_SUCCEEDED_IF_DELETED), params)
 
     def pg_succeeded(self, job: Job, *, owned: str, now: datetime, result: str | None,
                      started: datetime | None) -> Bound:

@@ -151,20 +151,10 @@ class RunRecords:
         part, a cancel or a held progress report take the transaction of `also` instead."""
         if not self._plain_success(job):
             return None
-        stmts: list[TextClause] = []
-        params: dict[str, Any] = {}
-        started = self._unstarted(job)
-        if started is not None:
-            start = self.runs.start_statement(job, started, if_deleted=True)
-            stmts.append(start.stmt)
-            params.update(start.params)
-        finish = self.runs.finish_statement(
-            job.id, "succeeded", attempts=job.attempts, now=now,
-            result=_result(job, outcome, "succeeded", None), name=job.name, queue=job.queue,
-            if_deleted=True)
-        stmts.append(finish.stmt)
-        params.update(finish.params)
-        return stmts, params
+        bound = self.runs.succeeded_if_deleted(
+            job, now=now, result=_result(job, outcome, "succeeded", None),
+            started=self._unstarted(job))
+        return [bound.stmt], bound.params
 
     def _plain_success(self, job: Job) -> bool:
         """Not cancelled, no progress report held back, not a batch part: a success whose
@@ -187,15 +177,6 @@ class RunRecords:
         else:
             message = CANCELLED if state == "cancelled" else _message(error)
             for item in rest:
-                summary.error(item_id(item), message)
-        return summary
-        left = max(len(items) - (summary.processed + summary.skipped + len(summary.errored)), 0)
-        if state == "succeeded":
-            summary.processed += left
-        elif left:
-            message = CANCELLED if state == "cancelled" else _message(error)
-            counted = len(items) - left
-            for item in items[counted:] if not job.attempt.tracking else items[-left:]:
                 summary.error(item_id(item), message)
         return summary
 

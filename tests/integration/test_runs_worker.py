@@ -501,3 +501,66 @@ def test_on_postgresql_a_success_and_its_record_are_one_statement(tmp_path: Path
                 ("succeeded", {"id": job_id}, f"p{i}", str(i), None)
             assert run.started_at is not None and run.finished_at is not None
         assert rdb.db.count() == 0
+
+
+def test_a_records_earlier_attempt_carries_on_and_a_reused_ids_record_is_reset(
+        rdb: RunsDB) -> None:
+    """The success's one write (running fields and final state together): a record of an
+    earlier attempt of the same job keeps its progress and keys; a final record left by an
+    earlier job with the same id (ids reused, an operator's retry) starts over."""
+    from dj_consumer.clock import SystemClock
+
+    reg = Registry()
+    tries: list[int] = []
+
+    @reg.run("Twice")
+    def twice(j: Job) -> None:
+        tries.append(j.id)
+        if len(tries) == 1:
+            j.report_progress(5, 10, "half")
+            raise RuntimeError("first try")
+
+    job_id = rdb.db.insert(obj("Twice", run_key="t-1"))
+    assert work(rdb, reg, 1, run_progress_interval=30) == (0, 1)
+    assert (rdb.record(job_id).state, rdb.record(job_id).progress_current) == ("rescheduled", 5)
+    rdb.db.update(job_id, run_at=rdb.db.row(job_id).created_at)
+    assert work(rdb, reg, 1, run_progress_interval=30) == (1, 0)
+    run = rdb.record(job_id)
+    assert (run.state, run.attempts, run.progress_current, run.progress_stage, run.run_key,
+            run.error_class, run.error_message) == ("succeeded", 1, 5, "half", "t-1", None, None)
+
+    reused = rdb.db.insert(obj("Twice", run_key="t-2"))
+    now = SystemClock().now()
+    with rdb.engine.begin() as conn:
+        rdb.store.finish(conn, reused, "failed", attempts=3, now=now, name="Old", error="old")
+    rdb.set(reused, progress_current=9, run_key="old", cancel_requested_at=now)
+    assert work(rdb, reg, 1, run_progress_interval=30) == (1, 0)
+    run = rdb.record(reused)
+    assert (run.state, run.name, run.attempts, run.progress_current, run.run_key,
+            run.cancel_requested_at, run.error_message) == \
+        ("succeeded", "Twice", 0, None, "t-2", None, None)
+
+
+def test_an_earlier_jobs_cancel_request_does_not_stop_a_new_job_with_its_id(
+        rdb: RunsDB) -> None:
+    """Failed before the fix: the heartbeat read cancel_requested_at of a final record left
+    by an earlier job with the same id, and cancelled the new one."""
+    from dj_consumer.clock import SystemClock
+
+    reg = Registry()
+    seen: list[bool] = []
+
+    @reg.run("Slow")
+    def slow(j: Job) -> None:
+        time.sleep(0.8)  # a few heartbeats, before its running write goes out
+        seen.append(bool(j.cancelled))
+
+    job_id = rdb.db.insert(obj("Slow"))
+    now = SystemClock().now()
+    with rdb.engine.begin() as conn:
+        rdb.store.finish(conn, job_id, "cancelled", attempts=0, now=now, name="Old")
+    rdb.set(job_id, cancel_requested_at=now)
+    assert work(rdb, reg, 1, heartbeat_interval=0.2, run_progress_interval=30) == (1, 0)
+    assert seen == [False]
+    assert (rdb.record(job_id).state, rdb.record(job_id).cancel_requested_at) == \
+        ("succeeded", None)
