@@ -74,7 +74,8 @@ class PostgresOneTrip(SkipLocked):
             if ours and not claimed:
                 done.tried.add(job.id)
                 claimed = t.db.run(conn, t.sql.claim_if_ready, dict(
-                    params, id=job.id, attempts=job.attempts, now=locked_at)).rowcount == 1
+                    params, id=job.id, attempts=job.attempts, now=locked_at),
+                    t.sql.constants).rowcount == 1
             if ours and claimed:
                 return locked(job, locked_at, me, ours)
             if claimed:

@@ -199,3 +199,32 @@ def test_one_cursor_per_connection_for_the_hot_path(pg: DB, monkeypatch: pytest.
     monkeypatch.setattr(psycopg.Connection, "cursor", counted)
     assert w.work_off() == (5, 0)
     assert made == []
+
+
+def test_a_delay_jobs_claim_sends_no_constants_either(
+        pg: DB, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `.delay` row is parsed first and claimed by a second statement: that one too carries
+    the names and leases as literals, and still claims only a row that is ready."""
+    import psycopg
+
+    from tests.unit.conftest_yaml import fixtures
+
+    sent: list[str] = []
+    original = psycopg.Cursor.execute
+
+    def seen(self: Any, query: Any, *a: Any, **kw: Any) -> Any:
+        sent.append(str(query))
+        return original(self, query, *a, **kw)
+
+    handler = next(f for f in fixtures() if f.slug == "pm_ar_instance").handler
+    reg = Registry()
+    reg.run("User#send_welcome")(lambda j: None)
+    w = make_worker(pg.config(), reg)
+    w.work_off()
+    pg.insert(handler)
+    monkeypatch.setattr(psycopg.Cursor, "execute", seen)
+    assert w.work_off() == (1, 0)
+    claims = [q for q in sent if q.startswith("UPDATE")]
+    assert len(claims) == 1 and pg.count() == 0
+    assert set(re.findall(r"%\((\w+)\)s", claims[0])) <= {
+        "id", "me", "now", "stale", "attempts", "locked_at"}, claims[0]
