@@ -62,23 +62,30 @@ class Connections:
         if self.tx_engine is not self.engine:
             self.tx_engine.dispose()
 
-    def run(self, conn: Connection, stmt: TextClause, params: dict[str, Any]) -> Any:
+    def run(self, conn: Connection, stmt: TextClause, params: dict[str, Any],
+            constants: Mapping[str, Any] | None = None) -> Any:
         """Execute on the driver's cursor when the statement allows (the hot path: about a
-        third of SQLAlchemy's per-statement cost), else through SQLAlchemy."""
+        third of SQLAlchemy's per-statement cost), else through SQLAlchemy.
+
+        On PostgreSQL, `constants` (binds that never change for this worker: name patterns,
+        leases) are written into the cached SQL once as literals, instead of being sent with
+        every call (the reserve's statement has thirty of them); the other keys of `params`
+        are the binds."""
         if self.dialect == "sqlite" or self.sql_log or not all(params.get(k, True) for k in _LISTS):
             return conn.execute(stmt, params)
-        sql = self._compiled(stmt)
         lists = any(k in params for k in _LISTS)
-        if lists:
-            sql, params = self._expanded(stmt, sql, params)
         dbapi_conn = conn.connection.dbapi_connection
         assert dbapi_conn is not None
+        if self.dialect == "postgresql" and not lists:
+            return self._run_pg(conn, dbapi_conn, stmt, params, constants)
+        sql = self._compiled(stmt)
+        if lists:
+            sql, params = self._expanded(stmt, sql, params)
         cursor = dbapi_conn.cursor()
         try:
             if self.dialect == "postgresql":
-                # Prepared from the first run: the same few statements run for every job (a
-                # list of ids is a new statement per length: psycopg prepares it if it recurs).
-                cursor.execute(sql, params, prepare=None if lists else True)  # type: ignore[call-arg]
+                # A list of ids is a new statement per length: psycopg prepares it if it recurs.
+                cursor.execute(sql, params, prepare=None)  # type: ignore[call-arg]
             else:
                 cursor.execute(sql, params)
             return _RawResult(cursor)
@@ -86,6 +93,31 @@ class Connections:
             raise self._translate(exc, conn, dbapi_conn, cursor, sql, params) from exc
         finally:
             cursor.close()
+
+    def _run_pg(self, conn: Connection, dbapi_conn: Any, stmt: TextClause, params: dict[str, Any],
+                constants: Mapping[str, Any] | None) -> Any:
+        """PostgreSQL's hot path: prepared from the first run (the same few statements run for
+        every job), on one cursor kept per driver connection (a new cursor per statement
+        costs more client CPU than the rest of the call: its adapters, its type caches)."""
+        if constants:
+            key = (stmt, _CONSTANTS)
+            sql = self._raw.get(key)
+            if sql is None:
+                from psycopg.sql import Literal
+
+                sql = self._raw[key] = _inline(self._compiled(stmt), constants,
+                                               lambda v: Literal(v).as_string(dbapi_conn))
+        else:
+            sql = self._compiled(stmt)
+        info = conn.connection.info
+        cursor = info.get(_CURSOR)
+        if cursor is None or cursor.closed or cursor.connection is not dbapi_conn:
+            cursor = info[_CURSOR] = dbapi_conn.cursor()
+        try:
+            cursor.execute(sql, params, prepare=True)
+            return _RawResult(cursor, pg=True)
+        except self._dbapi_error as exc:
+            raise self._translate(exc, conn, dbapi_conn, cursor, sql, params) from exc
 
     @property
     def scripts(self) -> bool:
@@ -229,8 +261,14 @@ class Connections:
 # The list binds (`IN :ids`) the driver fast path expands itself; an empty one goes through
 # SQLAlchemy, which knows how to write an empty IN.
 _LISTS = ("ids",)
+# Keys of Connections._raw (SQL with the constants inlined) and of a driver connection's
+# info (its kept cursor, PostgreSQL).
+_CONSTANTS = "constants"
+_CURSOR = "dj_consumer.cursor"
 # pymysql.constants.SERVER_STATUS.SERVER_STATUS_NO_BACKSLASH_ESCAPES
 _NO_BACKSLASH_ESCAPES = 512
+# psycopg.pq.ExecStatus.TUPLES_OK
+_TUPLES_OK = 2
 # A pyformat bind, or an escaped percent sign (which must stay escaped).
 _PYFORMAT = re.compile(r"%%|%\((\w+)\)s")
 
@@ -250,10 +288,15 @@ class _RawResult:
 
     __slots__ = ("_rows", "has_rows", "lastrowid", "rowcount")
 
-    def __init__(self, cursor: Any) -> None:
+    def __init__(self, cursor: Any, *, pg: bool = False) -> None:
         self.rowcount = cursor.rowcount
-        self.lastrowid = getattr(cursor, "lastrowid", None)
-        self.has_rows = cursor.description is not None
+        if pg:  # (psycopg's description builds a Column per column, on every call)
+            self.lastrowid = None
+            res = cursor.pgresult
+            self.has_rows = res is not None and (res.nfields > 0 or res.status == _TUPLES_OK)
+        else:
+            self.lastrowid = getattr(cursor, "lastrowid", None)
+            self.has_rows = cursor.description is not None
         self._rows = cursor.fetchall() if self.has_rows else []
 
     def first(self) -> Any:

@@ -58,7 +58,7 @@ class PostgresOneTrip(SkipLocked):
         deleting = done.deleting
         binds = dict(params, id=deleting or 0, claim_sure=int(not t.claims_paused()))
         with t.db.connection() as conn:
-            out = t.db.run(conn, self._stmt(sql), binds).first()
+            out = t.db.run(conn, self._stmt(sql), binds, t.sql.constants).first()
             if deleting is not None:
                 done.deleted = out[0] == 1
             if out[2] is None:

@@ -179,15 +179,6 @@ class RunRecords:
             for item in rest:
                 summary.error(item_id(item), message)
         return summary
-        left = max(len(items) - (summary.processed + summary.skipped + len(summary.errored)), 0)
-        if state == "succeeded":
-            summary.processed += left
-        elif left:
-            message = CANCELLED if state == "cancelled" else _message(error)
-            counted = len(items) - left
-            for item in items[counted:] if not job.attempt.tracking else items[-left:]:
-                summary.error(item_id(item), message)
-        return summary
 
     def succeeded_statement(self, job: Job, outcome: Succeeded, me: str,
                             now: datetime) -> Bound | None:

@@ -4,6 +4,7 @@ before it is claimed; rows that only resemble ours are never written to."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
@@ -142,3 +143,59 @@ def test_a_parser_bug_after_a_sure_claim_leaves_the_row_unlocked(
     assert (row.locked_by, row.locked_at, row.attempts) == (None, None, 0)
     monkeypatch.undo()
     assert w.work_off() == (1, 0)
+
+
+def test_the_constants_travel_in_the_statement_text_escaped(
+        pg: DB, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The names, queues and lease patterns are written into the reserve's SQL once, as
+    literals, not bound on every call: a queue with a quote, a backslash and a percent sign
+    selects exactly its own rows, and the statement's binds are only the per-call values."""
+    import psycopg
+
+    sent: list[tuple[str, Any]] = []
+    original = psycopg.Cursor.execute
+
+    def seen(self: Any, query: Any, params: Any = None, *a: Any, **kw: Any) -> Any:
+        sent.append((str(query), params))
+        return original(self, query, params, *a, **kw)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", seen)
+    odd = "it's \\ 50%_off"
+    ran: list[Any] = []
+    reg = Registry()
+    reg.run("Foo")(lambda j: ran.append(j.payload["n"]))
+    w = make_worker(pg.config(queues=[odd]), reg)
+    w.work_off()
+    pg.insert(obj("Foo", n=1), queue=odd)
+    other = pg.insert(obj("Foo", n=2), queue="it's \\ 50%Xoff")
+    sent.clear()
+    assert w.work_off() == (1, 0)
+    assert ran == [1] and pg.row(other) is not None
+    reserves = [(q, p) for q, p in sent if q.startswith("WITH")]
+    assert reserves
+    for query, _params in reserves:
+        binds = set(re.findall(r"%\((\w+)\)s", query))
+        assert binds <= {"id", "me", "now", "stale", "claim_sure", "locked_at"}, binds
+        assert "it''s" in query  # the queue, as a literal
+
+
+def test_one_cursor_per_connection_for_the_hot_path(pg: DB, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reserve's statement runs on a cursor kept with its connection, not a new one per
+    job (its adapters and type caches cost more CPU than the rest of the call)."""
+    import psycopg
+
+    made: list[int] = []
+    original = psycopg.Connection.cursor
+
+    def counted(self: Any, *a: Any, **kw: Any) -> Any:
+        made.append(1)
+        return original(self, *a, **kw)
+
+    reg = Registry()
+    reg.run("Foo")(lambda j: None)
+    w = make_worker(pg.config(), reg)
+    w.work_off()
+    pg.insert_many([obj("Foo", n=i) for i in range(5)])
+    monkeypatch.setattr(psycopg.Connection, "cursor", counted)
+    assert w.work_off() == (5, 0)
+    assert made == []
