@@ -19,6 +19,7 @@ from typing import Any
 
 from benchmarks import procs
 from benchmarks.env import Table, Target, unique_table
+from benchmarks.pickup import Variant
 from benchmarks.procs import BenchError, Timing
 from benchmarks.report import Section, rate, ratio
 
@@ -100,7 +101,7 @@ def venv_python(log: Callable[[str], None] = print) -> tuple[str | None, str | N
 
 
 def pyworker(python: str, t: Target, schema: str, jobs: int) -> Timing:
-    proc = subprocess.run([python, "-I", str(DRIVER), t.ruby_url, RECEIVER, str(jobs)],
+    proc = subprocess.run([python, "-I", str(DRIVER), "drain", t.ruby_url, RECEIVER, str(jobs)],
                           cwd=procs.ROOT, env=search_path_env(schema), capture_output=True,
                           text=True, timeout=procs.TIMEOUT)
     if proc.returncode != 0:
@@ -183,3 +184,27 @@ def noop_delay(ctx: Any) -> None:
         ctx.report.target("noop postgresql .delay: dj vs rubydj-pyworker (reported)",
                           ratio(dj.rate, best["pyworker"].rate), None)
     ctx.report.sections.append(s)
+
+
+def pickup_variant(log: Callable[[str], None] = print) -> tuple[Variant | None, str | None]:
+    """pyworker as one more idle worker in the latency scenario (benchmarks/pickup.py), on
+    `user.delay.stamp` rows in queue default; or (None, why it cannot run)."""
+    python, missing = venv_python(log)
+    if python is None:
+        return None, missing
+    schema = unique_table("pyw")
+
+    def setup(table: Table) -> None:
+        for sql in view_sql(schema, table.name):
+            table.execute(sql)
+
+    def teardown(table: Table) -> None:
+        table.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+    def command(t: Target, v: Variant) -> tuple[list[str], dict[str, str]]:
+        return ([python, "-I", str(DRIVER), "pickup", t.ruby_url, RECEIVER, str(v.stamps)],
+                search_path_env(schema))
+
+    handler = delay_handler(RECEIVER, 1, "bench", "stamp")
+    return Variant("rubydj-pyworker", setup=setup, teardown=teardown, command=command,
+                   handler=lambda seq: handler, queue=QUEUE), None

@@ -47,6 +47,10 @@ class Variant:
     ruby: bool = False
     config: dict[str, Any] = field(default_factory=dict)
     setup: Any = None  # called with the Table before the worker starts (a trigger, say)
+    teardown: Any = None  # called with the Table before it is dropped
+    command: Any = None  # (Target, Variant) -> (argv, env): a worker other than ours or Ruby's
+    handler: Any = None  # seq -> the handler its rows carry (default: StampJob)
+    queue: str | None = None
     table: Table | None = None
     proc: subprocess.Popen[bytes] | None = None
     stamps: Path | None = None
@@ -65,12 +69,16 @@ def _start(t: Target, v: Variant) -> None:
     assert v.table is not None
     v.stamps = scratch_dir() / f"{v.table.name}.stamps"
     v.stamps.write_text("")
-    if v.ruby:
+    env = None
+    if v.command is not None:
+        cmd, env = v.command(t, v)
+    elif v.ruby:
         cmd = ["ruby", str(HERE / "ruby_pickup.rb"), t.ruby_url, v.table.name, str(v.stamps)]
     else:
         args = {"url": t.url, "table": v.table.name, "stamps": str(v.stamps), "config": v.config}
         cmd = [sys.executable, "-m", "benchmarks.pickup_child", json.dumps(args)]
-    v.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    v.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
 
 
 def _lines(v: Variant) -> list[list[str]]:
@@ -92,7 +100,7 @@ def _wait(what: str, variants: list[Variant], done: Any, timeout: float) -> None
         time.sleep(0.05)
 
 
-def _insert(t: Target, conn: sa.Connection, table: sa.Table, seq: int,
+def _insert(t: Target, conn: sa.Connection, v: Variant, table: sa.Table, seq: int,
             ahead: int | None) -> tuple[float, float]:
     """One Rails-style INSERT (autocommit): (commit time, run_at), wall-clock seconds."""
     now = datetime.now(UTC).replace(tzinfo=None)
@@ -100,8 +108,8 @@ def _insert(t: Target, conn: sa.Connection, table: sa.Table, seq: int,
         now = now.replace(microsecond=0)
     run_at = now if ahead is None else now.replace(microsecond=0) + timedelta(seconds=ahead)
     conn.execute(sa.insert(table).values(
-        handler=f"--- !ruby/object:StampJob\nseq: {seq}\n", priority=0, attempts=0,
-        run_at=run_at, created_at=now, updated_at=now))
+        handler=v.handler(seq) if v.handler else f"--- !ruby/object:StampJob\nseq: {seq}\n",
+        queue=v.queue, priority=0, attempts=0, run_at=run_at, created_at=now, updated_at=now))
     committed = time.time()
     return committed, run_at.replace(tzinfo=UTC).timestamp()
 
@@ -128,7 +136,7 @@ def run(t: Target, variants: list[Variant], jobs: int, log: Any) -> None:
             time.sleep(gap)
             order = conns if seq % 2 == 0 else conns[::-1]
             for v, conn, table in order:
-                v.committed[seq], v.run_at[seq] = _insert(t, conn, table, seq, ahead)
+                v.committed[seq], v.run_at[seq] = _insert(t, conn, v, table, seq, ahead)
                 if ahead is None:
                     del v.run_at[seq]
         for _, conn, _ in conns:
@@ -145,6 +153,8 @@ def run(t: Target, variants: list[Variant], jobs: int, log: Any) -> None:
                 except subprocess.TimeoutExpired:
                     v.proc.kill()
             if v.table is not None:
+                if v.teardown is not None:
+                    v.teardown(v.table)
                 v.table.drop()
         for engine in engines:
             engine.dispose()
@@ -185,12 +195,19 @@ def latency(ctx: Context) -> None:
         "worker at its defaults (ms; idle: before the first INSERT)",
         ["database", "worker", "start-commit p50", "p95", "p99", "max",
          "start-run_at p50", "p99", "idle stmts/s", "idle CPU"])
+    missing: str | None = None
     for t in ctx.on("sqlite", "mariadb", "postgresql"):
         variants = [Variant("dj")]
         if t.backend == "postgresql":
             variants.append(Variant("dj + notify", setup=_install_trigger))
         if ctx.ruby_missing is None:
             variants.append(Variant("ruby", ruby=True))
+        if t.backend == "postgresql":
+            from benchmarks.peer import pickup_variant
+
+            peer, missing = pickup_variant(ctx.log)
+            if peer is not None:
+                variants.append(peer)
         ctx.log(f"latency {t.backend}")
         run(t, variants, jobs, ctx.log)
         for v in variants:
@@ -201,6 +218,8 @@ def latency(ctx: Context) -> None:
                   f"{r.idle_qps:.1f}", f"{100 * r.idle_cpu:.1f}%")
             if v.name == ("dj + notify" if t.backend == "postgresql" else "dj"):
                 _targets(ctx, t.backend, r)
+        if missing:
+            s.add(t.backend, "rubydj-pyworker", f"not run: {missing}", *["-"] * 7)
     s.note(f"start-commit: the handler's first line minus the moment the enqueuer's INSERT "
            f"returned (autocommit); start-run_at: for the 1 in {SCHEDULED_EVERY} jobs scheduled "
            "1-3 whole seconds ahead. With so few jobs, p95 and p99 are the worst ones")
@@ -209,6 +228,9 @@ def latency(ctx: Context) -> None:
     s.note("idle stmts/s: statements the worker sent per second while nothing was ready (Python: "
            "driver executes; Ruby: ActiveRecord sql events); idle CPU: the worker process's own, "
            "in % of one core")
+    s.note("rubydj-pyworker 1.2.1 (PostgreSQL only): its Worker.run() at its defaults "
+           "(sleep_delay 10 s), on `user.delay.stamp` rows in queue 'default' (the only kind it "
+           "runs), through a view named delayed_jobs; idle stmts/s counted at psycopg2's execute")
     s.note("ruby: Delayed::Worker#start at Ruby's defaults (sleep_delay 5 s), delayed_job 4.1.9 + "
            "delayed_job_active_record" if ctx.ruby_missing is None else f"ruby skipped: {ctx.ruby_missing}")
     ctx.report.sections.append(s)

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy import text
 
+from dj_consumer.looping import Looping
+
 if TYPE_CHECKING:
     from dj_consumer.store import Store
     from dj_consumer.wakeup import Wakeup
@@ -123,7 +125,7 @@ def installed(store: Store) -> bool:
     return found == 2
 
 
-class Listener:
+class Listener(Looping):
     """One per worker process: LISTEN on a dedicated connection, ring on every notification.
 
     `live` is set while notifications are known to arrive (its own test notification came
@@ -131,23 +133,13 @@ class Listener:
     LISTEN cannot work (the server connection is handed to others between transactions): the
     test notification never comes back, and the prober keeps looking."""
 
+    thread_name = "dj-listener"
+
     def __init__(self, store: Store, wakeup: Wakeup, live: threading.Event) -> None:
+        super().__init__()
         self.store, self.wakeup, self.live = store, wakeup, live
         self.channel = Names(store.config.table_name).channel
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._conn: Any = None
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="dj-listener", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
 
     def _connect(self) -> Any:
         import psycopg

@@ -22,6 +22,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.types import DateTime, Integer
 
 from dj_consumer.db import short_error
+from dj_consumer.looping import Looping
 
 if TYPE_CHECKING:
     from dj_consumer.clock import Clock
@@ -190,28 +191,18 @@ class Wakeup:
         _LIVE.discard(self)
 
 
-class Prober:
+class Prober(Looping):
     """One per worker process: every idle_poll, while a slot is idle, one primary-key-only
     query; when rows were added, one more (a key range) asks whether one is ours, and rings."""
 
+    thread_name = "dj-prober"
+
     def __init__(self, wakeup: Wakeup, interval: float) -> None:
+        super().__init__()
         self.wakeup, self.interval = wakeup, interval
         self.paused = threading.Event()  # notifications are live (notify.py): no need to look
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._seen: int | None = None
         self._failing = False
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="dj-prober", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import clean_env
+from tests.integration.runs_helpers import RunsDB
 
 #: Handlers the dashboard under test imports: these names count as Python's.
 WEBJOBS = Path(__file__).resolve().parent / "webjobs.py"
@@ -63,6 +64,14 @@ def web_server(database_url: str, table: str, log_dir: Path, *extra: str,
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def runs_web_server(rdb: RunsDB, log_dir: Path) -> Iterator[WebServer]:
+    """`dj-consumer web` on a test's table and its run-record tables (runs_helpers)."""
+    with web_server(rdb.db.url, rdb.db.table, log_dir, "--runs-table", rdb.runs,
+                    "--batches-table", rdb.batches) as s:
+        yield s
 
 
 def _wait_listening(server: WebServer, port: int, timeout: float = 60) -> None:

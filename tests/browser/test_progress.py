@@ -16,7 +16,7 @@ from dj_consumer import Job, Registry, make_worker
 from tests.conftest import DB
 from tests.integration.runs_helpers import RunsDB, runs_tables
 from tests.integration.test_protocol import obj
-from tests.webserver import WebServer, wait_for, web_server
+from tests.webserver import WebServer, runs_web_server, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -31,8 +31,7 @@ def rdb(mariadb_db: DB) -> Iterator[RunsDB]:
 
 @pytest.fixture
 def server(rdb: RunsDB, tmp_path: Path) -> Iterator[WebServer]:
-    with web_server(rdb.db.url, rdb.db.table, tmp_path, "--runs-table", rdb.runs,
-                    "--batches-table", rdb.batches) as s:
+    with runs_web_server(rdb, tmp_path) as s:
         yield s
 
 

@@ -19,7 +19,7 @@ from dj_consumer.runs.records import result_json
 from dj_consumer.schema import add_recurring_columns
 from tests.conftest import DB
 from tests.integration.runs_helpers import RunsDB, job, runs_tables
-from tests.webserver import WebServer, wait_for, web_server
+from tests.webserver import WebServer, runs_web_server, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -39,8 +39,7 @@ def rdb(sqlite_db: DB) -> Iterator[RunsDB]:
 
 @pytest.fixture
 def server(rdb: RunsDB, tmp_path: Path) -> Iterator[WebServer]:
-    with web_server(rdb.db.url, rdb.db.table, tmp_path, "--runs-table", rdb.runs,
-                    "--batches-table", rdb.batches) as s:
+    with runs_web_server(rdb, tmp_path) as s:
         yield s
 
 

@@ -75,3 +75,25 @@ def test_a_short_run_says_why_with_pyworkers_first_error() -> None:
         result_of(out, 10)
     with pytest.raises(BenchError, match="printed nothing"):
         result_of("", 10)
+
+
+def test_the_latency_variant_runs_pyworker_on_its_own_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    import benchmarks.peer as peer
+    from benchmarks.env import target
+
+    monkeypatch.setattr(peer, "venv_python", lambda log=print: ("/venv/bin/python", None))
+    variant, missing = peer.pickup_variant()
+    assert variant is not None and missing is None
+    assert variant.queue == "default"
+    assert variant.handler(7).splitlines()[1] == f"object: !ruby/object:{RECEIVER}"
+    variant.stamps = None
+    argv, env = variant.command(target("postgresql"), variant)
+    assert argv[:4] == ["/venv/bin/python", "-I", str(peer.DRIVER), "pickup"]
+    assert env["PGOPTIONS"].startswith("-c search_path=dj_bench_pyw_")
+
+
+def test_without_its_venv_pyworker_is_a_reason_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    import benchmarks.peer as peer
+
+    monkeypatch.setattr(peer, "venv_python", lambda log=print: (None, "pip install failed: x"))
+    assert peer.pickup_variant() == (None, "pip install failed: x")
