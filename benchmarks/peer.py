@@ -207,4 +207,4 @@ def pickup_variant(log: Callable[[str], None] = print) -> tuple[Variant | None, 
 
     handler = delay_handler(RECEIVER, 1, "bench", "stamp")
     return Variant("rubydj-pyworker", setup=setup, teardown=teardown, command=command,
-                   handler=lambda seq: handler, queue=QUEUE), None
+                   handler=lambda seq: handler, queue=QUEUE, optional=True), None

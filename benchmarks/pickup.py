@@ -51,6 +51,8 @@ class Variant:
     command: Any = None  # (Target, Variant) -> (argv, env): a worker other than ours or Ruby's
     handler: Any = None  # seq -> the handler its rows carry (default: StampJob)
     queue: str | None = None
+    optional: bool = False  # a peer: if its process dies, its row says why; the others go on
+    failed: str | None = None
     table: Table | None = None
     proc: subprocess.Popen[bytes] | None = None
     stamps: Path | None = None
@@ -88,13 +90,18 @@ def _lines(v: Variant) -> list[list[str]]:
 
 def _wait(what: str, variants: list[Variant], done: Any, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while not all(done(v) for v in variants):
+    while not all(v.failed or done(v) for v in variants):
         for v in variants:
             assert v.proc is not None
-            if v.proc.poll() is not None:
+            if v.failed is None and v.proc.poll() is not None:
                 err = v.proc.stderr.read().decode() if v.proc.stderr else ""
+                tail = err.strip().splitlines()
+                if v.optional:
+                    v.failed = (f"exited {v.proc.returncode} before {what}"
+                                + (f": {tail[-1]}" if tail else ""))
+                    continue
                 raise RuntimeError(f"{v.name} exited {v.proc.returncode} before {what}:\n"
-                                   + "\n".join(err.strip().splitlines()[-8:]))
+                                   + "\n".join(tail[-8:]))
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out waiting for {what}")
         time.sleep(0.05)
@@ -136,6 +143,8 @@ def run(t: Target, variants: list[Variant], jobs: int, log: Any) -> None:
             time.sleep(gap)
             order = conns if seq % 2 == 0 else conns[::-1]
             for v, conn, table in order:
+                if v.failed:
+                    continue
                 v.committed[seq], v.run_at[seq] = _insert(t, conn, v, table, seq, ahead)
                 if ahead is None:
                     del v.run_at[seq]
@@ -211,6 +220,9 @@ def latency(ctx: Context) -> None:
         ctx.log(f"latency {t.backend}")
         run(t, variants, jobs, ctx.log)
         for v in variants:
+            if v.failed:
+                s.add(t.backend, v.name, f"not run: {v.failed}", *["-"] * 7)
+                continue
             r = result(v)
             s.add(t.backend, v.name, ms(q(r.pickup, 0.5)), ms(q(r.pickup, 0.95)),
                   ms(q(r.pickup, 0.99)), ms(r.pickup[-1]) if r.pickup else "-",

@@ -81,7 +81,12 @@ class Slots:
                 if self.config.exit_on_complete:
                     return
                 if not run.stopping.is_set():
-                    self.wakeup.wait(me)  # the next run_at, sleep_delay at most, or a ring
+                    # The next run_at is a query: asked through the gate, never once the run
+                    # closed (start() may have returned meanwhile).
+                    with run.gate(me) as open_:
+                        pause = self.wakeup.delay() if open_ else None
+                    if pause is not None:
+                        self.wakeup.wait(me, pause)  # that run_at, sleep_delay at most, or a ring
         finally:
             with run.gate(me) as open_:
                 if open_:

@@ -128,16 +128,16 @@ class Wakeup:
         """Is a slot waiting now?"""
         return self._idle > 0
 
-    def wait(self, me: str) -> None:
+    def wait(self, me: str, delay: float | None = None) -> None:
         """A reserve found nothing: sleep until the next run_at of ours, sleep_delay at
-        most, or a ring."""
+        most, or a ring. `delay`: that sleep, if the caller asked `delay()` already."""
         event = self._event(me)
         if not event.is_set():
             with self._lock:
                 self._idle += 1
                 self._waiting[me] = event
             try:
-                self.clock.sleep(self.delay(), event)
+                self.clock.sleep(self.delay() if delay is None else delay, event)
             finally:
                 with self._lock:
                     self._idle -= 1

@@ -146,3 +146,41 @@ def test_concurrent_slots_interrupted_leave_no_lock_and_no_success_behind(db: DB
         else:
             assert counts[n] == 1
     w.close()
+
+
+def test_an_idle_slot_sends_nothing_after_start_returns(db: DB, monkeypatch: Any) -> None:
+    """A slot that found nothing asks when the next run_at is due (a query) before it
+    sleeps. Found by the model test (mariadb seed 834): a slot past its stopping check as the
+    run closed sent that query after start() returned. Here the slot is held between its
+    check and the query until start() has returned (1 s at most)."""
+    from sqlalchemy import event
+
+    from dj_consumer.wakeup import Wakeup
+
+    before = slot_threads()
+    entered, returned = threading.Event(), threading.Event()
+    real = Wakeup.delay
+
+    def held(self: Wakeup) -> float:
+        if not entered.is_set():
+            entered.set()
+            returned.wait(1.0)
+        return real(self)
+
+    monkeypatch.setattr(Wakeup, "delay", held)
+    reg = Registry()
+    reg.run("J")(lambda j: None)
+    w = make_worker(db.config(sleep_delay=5, shutdown_timeout=0.2), reg)
+    after: list[str] = []
+    event.listen(w.store.engine, "before_cursor_execute",
+                 lambda conn, cursor, sql, *rest: after.append(sql) if returned.is_set() else None)
+    thread = threading.Thread(target=w.start)
+    thread.start()
+    assert entered.wait(30), "the slot never went idle"
+    w.stop()
+    thread.join(30)
+    assert not thread.is_alive()
+    returned.set()
+    settle(before)
+    assert after == [], f"statements after start() returned: {after}"
+    w.close()

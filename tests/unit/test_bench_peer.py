@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +100,21 @@ def test_without_its_venv_pyworker_is_a_reason_not_a_crash(monkeypatch: pytest.M
 
     monkeypatch.setattr(peer, "venv_python", lambda log=print: (None, "pip install failed: x"))
     assert peer.pickup_variant() == (None, "pip install failed: x")
+
+
+def test_a_peer_that_dies_in_the_latency_scenario_is_a_row_not_a_crash(tmp_path: Path) -> None:
+    from benchmarks.pickup import Variant, _wait
+
+    stamps = tmp_path / "stamps"
+    stamps.write_text("")
+    peer = Variant("rubydj-pyworker", optional=True, stamps=stamps, proc=subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stderr.write('no psycopg2\\n'); sys.exit(3)"],
+        stderr=subprocess.PIPE))
+    with peer.proc:
+        _wait("ready", [peer], lambda v: False, 30)
+    assert peer.failed == "exited 3 before ready: no psycopg2"
+
+    ours = Variant("dj", stamps=stamps, proc=subprocess.Popen(
+        [sys.executable, "-c", "raise SystemExit(4)"], stderr=subprocess.PIPE))
+    with ours.proc, pytest.raises(RuntimeError, match="dj exited 4 before ready"):
+        _wait("ready", [ours], lambda v: False, 30)
