@@ -29,7 +29,7 @@ def run_in_child(fn: Callable[[Job], Any], job: Job, run_time: float) -> Any:
             try:
                 writer.send(("ok", value))
             except Exception as exc:  # it cannot be pickled: the attempt fails, saying why
-                writer.send(("ResultError", "the job's return value cannot leave its process "
+                writer.send(("", "the job's return value cannot leave its process "
                              f"({type(value).__name__}: {exc})", ""))
         except BaseException as exc:
             writer.send((exception_class(exc), str(exc), format_error(exc).split("\n", 1)[1]))

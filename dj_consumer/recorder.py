@@ -247,9 +247,12 @@ ERROR_CLIP = 500
 
 
 def error_fields(last_error: str, error: BaseException | None) -> dict[str, Any]:
-    """`error_class`, `error` (last_error's first line, clipped) and `exc_info` (rendered as
-    the traceback by structlog's format_exc_info in JSON logs; the console drops it)."""
+    """`error_class`, `error` (last_error's first line without the class, clipped) and
+    `exc_info` (rendered as the traceback by structlog's format_exc_info in JSON logs; the
+    console drops it)."""
     message = last_error.split("\n", 1)[0]
+    if error is not None:  # the message alone: error_class names the class
+        message = message.removeprefix(exception_class(error) + ": ")
     if len(message) > ERROR_CLIP:
         message = message[:ERROR_CLIP] + f"… ({len(message)} chars)"
     fields: dict[str, Any] = {"error": message}

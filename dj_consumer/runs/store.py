@@ -306,13 +306,16 @@ def payload_fields(payload: Any) -> dict[str, Any]:
 
 def error_fields(error: BaseException | str | None) -> tuple[str | None, str | None]:
     """(error_class, error_message) for the record: the exception's class and message, or
-    last_error's message without its traceback."""
+    last_error's message without its class and traceback."""
     if error is None:
         return None, None
     if isinstance(error, BaseException):
         name = exception_class(error)
         return name[:255], (str(error) or type(error).__name__)[:MAX_ERROR_TEXT]
-    message = error.split("\nTraceback (most recent call last):", 1)[0]
+    message, traced, trace = error.partition("\nTraceback (most recent call last):")
+    kind, named, rest = message.partition(": ")
+    if traced and named and " " not in kind and trace.rstrip().endswith("\n" + message):
+        message = rest  # format_error's "Class: message" head: the message alone
     return None, message[:MAX_ERROR_TEXT]
 
 

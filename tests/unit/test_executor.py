@@ -115,7 +115,8 @@ def test_timed_out_is_set_at_the_deadline() -> None:
     out = executor(FakeClock()).execute(make_job(), spec)
     assert waited == [True]
     assert isinstance(out, Rescheduled)
-    assert out.last_error.startswith("dj_consumer.errors.JobTimeout: execution expired (Delayed::Worker.max_run_time is only 0 seconds)")
+    assert out.last_error.startswith("dj_consumer.errors.JobTimeout: execution expired "
+                                     "(Delayed::Worker.max_run_time is only 0 seconds)")
 
 
 def test_watchdog_cancel() -> None:
