@@ -8,10 +8,7 @@
 #   ruby ruby_pickup.rb URL TABLE STAMPS
 
 require "json"
-require "logger"
-require "active_record"
-require "delayed_job"
-require "delayed_job_active_record"
+require_relative "ruby_connect"
 
 url, table, stamps = ARGV
 abort("usage: ruby_pickup.rb URL TABLE STAMPS") unless url && table && stamps
@@ -32,17 +29,7 @@ class StampJob
   end
 end
 
-ActiveRecord::Base.default_timezone = :utc
-ActiveRecord::Base.logger = nil
-if url.start_with?("sqlite3:")
-  ActiveRecord::Base.establish_connection(adapter: "sqlite3", database: url.delete_prefix("sqlite3:"),
-                                          timeout: 30_000)
-else
-  ActiveRecord::Base.establish_connection(url)
-end
-Delayed::Job.table_name = table
-Delayed::Job.reset_column_information
-Delayed::Worker.logger = Logger.new(nil)
+connect_delayed_job(url, table)
 Delayed::Job.count
 
 statements = 0

@@ -10,10 +10,7 @@
 # URL: mysql2://…, postgresql://…, or sqlite3:/path/to/file.db
 
 require "json"
-require "logger"
-require "active_record"
-require "delayed_job"
-require "delayed_job_active_record"
+require_relative "ruby_connect"
 
 url, table, count, users = ARGV
 abort("usage: ruby_worker.rb URL TABLE N") unless url && table && count
@@ -34,18 +31,8 @@ class User < ActiveRecord::Base
   def noop; end
 end
 
-ActiveRecord::Base.default_timezone = :utc
-ActiveRecord::Base.logger = nil
-if url.start_with?("sqlite3:")
-  ActiveRecord::Base.establish_connection(adapter: "sqlite3", database: url.delete_prefix("sqlite3:"),
-                                          timeout: 30_000)
-else
-  ActiveRecord::Base.establish_connection(url)
-end
-Delayed::Job.table_name = table
-Delayed::Job.reset_column_information
+connect_delayed_job(url, table)
 User.table_name = users if users
-Delayed::Worker.logger = Logger.new(nil)
 Delayed::Worker.sleep_delay = 0
 Delayed::Job.count # connect and load the schema before the clock starts
 

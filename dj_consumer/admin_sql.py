@@ -111,7 +111,7 @@ WHERE id IN :ids AND failed_at IS NOT NULL AND {_NOT_LIVE}
 # job's name (the first line; for ActiveJob the job_class line; for `.delay` the receiver line
 # and method_name), failed or not, due or not, and the live lock's holder. MIN(id) of a group
 # is a sample row whose handler the caller parses to name the group. Rails' schema has no index
-# that covers a handler, so this reads every row once (README: "dj-consumer status"); on MySQL
+# that covers a handler, so this reads every row once (docs/commands.md "dj-consumer status"); on MySQL
 # the caller runs it over a few primary-key ranges at once (the server gives each statement one
 # thread), and on PostgreSQL the planner runs it in parallel itself. The wrapper beginnings are
 # binds (:wrapper, :performable): they hold colons.

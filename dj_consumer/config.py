@@ -2,7 +2,7 @@
 
 Each key is declared once, below, with its type, default, help text, CLI flag(s) and the
 commands that take it; the `dj-consumer` flags, their `[DJ_…]` help, `Config.from_env` and the
-README's configuration table are all derived from these declarations (dj_consumer.settings).
+configuration table (docs/configuration.md) are all derived from these declarations (dj_consumer.settings).
 Every mistake is reported as one ConfigError line that names the key and what would be right.
 """
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 #: The commands that talk to the database: each takes the connection keys.
 DB_COMMANDS = ("work", "parse", "enqueue", "jobs", "failed", "check", "why", "status", "schema",
                "runs", "cancel", "web", "schedule", "schedules")
-#: The commands that read or write run records and batches (README "Job runs").
+#: The commands that read or write run records and batches (docs/runs.md "Job runs").
 RUNS_COMMANDS = ("work", "schema", "runs", "cancel", "enqueue", "web")
 WORK = ("work",)
 #: `why` (and the dashboard's why) judges a row as the worker it is asked about would: pass
@@ -41,7 +41,7 @@ def setting(default: Any = _MISSING, *, help: str, flags: tuple[str, ...] = (),
             factory: Callable[[], Any] | None = None, shown_default: str | None = None,
             secret: bool = False) -> Any:
     """One key's declaration: a dataclass field whose metadata the CLI, the environment
-    reader and the README table are built from (see dj_consumer.settings). A `secret` is
+    reader and the docs' table are built from (see dj_consumer.settings). A `secret` is
     left out of the Config's repr."""
     meta = {"help": help, "flags": flags, "commands": commands, "metavar": metavar,
             "choices": choices, "env": env, "shown_default": shown_default}
@@ -52,7 +52,7 @@ def setting(default: Any = _MISSING, *, help: str, flags: tuple[str, ...] = (),
 
 #: Every renewing worker refreshes its leases at least this often (seconds, by the database's
 #: clock), whatever its own settings: so a peer of another deployment with lock_timeout >=
-#: 2 x LEASE_RENEW_MAX never takes a live lease (README "Lease renewal").
+#: 2 x LEASE_RENEW_MAX never takes a live lease (docs/operations.md "Lease renewal").
 LEASE_RENEW_MAX = 60.0
 #: A supervisor's children are "{worker_id}.{k}", k < MAX_PROCESSES (SQLite's lease GLOBs
 #: match up to three digits exactly).
@@ -95,11 +95,11 @@ class Config:
         help="seconds before j.timed_out is set; also the stale-lock horizon (Ruby's 4 h)")
     sleep_delay: float = setting(
         5.0, flags=("--sleep-delay",), metavar="S", help="seconds to wait when nothing is ready")
-    # README "Pick-up latency": what wakes an idle worker before sleep_delay runs out.
+    # docs/operations.md "Pick-up latency": what wakes an idle worker before sleep_delay runs out.
     idle_poll: float = setting(
         0.1, flags=("--idle-poll",), metavar="S",
         help="while idle, look this often (seconds) for rows added since (one primary-key-only "
-             "query) and wake for one of ours; 0 turns it off (README 'Pick-up latency')")
+             "query) and wake for one of ours; 0 turns it off (docs/operations.md 'Pick-up latency')")
     read_ahead: int = setting(
         5, flags=("--read-ahead",), metavar="N", help="candidate rows per reserve")
     exit_on_complete: bool = setting(
@@ -135,7 +135,7 @@ class Config:
         "info", flags=("--log-level",), choices=("debug", "info", "warning", "error"),
         commands=DB_COMMANDS,
         help="the lowest level dj-consumer logs, for its own events and stdlib logging alike")
-    # The dashboard (README "Web dashboard"): loopback unless an auth is given.
+    # The dashboard (docs/web.md "Web dashboard"): loopback unless an auth is given.
     web_host: str = setting(
         "127.0.0.1", flags=("--host",), metavar="ADDR", commands=WEB,
         help="the address `dj-consumer web` listens on; any but a loopback one needs web_auth "
@@ -153,16 +153,16 @@ class Config:
         help="a reverse proxy's header naming the signed-in user (e.g. X-Forwarded-User); a "
              "request without it is refused. Only safe when nothing but the proxy reaches "
              "the port")
-    # Beyond delayed_job (README "Lease renewal"): refresh locked_at while a job runs, so a
+    # Beyond delayed_job (docs/operations.md "Lease renewal"): refresh locked_at while a job runs, so a
     # crashed Python worker's rows come back after lock_timeout instead of max_run_time.
     heartbeat_interval: float = setting(
         60.0, flags=("--heartbeat-interval",), metavar="S",
         help="seconds between lease renewals of a running job's lock (60 at most, whatever is "
-             "set: README 'Lease renewal')")
+             "set: docs/operations.md 'Lease renewal')")
     lock_timeout: float = setting(
         300.0, flags=("--lock-timeout",), metavar="S", commands=SERVES,
         help="a lease-renewing worker's lock older than this is abandoned (Python peers only; "
-             ">= 120 s, or the same in every deployment: README 'Lease renewal')")
+             ">= 120 s, or the same in every deployment: docs/operations.md 'Lease renewal')")
     shutdown_timeout: float | None = setting(
         None, flags=("--shutdown-timeout",), metavar="S", shown_default="none",
         help="after SIGTERM, interrupt jobs still running after this many seconds")
@@ -177,15 +177,15 @@ class Config:
         choices=("auto", "skip_locked", "default_sql", "update_returning", "update_limit"),
         help="how a row is locked. auto: skip_locked on PostgreSQL, MariaDB >= 10.6 and "
              "MySQL >= 8.0.1, default_sql elsewhere; update_returning (PostgreSQL) and update_limit (MySQL) "
-             "are Rails' optimized_sql (README: 'Row protocol')")
+             "are Rails' optimized_sql (docs/protocol.md 'Row protocol')")
     reserve_batch: int = setting(
         1, flags=("--reserve-batch",), metavar="N",
-        help="lock up to N rows per reserve and delete the successes together (README: "
+        help="lock up to N rows per reserve and delete the successes together (docs/protocol.md "
              "'Batching')")
     max_handler_bytes: int = setting(
         16 * 1024 * 1024, flags=("--max-handler-bytes",), metavar="N", commands=("work", "web"),
         help="a handler longer than this fails to load (Ruby has no cap: the column bounds it, "
-             "MySQL text 64 KiB, mediumtext 16 MiB; README 'Large jobs')")
+             "MySQL text 64 KiB, mediumtext 16 MiB; docs/protocol.md 'Large jobs')")
     max_handler_values: int = setting(
         100_000, flags=("--max-handler-values",), metavar="N", commands=("work", "web"),
         help="a handler with more values than this (aliases expanded) fails to load")
@@ -193,7 +193,7 @@ class Config:
         "UTC", flags=("--cron-zone",), metavar="ZONE", commands=(*WORK, "schedule", "schedules"),
         help="the time zone of a cron expression without a zone suffix (Ruby: the worker "
              "process's TZ); docs/recurring.md")
-    # Run records and batches (README "Job runs"): optional tables a Rails app can poll.
+    # Run records and batches (docs/runs.md "Job runs"): optional tables a Rails app can poll.
     runs_table: str = setting(
         "delayed_job_runs", flags=("--runs-table",), metavar="NAME", commands=RUNS_COMMANDS,
         help="the run records table (state, progress, result, cancel); used only when it "

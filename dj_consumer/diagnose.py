@@ -174,7 +174,7 @@ def read_indexes(store: Store) -> list[list[str]]:
 
 
 # Unfinished rows from which a reserve that reads past rows it cannot run is worth a warning:
-# ~10,000 rows cost a first reserve tens of milliseconds; README "Behind a Ruby backlog".
+# ~10,000 rows cost a first reserve tens of milliseconds; docs/operations.md "Behind a Ruby backlog".
 BACKLOG_ROWS = 10_000
 
 

@@ -1,4 +1,4 @@
-"""Lease renewal (README "Lease renewal"): refresh locked_at of the jobs in hand, fenced by
+"""Lease renewal (docs/operations.md "Lease renewal"): refresh locked_at of the jobs in hand, fenced by
 locked_by; give up on a job that outlived max_run_time; warn a job whose lease could not be
 renewed for most of its horizon before a peer may take it."""
 

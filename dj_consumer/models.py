@@ -92,7 +92,7 @@ class Job:
     handler: str
     timed_out: TimedOut = field(default_factory=TimedOut)
     log: Any = None
-    #: Set when the run record gets a cancel request (README "Cancel"); timed_out is set too.
+    #: Set when the run record gets a cancel request (docs/runs.md "Cancel"); timed_out is set too.
     cancelled: CancelFlag = field(default_factory=CancelFlag)
     #: This attempt's progress, tracked items and result (dj_consumer/attempt.py).
     attempt: Attempt = field(default_factory=Attempt, compare=False, repr=False)

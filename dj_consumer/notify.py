@@ -1,4 +1,4 @@
-"""PostgreSQL LISTEN/NOTIFY (README "Pick-up latency"): an opt-in trigger on the delayed_jobs
+"""PostgreSQL LISTEN/NOTIFY (docs/operations.md "Pick-up latency"): an opt-in trigger on the delayed_jobs
 table NOTIFYs when a row may have become ready; each worker process LISTENs on a dedicated
 connection and rings its idle slots at once.
 

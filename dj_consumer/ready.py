@@ -43,13 +43,14 @@ def ready_clause(config: Config, dialect: str, *, name_filters: Sequence[Sequenc
         owners = " OR ".join(test.format(f":lease_{i}") for i, (test, _) in enumerate(tests))
         since = LEASE_STALE.get(dialect, f"{lt} :lease_stale")
         stale += f" OR (locked_at {since} AND ({owners}))"
-    served = _filters(config, name_filters, binds)
+    served = _filters(config, name_filters, binds, dialect)
     where = (f"((run_at <= :now AND (locked_at IS NULL OR {stale})) OR {owned(dialect)}) "
              f"AND failed_at IS NULL AND {served}")
     return Ready(where, served, _sure(dialect, names, mariadb, binds), binds)
 
 
-def _filters(config: Config, name_filters: Sequence[Sequence[str]], binds: dict[str, Any]) -> str:
+def _filters(config: Config, name_filters: Sequence[Sequence[str]], binds: dict[str, Any],
+             dialect: str) -> str:
     """Which rows this worker serves at all: queues, priorities, name prefilters."""
     ready = []
     if config.queues:
@@ -73,7 +74,15 @@ def _filters(config: Config, name_filters: Sequence[Sequence[str]], binds: dict[
         likes = " AND ".join(f"handler LIKE :n{i}_{j} ESCAPE '!'" for j in range(len(patterns)))
         # No prefilter is possible for some names (Hash, String…): the parse decides.
         alternatives.append(f"({likes or '1 = 1'})")
-    ready.append("(" + (" OR ".join(alternatives) or "1 = 0") + ")")
+    names = "(" + (" OR ".join(alternatives) or "1 = 0") + ")"
+    if dialect == "postgresql" and alternatives:
+        # PostgreSQL estimates that almost no row passes these unanchored LIKEs, so it reads
+        # every ready row (bitmap scan), then sorts them, instead of walking the (priority,
+        # run_at) index and stopping at the first match: 9 ms per reserve at 3,000 ready
+        # `.delay` rows, linear in the backlog. Behind a CASE it assumes half the rows pass
+        # and walks the index (0.15 ms). Same rows: handler is NOT NULL, so no NULL to hide.
+        names = f"(CASE WHEN {names} THEN true ELSE false END)"
+    ready.append(names)
     return " AND ".join(ready)
 
 

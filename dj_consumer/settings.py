@@ -2,7 +2,7 @@
 
 A key is declared once, in dj_consumer.config (`setting(...)`). From that declaration come the
 `dj-consumer` flags and their help, the DJ_* variable names, what a config file may hold, and
-the README's configuration table. Values are layered: config file < DJ_* variables < flags.
+the configuration table (docs/configuration.md). Values are layered: config file < DJ_* variables < flags.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ _KINDS = {
 
 @dataclass(frozen=True)
 class Setting:
-    """One config key as declared: what the CLI, the environment and the README show."""
+    """One config key as declared: what the CLI, the environment and the docs show."""
 
     key: str
     kind: str  # str, int, float, bool, list (comma separated on the command line), mapping
@@ -176,7 +176,7 @@ def flag_hint(word: str, options: list[str]) -> str | None:
 
 
 def readme_table() -> str:
-    """The README's configuration table, generated from the declarations."""
+    """The configuration table (docs/configuration.md), generated from the declarations."""
     rows = ["| key | flag · variable | default | meaning |", "|---|---|---|---|"]
     for s in settings():
         flag = " ".join(f"`{f}`" for f in s.flags) or "—"

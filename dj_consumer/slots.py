@@ -256,7 +256,7 @@ class Slots:
                 batch.done.append((job, duration_ms))
                 return True
             if defer and isinstance(outcome, Succeeded):
-                # Deleted by the next reserve, in its transaction (README "Row protocol"),
+                # Deleted by the next reserve, in its transaction (docs/protocol.md "Row protocol"),
                 # with a participant's statements when they can ride along (run records).
                 claimed = self.recorder.claims(job)
                 extra = self.recorder.rides(job, outcome) if claimed else None

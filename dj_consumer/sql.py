@@ -132,7 +132,7 @@ FAIL = ("UPDATE {t} SET attempts = :attempts, failed_at = :now, last_error = :la
 # interrupt: unlock without spending an attempt (shutdown interrupted the job).
 INTERRUPT = ("UPDATE {t} SET last_error = :last_error, locked_at = NULL, locked_by = NULL, "
              "updated_at = :now WHERE id = :id AND {owned}")
-# renew, renew_all: refresh our leases by the database's clock (README "Lease renewal").
+# renew, renew_all: refresh our leases by the database's clock (docs/operations.md "Lease renewal").
 RENEW = "UPDATE {t} SET locked_at = {db_now} WHERE id = :id AND {owned}"
 RENEW_ALL = "UPDATE {t} SET locked_at = {db_now} WHERE {owned} AND failed_at IS NULL"
 # release_all(_except): Delayed::Job.clear_locks!, but for successes whose DELETE failed.

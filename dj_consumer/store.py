@@ -1,6 +1,6 @@
 """Rows in and out of delayed_jobs: the row protocol. Nothing here runs a job.
 
-The statements (sql.py) follow delayed_job_active_record 4.1 (see the README, "Row
+The statements (sql.py) follow delayed_job_active_record 4.1 (docs/protocol.md, "Row
 protocol"); each outcome write is fenced by `locked_by = me`, so a worker that lost its lock
 never writes. Connections and retries live in db.py.
 """

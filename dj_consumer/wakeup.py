@@ -1,4 +1,4 @@
-"""What an idle slot waits for (README "Pick-up latency").
+"""What an idle slot waits for (docs/operations.md "Pick-up latency").
 
 A slot whose reserve found nothing sleeps until the earliest future run_at of a row it could
 run (one query), bounded by sleep_delay. It wakes sooner when rung: by the prober (one per

@@ -97,7 +97,7 @@ class Worker:
 
         When it returns, nothing of this run reserves, runs or writes again (a handler that
         ignored an interrupt may still be running, but its slot writes nothing for it).
-        Raises FatalError when the worker cannot do its work (README "Running beside Ruby")."""
+        Raises FatalError when the worker cannot do its work (docs/operations.md "Running beside Ruby")."""
         self._setup()
         run = self._begin(self.names)
         restore = self._install_signal_handlers(run)
@@ -260,7 +260,7 @@ class Worker:
         self.slots.wakeup.ring(everyone=True)
 
     def _start_waking(self) -> Callable[[], None]:
-        """What wakes idle slots before sleep_delay (README "Pick-up latency"): a PostgreSQL
+        """What wakes idle slots before sleep_delay (docs/operations.md "Pick-up latency"): a PostgreSQL
         listener where the notify trigger is installed, and the prober (paused while
         notifications arrive); returns their stop."""
         from dj_consumer import notify

@@ -1,7 +1,8 @@
-"""The README's generated blocks: the configuration table and the command list.
+"""The generated blocks of the docs: the configuration table (docs/configuration.md) and the
+command list (README.md).
 
-`python -m dj_consumer.cli._readme` rewrites them in README.md; tests/unit/test_settings.py
-fails when they differ from what the declarations and the parser give.
+`python -m dj_consumer.cli._readme` rewrites them; tests/unit/test_settings.py fails when
+they differ from what the declarations and the parser give.
 """
 
 from __future__ import annotations
@@ -24,13 +25,21 @@ def command_list() -> str:
                      for action in sub._choices_actions)
 
 
-def rewrite(readme: str) -> str:
-    for tag, body in (("config-table", readme_table()), ("cli-commands", command_list())):
+#: Where each generated block lives.
+BLOCKS = {"config-table": "docs/configuration.md", "cli-commands": "README.md"}
+
+
+def generated(tag: str) -> str:
+    return readme_table() if tag == "config-table" else command_list()
+
+
+def rewrite(text: str, tags: tuple[str, ...] = tuple(BLOCKS)) -> str:
+    for tag in tags:
         pattern = re.compile(rf"(<!-- {tag} -->\n).*?(<!-- /{tag} -->)", re.S)
-        if not pattern.search(readme):
-            raise SystemExit(f"README.md has no <!-- {tag} --> … <!-- /{tag} --> block")
-        readme = pattern.sub(_between(body), readme)
-    return readme
+        if not pattern.search(text):
+            raise SystemExit(f"{BLOCKS[tag]} has no <!-- {tag} --> … <!-- /{tag} --> block")
+        text = pattern.sub(_between(generated(tag)), text)
+    return text
 
 
 def _between(body: str) -> Callable[[re.Match[str]], str]:
@@ -38,9 +47,11 @@ def _between(body: str) -> Callable[[re.Match[str]], str]:
 
 
 def main() -> int:
-    path = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
-    path.write_text(rewrite(path.read_text()))
-    print(f"rewrote the generated blocks of {path}")
+    root = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
+    for tag, name in BLOCKS.items():
+        path = root / name
+        path.write_text(rewrite(path.read_text(), (tag,)))
+        print(f"rewrote the {tag} block of {path}")
     return 0
 
 

@@ -19,7 +19,7 @@ def add(sub: Any) -> None:
     p = add_command(
         sub, "runs", run_list, json=True,
         help="run records (state, progress, result): list with filters, show ID",
-        description="The run records table (README 'Job runs'): one record per job a worker "
+        description="The run records table (docs/runs.md 'Job runs'): one record per job a worker "
                     "started or a cancel touched, the latest first.")
     _filters(p)
     actions = p.add_subparsers(dest="subcommand", metavar="ACTION", parser_class=Parser)

@@ -25,7 +25,7 @@ def add(sub: Any) -> None:
                     "(run_at in the future), running (locked, lock younger than max_run_time), "
                     "failed; whether the --import modules register a Python handler for the "
                     "name (else only Ruby runs it); and which workers hold locks, since when. "
-                    "One pass over the table (README: 'dj-consumer status').")
+                    "One pass over the table (docs/commands.md 'dj-consumer status').")
     p.add_argument("--watch", nargs="?", type=float, const=2.0, default=None, metavar="S",
                    help="refresh in place every S seconds (default 2) until Ctrl-C")
 

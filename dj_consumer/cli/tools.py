@@ -30,13 +30,13 @@ def add(sub: Any) -> None:
                          "trigger")
     p.add_argument("--create", action="store_true", help="create the table if it is missing")
     p.add_argument("--runs", action="store_true",
-                   help="the run records and batch tables (README 'Job runs') instead")
+                   help="the run records and batch tables (docs/runs.md 'Job runs') instead")
     p.add_argument("--recurring", action="store_true",
                    help="the recurring columns (cron, reoccur_in, last_run_at; "
                         "docs/recurring.md): print the ALTER TABLE, or --create adds them")
     p.add_argument("--notify", action="store_true",
                    help="PostgreSQL: install the trigger that NOTIFYs idle workers of new rows "
-                        "(README 'Pick-up latency'); with --rails print it as a migration")
+                        "(docs/operations.md 'Pick-up latency'); with --rails print it as a migration")
     p.add_argument("--rails", action="store_true",
                    help="with --runs or --notify: print the Rails migration instead of SQL")
 

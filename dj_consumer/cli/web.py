@@ -14,7 +14,7 @@ def add(sub: Any) -> None:
         sub, "web", run, imports=True,
         help="a web dashboard: status per queue and name, jobs and their run records, failed "
              "rows to retry or delete, recurring schedules",
-        description="Serve the dashboard (README: 'Web dashboard'). It listens on 127.0.0.1 "
+        description="Serve the dashboard (docs/web.md 'Web dashboard'). It listens on 127.0.0.1 "
                     "unless --host names another address, which needs --auth (or "
                     "--auth-header behind a proxy that signs users in). Pass the --import "
                     "modules and flags your workers use: they decide which names count as "

@@ -1,4 +1,4 @@
-"""The backlog mark (README "Behind a Ruby backlog"): where the last row we could run was
+"""The backlog mark (docs/operations.md "Behind a Ruby backlog"): where the last row we could run was
 found, so the next reserve resumes there instead of re-reading every Ruby row ahead of it."""
 
 from __future__ import annotations

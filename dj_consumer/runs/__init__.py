@@ -1,4 +1,4 @@
-"""Job runs a Rails app can poll (README "Job runs"): run records, cancel, batches.
+"""Job runs a Rails app can poll (docs/runs.md "Job runs"): run records, cancel, batches.
 
     from dj_consumer import runs
     run = runs.wait(job_id, timeout=30)          # the final record, or RunTimeout

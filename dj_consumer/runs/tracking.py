@@ -1,4 +1,4 @@
-"""The worker's side of run records (README "Job runs"): registered at start only when the
+"""The worker's side of run records (docs/runs.md "Job runs"): registered at start only when the
 runs table exists (`attach`); without it nothing here runs and nothing is slower.
 
 - An attempt begins: its record says `running` (one short autocommit statement; a record the

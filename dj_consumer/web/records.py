@@ -1,5 +1,5 @@
 """What the dashboard reads beside the delayed_jobs rows: a job's run record (the runs table,
-README "Job runs") and the recurring schedules (the cron / reoccur_in columns,
+docs/runs.md "Job runs") and the recurring schedules (the cron / reoccur_in columns,
 docs/recurring.md). Either may be missing; which exist is looked up at start and, while one is
 missing, again at most every RECHECK seconds, so a table or column added later shows up without
 a restart. A job's record and its schedule are one primary-key read each; the list of every

@@ -166,7 +166,7 @@ def test_a_missing_table_is_one_line(command: str, db: DB,
         assert code == 0 and f"table {missing} created" in out, err
         schema_drop(db, missing)
         return
-    if command == "runs":  # reads the run records table only (README "Job runs")
+    if command == "runs":  # reads the run records table only (docs/runs.md "Job runs")
         assert_one_line(code, err, "there is no run records table 'delayed_job_runs'")
         return
     assert_one_line(code, err, f"table '{missing}' does not exist")

@@ -228,3 +228,40 @@ def test_a_delay_jobs_claim_sends_no_constants_either(
     assert len(claims) == 1 and pg.count() == 0
     assert set(re.findall(r"%\((\w+)\)s", claims[0])) <= {
         "id", "me", "now", "stale", "attempts", "locked_at"}, claims[0]
+
+
+def test_the_reserve_walks_the_index_behind_a_backlog_of_delay_jobs(
+        pg: DB, monkeypatch: pytest.MonkeyPatch) -> None:
+    """3,000 ready `.delay` rows (their names are LIKE-prefiltered, never sure): the reserve
+    must walk the (priority, run_at) index and stop at the first row, not read and sort every
+    ready row (PostgreSQL guessed almost no row passes the LIKEs: 9 ms per reserve here,
+    linear in the backlog, where the walk takes 0.15 ms)."""
+    import psycopg
+
+    from tests.unit.conftest_yaml import fixtures
+
+    handler = next(f for f in fixtures() if f.slug == "pm_ar_instance").handler
+    pg.insert_many([handler] * 3000, run_at=SystemClock().now() - timedelta(minutes=1))
+    with pg.engine.begin() as conn:
+        conn.execute(sa.text(f"ANALYZE {pg.table}"))
+    reg = Registry()
+    reg.run("User#send_welcome")(lambda j: None)
+    sent: list[tuple[str, Any]] = []
+    original = psycopg.Cursor.execute
+
+    def seen(self: Any, query: Any, params: Any = None, **kw: Any) -> Any:
+        if str(query).lstrip().startswith("WITH"):
+            sent.append((str(query), params))
+        return original(self, query, params, **kw)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", seen)
+    w = make_worker(pg.config(), reg)
+    assert w.work_off(3) == (3, 0)
+    query, params = sent[-1]
+    monkeypatch.setattr(psycopg.Cursor, "execute", original)
+    with psycopg.connect(pg.url.replace("postgresql+psycopg", "postgresql")) as conn:
+        conn.execute("SET enable_seqscan TO off")  # as the worker's sessions (engine.py)
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + query, params))
+        conn.rollback()
+    assert "Sort" not in plan and "Bitmap" not in plan, plan
+    assert re.search(rf"Index Scan using {pg.table}_priority on {pg.table}", plan), plan

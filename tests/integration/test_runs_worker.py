@@ -1,4 +1,4 @@
-"""Run records written by the worker (README "Job runs"): running at start, the final state in
+"""Run records written by the worker (docs/runs.md "Job runs"): running at start, the final state in
 the outcome's transaction, the handler's return value as result — on all three databases."""
 
 from __future__ import annotations

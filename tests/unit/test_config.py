@@ -121,7 +121,7 @@ def test_names_merely_like_rubys_daemons_are_fine(worker_id: str) -> None:
 
 def test_every_renewing_worker_renews_at_least_every_lease_renew_max() -> None:
     """Peers in other deployments may recover leases after as little as 2 x LEASE_RENEW_MAX
-    (README "Lease renewal"), whatever this worker's own heartbeat_interval and lock_timeout."""
+    (docs/operations.md "Lease renewal"), whatever this worker's own heartbeat_interval and lock_timeout."""
     from dj_consumer.config import LEASE_RENEW_MAX
 
     c = Config.from_mapping({"database_url": URL, "heartbeat_interval": 200, "lock_timeout": 1000})

@@ -385,7 +385,7 @@ def _hostile() -> Iterator[tuple[str, str | bytes]]:
 
 
 # The pure-Python parser is 10-60x slower: with the default caps a handler at the cap takes
-# it ~10 s, so it is held to the same second under caps a 20th as large (README "Large jobs").
+# it ~10 s, so it is held to the same second under caps a 20th as large (docs/protocol.md "Large jobs").
 PURE_CAPS = {"max_bytes": 64 * 1024, "max_values": 5_000}
 
 

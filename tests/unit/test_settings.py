@@ -72,12 +72,12 @@ def test_reserve_sql_help_says_what_auto_picks() -> None:
         store.close()
 
 
-def test_readme_config_table_is_the_generated_one() -> None:
-    readme = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- config-table -->\n(.*?)\n<!-- /config-table -->", readme, re.S)
-    assert block, "README.md has no <!-- config-table --> block"
+def test_config_table_is_the_generated_one() -> None:
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    block = re.search(r"<!-- config-table -->\n(.*?)\n<!-- /config-table -->", doc, re.S)
+    assert block, "docs/configuration.md has no <!-- config-table --> block"
     assert block.group(1) == settings.readme_table(), (
-        "README's configuration table drifted from dj_consumer.config: regenerate it with "
+        "docs/configuration.md's table drifted from dj_consumer.config: regenerate it with "
         "`python -m dj_consumer.cli._readme`")
 
 

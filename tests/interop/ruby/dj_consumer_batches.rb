@@ -1,6 +1,6 @@
 # frozen_string_literal: true
 
-# The Ruby side of dj_consumer's batches (README "Batches"): what a Ruby job calls when it
+# The Ruby side of dj_consumer's batches (docs/runs.md "Batches"): what a Ruby job calls when it
 # finishes its part of a batch made by `dj_consumer.enqueue_batch`, so that the batch's
 # on_complete job is enqueued exactly once, whichever side (Ruby or Python) finishes last.
 #
