@@ -23,7 +23,7 @@ from dj_consumer.errors import HandlerParseError, format_error
 from dj_consumer.events import Observer, Poll
 from dj_consumer.executor import Executor
 from dj_consumer.heartbeat import Heartbeat
-from dj_consumer.models import Job, JobRow, ParsedHandler, Succeeded
+from dj_consumer.models import Job, JobRow, Outcome, ParsedHandler, Succeeded
 from dj_consumer.recorder import Recorder
 from dj_consumer.registry import JobSpec, Registry
 from dj_consumer.run import Batch, Deferred, Flight, Run
@@ -225,12 +225,9 @@ class Slots:
         assert spec is not None
         job = self._job(row, result, spec, me)
         if self.recorder.outcomes.preparers:  # outcome participants look first (outcomes.py)
-            with run.gate(me) as open_:
-                prepared = self.recorder.outcomes.prepare(job) if open_ else None
-                if prepared is None:
-                    if open_:
-                        self._unclaim([row.id], me)
-                    return False
+            prepared = self._prepare(run, job, me)
+            if prepared is None:
+                return False
             job = prepared
         now = self.clock.monotonic()
         flight = Flight(job, now, self.executor.run_time_for(spec),
@@ -246,6 +243,20 @@ class Slots:
             outcome = self.executor.execute(job, spec)
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
         self.observer.ran(job, duration_ms / 1000)
+        return self._finish(run, job, outcome, me, duration_ms, batch, defer=defer)
+
+    def _prepare(self, run: Run, job: Job, me: str) -> Job | None:
+        """The job as the outcome participants prepared it; None: handed back unrun."""
+        with run.gate(me) as open_:
+            prepared = self.recorder.outcomes.prepare(job) if open_ else None
+            if prepared is None and open_:
+                self._unclaim([job.id], me)
+            return prepared
+
+    def _finish(self, run: Run, job: Job, outcome: Outcome, me: str, duration_ms: float,
+                batch: Batch | None, *, defer: bool) -> bool:
+        """Record the outcome of a job that ran (a batch's success into `batch.done`, a
+        success whose DELETE rides with the next reserve into run.pending); did it succeed?"""
         with run.gate(me) as open_:
             if not run.end(me, job) or not open_:
                 job.log.warning("job.finished_after_interrupt", duration_ms=duration_ms,
