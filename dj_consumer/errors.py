@@ -58,13 +58,38 @@ class ProcessTimeout(JobTimeout):
 class ChildJobError(DJConsumerError):
     """The job raised in its child process (timeout="process")."""
 
-    def __init__(self, message: str, child_traceback: str = "") -> None:
+    def __init__(self, message: str, child_traceback: str = "", child_class: str = "") -> None:
         super().__init__(message)
         self.child_traceback = child_traceback
+        #: the class the child raised (exception_class's spelling), named in last_error
+        self.child_class = child_class
 
 
-def format_error(exc: BaseException) -> str:
-    """last_error as Delayed::Backend::Base#error= writes it: message, newline, backtrace."""
-    message = str(exc) or type(exc).__name__
+def exception_class(error: BaseException) -> str:
+    """`KeyError` for a builtin, `myapp.billing.CardDeclined` for anything else (the log
+    lines' `error_class`, and the first line of last_error). A timeout="process" child's
+    error is named by the class the child raised."""
+    if isinstance(error, ChildJobError) and error.child_class:
+        return error.child_class
+    kind = type(error)
+    if kind.__module__ == "builtins":
+        return kind.__qualname__
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def format_error(exc: BaseException, *, named: bool = True) -> str:
+    """last_error: `ClassName: message` (Python's own last traceback line), newline, traceback.
+
+    Ruby 4.1.9's Backend::Base#error= writes `message` alone on the first line; for a Python
+    error that loses the class (a KeyError's first line would be just `'email'`), so we name it
+    as Python does: `KeyError: 'email'`, or just `KeyError` when the message is empty. A
+    timeout="process" child's error is named by the child's class. `named=False` keeps the
+    message alone, for errors whose text is Ruby's own ("Job failed to load: …")."""
+    message = str(exc)
+    if named:
+        kind = exception_class(exc)
+        head = f"{kind}: {message}" if message else kind
+    else:
+        head = message or type(exc).__name__
     trace = getattr(exc, "child_traceback", "") or "".join(traceback.format_exception(exc))
-    return f"{message}\n{trace.rstrip()}"
+    return f"{head}\n{trace.rstrip()}"

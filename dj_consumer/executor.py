@@ -16,7 +16,7 @@ import structlog
 from dj_consumer.clock import Clock
 from dj_consumer.coroutines import Cancelled, Loops
 from dj_consumer.deadlines import Expired, Watchdog, timeout_error
-from dj_consumer.errors import FailJob, JobTimeout, format_error
+from dj_consumer.errors import FailJob, JobTimeout, exception_class, format_error
 from dj_consumer.forked import run_in_child
 from dj_consumer.models import Failed, Job, Outcome, Rescheduled, Succeeded
 from dj_consumer.registry import JobSpec
@@ -151,7 +151,7 @@ class Executor:
                 if isinstance(exc, KeyboardInterrupt):
                     raise
                 job.log.error("job.hook_failed", hook=kind, error=f"{type(exc).__name__}: {exc}",
-                              error_class=type(exc).__name__,
+                              error_class=exception_class(exc),
                               hint="logged and appended to last_error; the job's own error stands")
                 notes.append(f"{kind} hook raised {type(exc).__name__}: {exc}\n"
                              + format_error(exc).split("\n", 1)[1])

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dj_consumer.coroutines import run_to_end
-from dj_consumer.errors import ChildJobError, FailJob, ProcessTimeout, format_error
+from dj_consumer.errors import ChildJobError, FailJob, ProcessTimeout, exception_class, format_error
 from dj_consumer.models import Job
 
 
@@ -29,10 +29,10 @@ def run_in_child(fn: Callable[[Job], Any], job: Job, run_time: float) -> Any:
             try:
                 writer.send(("ok", value))
             except Exception as exc:  # it cannot be pickled: the attempt fails, saying why
-                writer.send(("ResultError", "the job's return value cannot leave its process "
+                writer.send(("", "the job's return value cannot leave its process "
                              f"({type(value).__name__}: {exc})", ""))
         except BaseException as exc:
-            writer.send((type(exc).__name__, str(exc), format_error(exc).split("\n", 1)[1]))
+            writer.send((exception_class(exc), str(exc), format_error(exc).split("\n", 1)[1]))
         finally:
             writer.close()
             os._exit(0)
@@ -66,6 +66,6 @@ def run_in_child(fn: Callable[[Job], Any], job: Job, run_time: float) -> Any:
     kind, message, trace = result
     if kind == "ChildDied" or proc.exitcode not in (0, None):
         raise ChildJobError(f"the job's process died (exit code {proc.exitcode})")
-    if kind == "FailJob":
+    if kind == exception_class(FailJob()):
         raise FailJob(message)
-    raise ChildJobError(message or kind, trace)
+    raise ChildJobError(message, trace, kind)

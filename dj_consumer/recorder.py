@@ -18,6 +18,7 @@ from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from dj_consumer.clock import Clock
 from dj_consumer.config import Config
 from dj_consumer.db import short_error
+from dj_consumer.errors import exception_class
 from dj_consumer.events import Observer
 from dj_consumer.models import Failed, Interrupted, Job, Outcome, Rescheduled, Succeeded
 from dj_consumer.outcomes import Outcomes
@@ -246,9 +247,12 @@ ERROR_CLIP = 500
 
 
 def error_fields(last_error: str, error: BaseException | None) -> dict[str, Any]:
-    """`error_class`, `error` (last_error's first line, clipped) and `exc_info` (rendered as
-    the traceback by structlog's format_exc_info in JSON logs; the console drops it)."""
+    """`error_class`, `error` (last_error's first line without the class, clipped) and
+    `exc_info` (rendered as the traceback by structlog's format_exc_info in JSON logs; the
+    console drops it)."""
     message = last_error.split("\n", 1)[0]
+    if error is not None:  # the message alone: error_class names the class
+        message = message.removeprefix(exception_class(error) + ": ")
     if len(message) > ERROR_CLIP:
         message = message[:ERROR_CLIP] + f"… ({len(message)} chars)"
     fields: dict[str, Any] = {"error": message}
@@ -256,14 +260,6 @@ def error_fields(last_error: str, error: BaseException | None) -> dict[str, Any]
         fields["error_class"] = exception_class(error)
         fields["exc_info"] = error
     return fields
-
-
-def exception_class(error: BaseException) -> str:
-    """`KeyError` for a builtin, `myapp.billing.CardDeclined` for anything else."""
-    kind = type(error)
-    if kind.__module__ == "builtins":
-        return kind.__qualname__
-    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _ascii(text: str) -> str:

@@ -307,7 +307,7 @@ class Slots:
         job.log.error("job.unparseable", error=str(error))
         outcome = self.executor.fail(
             job, spec, HandlerParseError(message), attempts=row.attempts,
-            last_error=format_error(HandlerParseError(message)),
+            last_error=format_error(HandlerParseError(message), named=False),  # Ruby's text
         )
         self.recorder.record(run, job, outcome, me, 0.0)
         return False

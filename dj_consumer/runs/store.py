@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.types import DateTime
 
-from dj_consumer.errors import ConfigError
+from dj_consumer.errors import ConfigError, exception_class
 from dj_consumer.models import Job
 from dj_consumer.runs import sql as q
 from dj_consumer.runs.records import Run
@@ -306,15 +306,16 @@ def payload_fields(payload: Any) -> dict[str, Any]:
 
 def error_fields(error: BaseException | str | None) -> tuple[str | None, str | None]:
     """(error_class, error_message) for the record: the exception's class and message, or
-    last_error's message without its traceback."""
+    last_error's message without its class and traceback."""
     if error is None:
         return None, None
     if isinstance(error, BaseException):
-        cls = type(error)
-        name = cls.__qualname__ if cls.__module__ == "builtins" else \
-            f"{cls.__module__}.{cls.__qualname__}"
-        return name[:255], (str(error) or cls.__name__)[:MAX_ERROR_TEXT]
-    message = error.split("\nTraceback (most recent call last):", 1)[0]
+        name = exception_class(error)
+        return name[:255], (str(error) or type(error).__name__)[:MAX_ERROR_TEXT]
+    message, traced, trace = error.partition("\nTraceback (most recent call last):")
+    kind, named, rest = message.partition(": ")
+    if traced and named and " " not in kind and trace.rstrip().endswith("\n" + message):
+        message = rest  # format_error's "Class: message" head: the message alone
     return None, message[:MAX_ERROR_TEXT]
 
 

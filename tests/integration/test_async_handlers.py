@@ -42,4 +42,4 @@ def test_async_handlers_in_slot_threads_and_async_errors(db: DB) -> None:
     w.close()
     assert sorted(ran) == [1, 2, 3, 4, 5]
     failed = db.row(ids[0])
-    assert failed.attempts == 1 and failed.last_error.startswith("async failure\nTraceback")
+    assert failed.attempts == 1 and failed.last_error.startswith("RuntimeError: async failure\nTraceback")

@@ -30,7 +30,7 @@ def test_batch_runs_in_ready_order_and_writes_every_outcome(db: DB) -> None:
         row = db.row(job_id)
         if n % 3 == 0:
             assert row.attempts == 1 and row.locked_by is None
-            assert row.last_error.startswith("every third fails")
+            assert row.last_error.startswith("RuntimeError: every third fails\n")
         else:
             assert row is None
     assert db.row(ruby).locked_by is None

@@ -53,7 +53,7 @@ def test_a_stuck_renewal_tells_the_job_to_stop_before_a_peer_may_take_it(db: DB)
     assert [e for e in logs if e["event"] == "job.lease_at_risk"]
     row = db.row(job_id)
     assert (row.attempts, row.locked_by) == (1, None)  # still ours: the attempt was written
-    assert row.last_error.startswith("stopped before max_run_time: the lock could not be renewed")
+    assert row.last_error.startswith("dj_consumer.errors.JobTimeout: stopped before max_run_time: the lock could not be renewed")
 
 
 def test_a_hung_handler_stops_being_renewed_and_its_row_comes_back(db: DB) -> None:

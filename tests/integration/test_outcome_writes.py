@@ -51,7 +51,7 @@ def test_an_error_the_driver_cannot_send_is_written_sanitized(db: DB, message: s
     assert runs == [job_id]
     row = db.row(job_id)
     assert (row.attempts, row.locked_by, row.failed_at) == (1, None, None)
-    assert row.last_error.startswith(stored + "\nTraceback")
+    assert row.last_error.startswith("ValueError: " + stored + "\nTraceback")
 
 
 def test_a_non_database_exception_while_writing_is_a_refused_write(db: DB) -> None:
@@ -76,7 +76,7 @@ def test_a_non_database_exception_while_writing_is_a_refused_write(db: DB) -> No
     assert runs == [job_id], "the job ran again at once"
     row = db.row(job_id)
     assert (row.attempts, row.locked_by) == (1, None)
-    assert row.last_error.startswith("the job's error\nTraceback")
+    assert row.last_error.startswith("ValueError: the job's error\nTraceback")
 
 
 @pytest.mark.parametrize("batch", [1, 4])

@@ -157,7 +157,7 @@ def test_a_failed_cron_run_is_not_retried_nor_failed_for_good(rdb: DB) -> None:
     after = db_now(rdb)
     row = cols(rdb, job_id)
     assert (row.attempts, row.locked_by, row.failed_at) == (25, None, None)
-    assert row.last_error.startswith("boom\nTraceback")
+    assert row.last_error.startswith("ValueError: boom\nTraceback")
     expect_next(YEARLY, before, after, row.run_at)
     assert calls.errors == [job_id] and calls.failures == [], "error hook yes, failure hook no"
     # and the next (failed) run still keeps it: attempts past max_attempts
@@ -292,7 +292,7 @@ def test_a_failed_reoccur_run_follows_the_normal_retry(rdb: DB) -> None:
     work(rdb, registry(calls))
     row = cols(rdb, job_id)
     assert (row.attempts, row.last_run_at, row.failed_at) == (1, None, None)
-    assert row.last_error.startswith("boom")
+    assert row.last_error.startswith("ValueError: boom\n")
     assert as_dt(row.run_at) < db_now(rdb) + timedelta(seconds=30)  # 5 + 1**4 seconds
 
 

@@ -96,7 +96,7 @@ def test_system_exit_in_a_handler_is_a_failed_attempt(db: DB) -> None:
     q = db.insert(obj("Quits"), priority=-1)
     n = db.insert(obj("Next"))
     make_worker(db.config(exit_on_complete=True), reg).start()
-    assert db.row(q).attempts == 1 and db.row(q).last_error.startswith("3\n")
+    assert db.row(q).attempts == 1 and db.row(q).last_error.startswith("SystemExit: 3\n")
     assert ran == [n]
 
 
@@ -115,7 +115,7 @@ def test_a_refused_outcome_write_unlocks_instead_of_hanging(mariadb_db: DB) -> N
     assert make_worker(db.config(), reg).work_off() == (0, 1)
     row = db.row(job_id)
     assert row.locked_by is None and row.attempts == 1
-    assert row.last_error.startswith("bad input \\U0001f600")
+    assert row.last_error.startswith("ValueError: bad input \\U0001f600")
 
 
 def test_heartbeat_is_kept_under_a_short_max_run_time(sqlite_db: DB) -> None:

@@ -171,7 +171,8 @@ def test_rails_enqueues_http_steps_and_a_python_worker_runs_them(interop: Intero
     row = interop.db.row(failing)
     assert row.attempts == 1 and row.failed_at is None
     assert before + timedelta(seconds=1) <= row.run_at <= before + timedelta(seconds=3)  # 1 ** 2
-    assert row.last_error.startswith(f"step charge: POST {server.url}/charge returned 502")
+    assert row.last_error.startswith("dj_consumer.contrib.http_steps.StepFailed: "
+                                     f"step charge: POST {server.url}/charge returned 502")
     assert "tok-abcdefgh123" not in row.last_error
 
 

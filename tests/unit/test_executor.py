@@ -10,6 +10,7 @@ import structlog
 
 from dj_consumer import FailJob, Job, Registry
 from dj_consumer.clock import FakeClock
+from dj_consumer.errors import ChildJobError, HandlerParseError, JobTimeout, exception_class
 from dj_consumer.executor import Executor, Watchdog, default_reschedule_at, format_error
 from dj_consumer.models import Failed, Rescheduled, Succeeded
 
@@ -57,7 +58,7 @@ def test_error_path_and_reschedule_uses_the_clock() -> None:
     assert isinstance(out, Rescheduled)
     assert out.attempts == 3
     assert out.run_at == datetime(2026, 3, 1, 10, 0, 0) + timedelta(seconds=3**4 + 5)
-    assert out.last_error.startswith("division by zero\nTraceback")
+    assert out.last_error.startswith("ZeroDivisionError: division by zero\nTraceback")
     assert calls == [("error", "ZeroDivisionError"), "after"]
 
 
@@ -114,7 +115,8 @@ def test_timed_out_is_set_at_the_deadline() -> None:
     out = executor(FakeClock()).execute(make_job(), spec)
     assert waited == [True]
     assert isinstance(out, Rescheduled)
-    assert out.last_error.startswith("execution expired (Delayed::Worker.max_run_time is only 0 seconds)")
+    assert out.last_error.startswith("dj_consumer.errors.JobTimeout: execution expired "
+                                     "(Delayed::Worker.max_run_time is only 0 seconds)")
 
 
 def test_watchdog_cancel() -> None:
@@ -149,12 +151,48 @@ def test_watchdog_wakes_only_for_deadlines_before_its_next_look() -> None:
     dog.stop()
 
 
-def test_format_error_is_message_then_backtrace() -> None:
+def _raised(exc: BaseException) -> BaseException:
     try:
-        raise KeyError("missing")
-    except KeyError as exc:
-        text = format_error(exc)
+        raise exc
+    except BaseException as caught:
+        return caught
+
+
+class CardDeclined(Exception):
+    pass
+
+
+def test_format_error_first_line_names_the_class_then_backtrace() -> None:
+    text = format_error(_raised(KeyError("email")))
     first, rest = text.split("\n", 1)
-    assert first == "'missing'"
+    # Python's own last traceback line, not Ruby 4.1.9's message-only "'email'".
+    assert first == "KeyError: 'email'"
     assert rest.startswith("Traceback (most recent call last):")
-    assert rest.endswith("KeyError: 'missing'")
+    assert rest.endswith("KeyError: 'email'")
+
+
+def test_format_error_names_a_messageless_and_a_non_builtin_error_like_error_class() -> None:
+    assert format_error(_raised(ValueError())).split("\n", 1)[0] == "ValueError"
+    declined = _raised(CardDeclined("card 4242 declined"))
+    assert format_error(declined).split("\n", 1)[0] == \
+        f"{__name__}.CardDeclined: card 4242 declined"
+    assert format_error(declined).split("\n", 1)[0].startswith(exception_class(declined) + ": ")
+    timeout = _raised(JobTimeout.after(2))
+    assert format_error(timeout).split("\n", 1)[0] == "dj_consumer.errors.JobTimeout: " \
+        "execution expired (Delayed::Worker.max_run_time is only 2 seconds)"
+
+
+def test_format_error_unnamed_keeps_the_message_alone() -> None:
+    text = format_error(_raised(HandlerParseError("Job failed to load: x")), named=False)
+    assert text.split("\n", 1)[0] == "Job failed to load: x"
+
+
+def test_format_error_names_a_process_child_error_by_the_child_class() -> None:
+    error = ChildJobError("'email'", "Traceback (most recent call last):\nKeyError: 'email'",
+                          "KeyError")
+    assert format_error(error) == "KeyError: 'email'\nTraceback (most recent call last):\n" \
+        "KeyError: 'email'"
+    assert exception_class(error) == "KeyError"
+    died = ChildJobError("the job's process died (exit code 9)")
+    assert format_error(died).split("\n", 1)[0] == \
+        "dj_consumer.errors.ChildJobError: the job's process died (exit code 9)"

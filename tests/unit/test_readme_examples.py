@@ -89,7 +89,7 @@ def test_the_readme_example_registers_and_runs_as_it_says(
     assert isinstance(run_inline("User#send_welcome", welcome, registry=registry), Succeeded)
     gone = {**welcome, "object": {"id": 2, "deleted_at": "2026-01-01"}}
     out = run_inline("User#send_welcome", gone, registry=registry)
-    assert isinstance(out, Failed) and out.last_error.startswith("user is gone")
+    assert isinstance(out, Failed) and out.last_error.startswith("dj_consumer.errors.FailJob: user is gone\n")
     spec = registry.spec("NewsletterJob")
     assert spec is not None and spec.max_attempts == 5
 

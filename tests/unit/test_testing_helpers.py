@@ -64,7 +64,7 @@ def test_run_inline_failed_attempt_failure_and_raise_errors() -> None:
     out = run_inline("ImportJob", {}, registry=reg, clock=clock, attempts=1)
     assert isinstance(out, Rescheduled) and out.attempts == 2
     assert out.run_at == datetime(2026, 3, 1, 10, 0, 0) + timedelta(seconds=2**4 + 5)
-    assert out.last_error.startswith("'email'\nTraceback") and isinstance(out.error, KeyError)
+    assert out.last_error.startswith("KeyError: 'email'\nTraceback") and isinstance(out.error, KeyError)
     assert seen == [("error", "KeyError")]
     out = run_inline("ImportJob", {}, registry=reg, attempts=2)  # the third failure is the last
     assert isinstance(out, Failed) and out.attempts == 3 and seen[-1] == ("failure", "'email'")
@@ -121,7 +121,7 @@ def test_a_global_hook_that_raises_never_replaces_the_jobs_error() -> None:
     with capture_logs() as logs:
         out = run_inline("A", registry=reg, id=5)
     assert isinstance(out, Rescheduled) and isinstance(out.error, ZeroDivisionError)
-    assert out.last_error.startswith("division by zero\n")
+    assert out.last_error.startswith("ZeroDivisionError: division by zero\n")
     assert "error hook raised ConnectionError: sentry is down" in out.last_error
     assert after == [5]
     failed = [e for e in logs if e["event"] == "job.hook_failed"]
