@@ -21,6 +21,7 @@ from typing import Any
 
 from dj_consumer import FailJob, Job, Registry
 from dj_consumer.clock import Clock
+from dj_consumer.errors import exception_class
 from tests.model.schedule import OURS
 
 #: Our handlers' max_run_time (per job, so the worker's lock horizon stays Ruby's 4 h).
@@ -97,6 +98,7 @@ def _handler(trace: Trace, clock: Clock, drain: bool) -> Callable[[Job], None]:
             trace.emit("run_end", **run, timed_out=j.timed_out.is_set(),
                        error=None if error is None else str(error),
                        error_type=None if error is None else type(error).__name__,
+                       error_class=None if error is None else exception_class(error),
                        now=stamp(clock.now()))
 
     return perform

@@ -14,14 +14,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from dj_consumer.errors import JobTimeout
+from dj_consumer.errors import JobTimeout, exception_class
 from tests.model.blame import SLACK, blame_crash, blame_rerun, blame_stuck, returns
 from tests.model.driver import Played
 from tests.model.jobs import RUN_TIME, key_of
 from tests.model.schedule import OURS
 
-#: last_error of an attempt that ran past max_run_time (Ruby's Delayed::WorkerTimeout words).
-TIMEOUT = str(JobTimeout.after(RUN_TIME))
+#: last_error's first line for an attempt that ran past max_run_time: the class, as for every
+#: error we write (docs/handlers.md "Errors"), then Ruby's Delayed::WorkerTimeout words.
+TIMEOUT = f"{exception_class(JobTimeout.after(RUN_TIME))}: {JobTimeout.after(RUN_TIME)}"
 NEVER_TOUCHED = ("bulk", "lookalike", "ruby", "failed")
 #: A job: its row id and its key (SQLite hands a deleted row's id to the next insert).
 Ident = tuple[int, int]
@@ -55,6 +56,7 @@ class Run:
     timed_out: bool = False
     error: str | None = None
     error_type: str | None = None
+    error_class: str | None = None
     now: str | None = None
 
     @property
@@ -74,9 +76,11 @@ class Result:
 def ruby_result(run: Run, max_attempts: int) -> Result:
     if run.t1 is None:
         return Result("unfinished", run.attempt)
+    # last_error's first line: Ruby's rules, with the class named first (`ValueError: …`).
+    error = f"{run.error_class}: {run.error}" if run.error_type else None
     if run.error_type == "FailJob":
-        return Result("failed", run.attempt + 1, run.error)
-    message = run.error if run.error_type else (TIMEOUT if run.timed_out else None)
+        return Result("failed", run.attempt + 1, error)
+    message = error if run.error_type else (TIMEOUT if run.timed_out else None)
     if message is None:
         return Result("success", run.attempt)
     if run.attempt + 1 >= max_attempts:
@@ -99,7 +103,7 @@ def runs_of(events: list[dict[str, Any]]) -> dict[Ident, list[Run]]:
         elif e["ev"] == "run_end" and e["run"] in runs:
             r = runs[e["run"]]
             r.t1, r.timed_out, r.now = e["t"], e["timed_out"], e["now"]
-            r.error, r.error_type = e["error"], e["error_type"]
+            r.error, r.error_type, r.error_class = e["error"], e["error_type"], e["error_class"]
     by_job: dict[Ident, list[Run]] = defaultdict(list)
     for r in sorted(runs.values(), key=lambda r: r.t0):
         by_job[(r.id, r.key)].append(r)
