@@ -27,6 +27,20 @@ def pg(tmp_path: Path) -> Iterator[DB]:
     yield from make_db("postgresql", tmp_path)
 
 
+def delay_handler() -> str:
+    """`user.delay.send_welcome` as Rails writes it: no sure beginning, parsed before claimed."""
+    from tests.unit.conftest_yaml import fixtures
+
+    return next(f for f in fixtures() if f.slug == "pm_ar_instance").handler
+
+
+def welcome_worker(pg: DB) -> Any:
+    """A worker whose only name is `User#send_welcome` (the rows of delay_handler)."""
+    reg = Registry()
+    reg.run("User#send_welcome")(lambda j: None)
+    return make_worker(pg.config(), reg)
+
+
 @pytest.fixture
 def statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
     """Every statement psycopg executes from this thread (work_off's), by its first word."""
@@ -70,12 +84,8 @@ def test_one_round_trip_per_job_for_what_psych_writes(pg: DB, statements: Counte
 
 
 def test_a_delay_job_is_parsed_before_it_is_claimed(pg: DB, statements: Counter[str]) -> None:
-    from tests.unit.conftest_yaml import fixtures
-
-    handler = next(f for f in fixtures() if f.slug == "pm_ar_instance").handler
-    reg = Registry()
-    reg.run("User#send_welcome")(lambda j: None)
-    w = make_worker(pg.config(), reg)
+    handler = delay_handler()
+    w = welcome_worker(pg)
     w.work_off()
     pg.insert(handler)
     statements.clear()
@@ -207,8 +217,6 @@ def test_a_delay_jobs_claim_sends_no_constants_either(
     the names and leases as literals, and still claims only a row that is ready."""
     import psycopg
 
-    from tests.unit.conftest_yaml import fixtures
-
     sent: list[str] = []
     original = psycopg.Cursor.execute
 
@@ -216,10 +224,8 @@ def test_a_delay_jobs_claim_sends_no_constants_either(
         sent.append(str(query))
         return original(self, query, *a, **kw)
 
-    handler = next(f for f in fixtures() if f.slug == "pm_ar_instance").handler
-    reg = Registry()
-    reg.run("User#send_welcome")(lambda j: None)
-    w = make_worker(pg.config(), reg)
+    handler = delay_handler()
+    w = welcome_worker(pg)
     w.work_off()
     pg.insert(handler)
     monkeypatch.setattr(psycopg.Cursor, "execute", seen)
@@ -238,14 +244,10 @@ def test_the_reserve_walks_the_index_behind_a_backlog_of_delay_jobs(
     linear in the backlog, where the walk takes 0.15 ms)."""
     import psycopg
 
-    from tests.unit.conftest_yaml import fixtures
-
-    handler = next(f for f in fixtures() if f.slug == "pm_ar_instance").handler
+    handler = delay_handler()
     pg.insert_many([handler] * 3000, run_at=SystemClock().now() - timedelta(minutes=1))
     with pg.engine.begin() as conn:
         conn.execute(sa.text(f"ANALYZE {pg.table}"))
-    reg = Registry()
-    reg.run("User#send_welcome")(lambda j: None)
     sent: list[tuple[str, Any]] = []
     original = psycopg.Cursor.execute
 
@@ -255,7 +257,7 @@ def test_the_reserve_walks_the_index_behind_a_backlog_of_delay_jobs(
         return original(self, query, params, **kw)
 
     monkeypatch.setattr(psycopg.Cursor, "execute", seen)
-    w = make_worker(pg.config(), reg)
+    w = welcome_worker(pg)
     assert w.work_off(3) == (3, 0)
     query, params = sent[-1]
     monkeypatch.setattr(psycopg.Cursor, "execute", original)
