@@ -10,7 +10,7 @@ from dj_consumer.config import Config
 from dj_consumer.errors import HandlerParseError
 from dj_consumer.models import JobRow
 from dj_consumer.registry import Registry
-from dj_consumer.schema import REQUIRED_COLUMNS
+from dj_consumer.schema import REQUIRED_COLUMNS, add_columns
 from dj_consumer.store import ServerInfo, Store
 
 QUEUE_INDEX_COLUMNS = ["queue", "priority", "run_at"]
@@ -62,8 +62,10 @@ def advise(
                         "run Rails' delayed_job migration (rails generate delayed_job:active_record)")]
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
-        out.append(Finding("error", f"table {table!r} has no column {', '.join(missing)}",
-                           "it is not a delayed_job table, or its migration is incomplete"))
+        fix = "it is not a delayed_job table, or its migration is incomplete"
+        if "id" not in missing:
+            fix += f"; add as Rails' migration does: {add_columns(table, missing)}"
+        out.append(Finding("error", f"table {table!r} has no column {', '.join(missing)}", fix))
     else:
         out.append(Finding("ok", f"table {table!r} has every delayed_job column"))
     if missing_privileges is not None:

@@ -6,6 +6,7 @@ Used by the demo, the tests and `dj-consumer schema`; production tables come fro
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -21,7 +22,10 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import NoSuchTableError
 from sqlalchemy.schema import CreateIndex, CreateTable
+
+from dj_consumer.errors import ConfigError
 
 REQUIRED_COLUMNS = (
     "id",
@@ -37,6 +41,61 @@ REQUIRED_COLUMNS = (
     "created_at",
     "updated_at",
 )
+
+#: Each column as Rails' delayed_job migration declares it (add_column's type and options),
+#: for the line that says how to add a missing one back.
+RAILS_COLUMNS = {
+    "priority": ":integer, default: 0, null: false",
+    "attempts": ":integer, default: 0, null: false",
+    "handler": ":text",
+    "last_error": ":text",
+    "run_at": ":datetime",
+    "locked_at": ":datetime",
+    "failed_at": ":datetime",
+    "locked_by": ":string",
+    "queue": ":string",
+    "created_at": ":datetime",
+    "updated_at": ":datetime",
+}
+
+
+def check_columns(conn: Connection, name: str, where: str) -> dict[str, Any]:
+    """The columns of the delayed_jobs table `name` by name (as SQLAlchemy's inspector gives
+    them). ConfigError, one line that says what to do, when the table or a column Rails'
+    migration makes is missing; `where` names the database in that line."""
+    try:
+        columns = {c["name"]: c for c in inspect(conn).get_columns(name)}
+    except NoSuchTableError:
+        raise ConfigError(
+            f"table {name!r} does not exist in {where}; run Rails' delayed_job migration, or "
+            "`dj-consumer schema --create` for a new one") from None
+    problem = missing_columns(name, columns)
+    if problem is not None:
+        raise ConfigError(problem)
+    return columns
+
+
+def missing_columns(name: str, have: Iterable[str]) -> str | None:
+    """None when table `name` has every column Rails' migration makes; else one line naming
+    the missing ones and the add_column lines that put them back."""
+    have = set(have)
+    missing = [c for c in REQUIRED_COLUMNS if c not in have]
+    if not missing:
+        return None
+    head = f"table {name!r} has no column {missing[0]!r}" + (
+        f" (also missing: {', '.join(missing[1:])})" if missing[1:] else "")
+    if "id" in missing:
+        return f"{head}; it is not a delayed_job table (`dj-consumer schema` prints the one " \
+               "Rails' migration makes)"
+    return f"{head}; it is not a delayed_job table, or its migration is incomplete: add " \
+           f"{'it' if len(missing) == 1 else 'them'} as Rails' migration does " \
+           f"({add_columns(name, missing)})"
+
+
+def add_columns(name: str, columns: Iterable[str]) -> str:
+    """`add_column :delayed_jobs, :locked_by, :string; …` for the columns (not id) given."""
+    return "; ".join(f"add_column :{name}, :{c}, {RAILS_COLUMNS[c]}" for c in columns
+                     if c in RAILS_COLUMNS)
 
 
 def delayed_jobs_table(name: str = "delayed_jobs", metadata: MetaData | None = None) -> Table:

@@ -13,9 +13,9 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import inspect, text
+from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import TextClause
 
 from dj_consumer.config import Config
@@ -34,7 +34,7 @@ from dj_consumer.reserve import SCAN, BacklogMark, Done, Tools, choose, mysql_sc
 from dj_consumer.reserve.base import Accept
 from dj_consumer.reserve.scan import scan_many, scan_one
 from dj_consumer.run import Deferred, Extra
-from dj_consumer.schema import REQUIRED_COLUMNS
+from dj_consumer.schema import check_columns
 from dj_consumer.server import (
     ServerInfo,
     check_strategy,
@@ -90,21 +90,7 @@ class Store:
         """Fail fast, with one clear line, on an unreachable database or a table Rails did not make."""
         try:
             with self.engine.connect() as conn:
-                insp = inspect(conn)
-                try:
-                    columns = {c["name"]: c for c in insp.get_columns(self.config.table_name)}
-                except NoSuchTableError:
-                    raise ConfigError(
-                        f"table {self.config.table_name!r} does not exist in {safe_url(self.config.url)}; "
-                        "run Rails' delayed_job migration, or `dj-consumer schema --create` for a new one"
-                    ) from None
-                missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-                if missing:
-                    raise ConfigError(
-                        f"table {self.config.table_name!r} has no column {missing[0]!r}"
-                        + (f" (also missing: {', '.join(missing[1:])})" if missing[1:] else "")
-                        + "; it is not a delayed_job table, or its migration is incomplete"
-                    )
+                columns = check_columns(conn, self.config.table_name, safe_url(self.config.url))
                 self.last_error_limit = text_limit(self.dialect, columns["last_error"]["type"])
                 self.server = server_info(conn, self.dialect)
                 check_strategy(self.config.reserve_sql, self.server)

@@ -9,9 +9,10 @@ database as `dj-consumer` does: DJ_* variables and the config file (DJ_CONFIG, e
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -82,6 +83,7 @@ class Runs:
         self.engine = make_engine(self.config.url, self.config, autocommit=False)
         self._store: RunsStore | None = None
         self._looked = False
+        self._jobs_checked = False
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -100,22 +102,28 @@ class Runs:
         """The RunsStore when the runs table exists (looked for once)."""
         with self._lock:
             if not self._looked:
-                from dj_consumer.db import unreachable
-
                 cfg = self.config
-                try:
-                    with self.engine.connect() as conn:
-                        self._store = detect(conn, runs_table=cfg.runs_table,
-                                             table_name=cfg.table_name,
-                                             batches_table=cfg.batches_table)
-                except ConfigError:
-                    raise
-                except Exception as exc:
-                    if type(exc).__module__.startswith("sqlalchemy"):
-                        raise unreachable(cfg.url, exc) from None
-                    raise
+                with _one_line(cfg), self.engine.connect() as conn:
+                    self._store = detect(conn, runs_table=cfg.runs_table,
+                                         table_name=cfg.table_name,
+                                         batches_table=cfg.batches_table)
                 self._looked = True
             return self._store
+
+    def check_jobs(self) -> None:
+        """The delayed_jobs table has every column Rails' migration makes (looked at once, before
+        the first statement on it): otherwise one ConfigError line naming the table and the
+        column, as every command gives, not the database's words about one statement."""
+        with self._lock:
+            if self._jobs_checked:
+                return
+            from dj_consumer.db import safe_url
+            from dj_consumer.schema import check_columns
+
+            cfg = self.config
+            with _one_line(cfg), self.engine.connect() as conn:
+                check_columns(conn, cfg.table_name, safe_url(cfg.url))
+            self._jobs_checked = True
 
     def required(self) -> RunsStore:
         store = self.store
@@ -148,6 +156,7 @@ class Runs:
         RunTimeout after `timeout` seconds, RunNotFound when neither the job nor a record is
         there. A rescheduled job is not finished: it runs again."""
         store = self.required()
+        self.check_jobs()
         deadline = self.clock.monotonic() + timeout
         pause = first_poll
         while True:
@@ -180,6 +189,7 @@ class Runs:
         cancel_requested_at is set; the worker stops it (j.cancelled)."""
         from dj_consumer.runs.cancelling import cancel
 
+        self.check_jobs()
         store = self.store
         with self.engine.begin() as conn:
             return cancel(conn, store, self.tables(), job_id, keep=keep,
@@ -203,6 +213,7 @@ class Runs:
         from dj_consumer.runs.batches import enqueue_parts
 
         store = self.required()
+        self.check_jobs()
         if not store.has_batches:
             raise ConfigError(f"there is no batches table {self.config.batches_table!r}: "
                               "create it with `dj-consumer schema --create --runs`")
@@ -221,6 +232,21 @@ class Runs:
 
         with self.engine.connect() as conn:
             return batches.get_batch(conn, self.required(), batch_id)
+
+
+@contextlib.contextmanager
+def _one_line(cfg: Config) -> Iterator[None]:
+    """A database error while looking at the tables as the one line a command prints."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except Exception as exc:
+        if type(exc).__module__.startswith("sqlalchemy"):
+            from dj_consumer.db import unreachable
+
+            raise unreachable(cfg.url, exc) from None
+        raise
 
 
 def describe(run: Run | None) -> str:

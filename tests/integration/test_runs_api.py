@@ -140,6 +140,20 @@ def test_cancel_without_the_runs_table(db: DB) -> None:
     assert runs.cancel(424242, config=cfg).outcome == "missing"
 
 
+def test_cancel_on_a_table_without_locked_by_is_one_line_that_says_what_to_do(db: DB) -> None:
+    job_id = db.insert(HANDLER)
+    with db.engine.begin() as conn:
+        conn.execute(sa.text(f"ALTER TABLE {db.table} DROP COLUMN locked_by"))
+    with pytest.raises(ConfigError) as caught:
+        runs.cancel(job_id, config=db.config(runs_table=f"{db.table}_none"))
+    message = str(caught.value)
+    assert f"table '{db.table}' has no column 'locked_by'" in message
+    assert f"add_column :{db.table}, :locked_by, :string" in message
+    assert "\n" not in message
+    with db.engine.connect() as conn:  # nothing was touched
+        assert conn.execute(sa.text(f"SELECT COUNT(*) FROM {db.table}")).scalar() == 1
+
+
 def test_sqlite_a_job_locked_between_the_look_and_the_delete_is_kept(sqlite_db: DB) -> None:
     """SQLite has no FOR UPDATE: the fence in the DELETE's WHERE is what keeps the job."""
     with runs_tables(sqlite_db) as rdb:
