@@ -1,6 +1,6 @@
 """The README's screenshots, from a real run: `make screenshots` (python -m
-tests.browser.screenshots) writes docs/web-overview.png, docs/web-job.png, docs/web-run.png
-and docs/web-recurring.png.
+tests.browser.screenshots [overview job run recurring]) writes docs/web-overview.png,
+docs/web-job.png, docs/web-run.png and docs/web-recurring.png (or the ones named).
 
 A MariaDB table made by Rails' migration, with a runs table and the recurring columns, gets
 Ruby enqueues (struct, ActiveJob, `.delay`) and ours, and two schedules; a Ruby worker fails
@@ -20,6 +20,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 import dj_consumer
 from dj_consumer import enqueue
 from dj_consumer.clock import SystemClock
@@ -34,6 +36,8 @@ JOBS = Path(__file__).with_name("screenshot_jobs.py")
 DOCS = ROOT / "docs"
 SHOTS = ("overview", "job", "run", "recurring")
 RUNS = ("delayed_job_runs_shots", "delayed_job_batches_shots")
+#: Where the pictures say the app lives, instead of this checkout's path.
+NEUTRAL_ROOT = "/srv/app"
 
 
 def fill(shared: Any, tmp: Path) -> list[subprocess.Popen[bytes]]:
@@ -48,6 +52,7 @@ def fill(shared: Any, tmp: Path) -> list[subprocess.Popen[bytes]]:
          "Net::ReadTimeout: the billing API did not answer"}, "queue": "billing"},
     ])
     shared.ruby.work(queues=["billing"])  # fails OneShotJob for good, as Ruby writes it
+    neutral_paths(shared)
     shared.ruby.enqueue([{"kind": "struct", "class": "SharedJob",
                           "args": {"key": "slow", "seconds": 600}, "queue": "slow"}])
     cfg = {"database_url": shared.url, "table_name": shared.table}
@@ -75,9 +80,24 @@ def fill(shared: Any, tmp: Path) -> list[subprocess.Popen[bytes]]:
     return [ruby, python]
 
 
-def main() -> int:
+def neutral_paths(shared: Any) -> None:
+    """Ruby's backtrace in last_error names the file of the job, here in this checkout
+    (<checkout>/tests/interop/ruby/jobs.rb): shown as if the checkout were deployed at /srv/app."""
+    with shared.db.engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE {shared.table} SET last_error = "
+                             "REPLACE(last_error, :root, :neutral) WHERE last_error IS NOT NULL"),
+                     {"root": str(ROOT), "neutral": NEUTRAL_ROOT})
+
+
+def main(argv: list[str]) -> int:
     from tests.browser.conftest import FLAGS, chromium_missing
 
+    wanted = argv or list(SHOTS)
+    unknown = sorted(set(wanted) - set(SHOTS))
+    if unknown:
+        print(f"unknown screenshot {', '.join(unknown)}; choose from {', '.join(SHOTS)}",
+              file=sys.stderr)
+        return 2
     reason = chromium_missing()
     if reason:
         print(reason, file=sys.stderr)
@@ -107,21 +127,33 @@ def main() -> int:
                  and "ruby" in text_of(driver, "workers"),
                  "both workers' locks on the overview", timeout=120)
         time.sleep(1)
-        driver.save_screenshot(str(DOCS / "web-overview.png"))
+        save(driver, "overview", tmp, wanted)
         driver.get(server.url + "/failed")
         driver.find_element(By.CSS_SELECTOR, "#jobs tbody tr[data-id] a").click()
-        driver.save_screenshot(str(DOCS / "web-job.png"))
+        save(driver, "job", tmp, wanted)
         driver.get(server.url + "/jobs?state=running&name=ReportJob")
         driver.find_element(By.CSS_SELECTOR, "#jobs tbody tr[data-id] a").click()
         wait_for(lambda: driver.execute_script(
             "const p = document.getElementById('progress'); return p && p.value >= 25"),
             "the running job's progress bar a good way along", timeout=60)
-        driver.save_screenshot(str(DOCS / "web-run.png"))
+        save(driver, "run", tmp, wanted)
         driver.get(server.url + "/recurring")
         wait_for(lambda: driver.find_elements(By.ID, "schedules"), "the schedules", timeout=60)
-        driver.save_screenshot(str(DOCS / "web-recurring.png"))
-    print("wrote " + ", ".join(str(DOCS / f"web-{n}.png") for n in SHOTS))
+        save(driver, "recurring", tmp, wanted)
+    print("wrote " + ", ".join(str(DOCS / f"web-{n}.png") for n in wanted))
     return 0
+
+
+def save(driver: Any, shot: str, tmp: Path, wanted: list[str]) -> None:
+    """docs/web-<shot>.png if asked for, unless the page shows a path of this machine (the
+    checkout, the run's temporary directory, the home directory): a README picture names none."""
+    if shot not in wanted:
+        return
+    page = driver.page_source
+    shown = [str(p) for p in (ROOT, tmp, Path.home()) if str(p) in page]
+    if shown:
+        raise SystemExit(f"web-{shot}.png not written: the page shows {', '.join(shown)}")
+    driver.save_screenshot(str(DOCS / f"web-{shot}.png"))
 
 
 def _drop_runs(shared: Any) -> None:
@@ -144,4 +176,4 @@ class _generator:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
