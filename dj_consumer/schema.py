@@ -117,7 +117,8 @@ def delayed_jobs_table(name: str = "delayed_jobs", metadata: MetaData | None = N
         Column("created_at", DateTime),
         Column("updated_at", DateTime),
         # Rails' SQLite primary key is `integer PRIMARY KEY AUTOINCREMENT`: an id is never
-        # reused after the last row is deleted (the idle prober relies on MAX(id) growing).
+        # reused after the last row is deleted (the idle prober's MAX(id) grows; on tables
+        # without it, it reads the top row's created_at too: wakeup.Prober).
         sqlite_autoincrement=True,
     )
     Index(f"{name}_priority", table.c.priority, table.c.run_at)

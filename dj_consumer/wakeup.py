@@ -71,6 +71,16 @@ class Statements:
         self.added = text(
             f"SELECT id FROM {t} WHERE id > :seen AND id <= :top AND {mine} LIMIT 1"
         ).columns(id=Integer())
+        # SQLite without AUTOINCREMENT (tables made by older versions of ours, or by hand)
+        # gives a new row max(id) + 1: with the top row just deleted, the new row takes its
+        # id and MAX(id) does not move. There the prober also reads the top row's created_at
+        # (the same primary-key lookup), and the created_at of the row it saw on top.
+        self.is_sqlite = store.dialect == "sqlite"
+        self.table_sql = text(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = :name")
+        self.top_row = text(f"SELECT id, created_at FROM {t} ORDER BY id DESC LIMIT 1").columns(
+            id=Integer())
+        self.created_at = text(f"SELECT created_at FROM {t} WHERE id = :id")
 
 
 class Wakeup:
@@ -193,7 +203,13 @@ class Wakeup:
 
 class Prober(Looping):
     """One per worker process: every idle_poll, while a slot is idle, one primary-key-only
-    query; when rows were added, one more (a key range) asks whether one is ours, and rings."""
+    query; when rows were added, one more (a key range) asks whether one is ours, and rings.
+
+    On a SQLite table without AUTOINCREMENT, ids are reused (Statements.top_row): the look
+    reads the top row's created_at too. A top row created after the one seen is new even
+    with an id already seen: it rings (new rows may sit below it, ids the key range cannot
+    tell from old ones). Rows added above the one seen are asked about as usual, once the
+    row seen is found unchanged (it was not replaced meanwhile)."""
 
     thread_name = "dj-prober"
 
@@ -202,6 +218,8 @@ class Prober(Looping):
         self.wakeup, self.interval = wakeup, interval
         self.paused = threading.Event()  # notifications are live (notify.py): no need to look
         self._seen: int | None = None
+        self._seen_at: Any = None  # the top row's created_at, where ids are reused
+        self._reuses_ids: bool | None = None  # looked up at the first probe
         self._failing = False
 
     def _loop(self) -> None:
@@ -214,7 +232,7 @@ class Prober(Looping):
             try:
                 self.probe()
             except Exception as exc:  # the database, or a bug: never end the thread
-                self._seen = None
+                self._seen = self._reuses_ids = None
                 if not self._failing:
                     log.warning("wakeup.probe_failed", error=short_error(exc),
                                 hint="idle slots fall back to polling every sleep_delay")
@@ -226,10 +244,23 @@ class Prober(Looping):
         """One look; True when it rang."""
         store, stmts = self.wakeup.store, self.wakeup.statements
         with store.db.connection() as conn:
-            top = conn.execute(stmts.top_id).scalar() or 0
-            seen, self._seen = self._seen, top
+            if self._reuses_ids is None:
+                self._reuses_ids = stmts.is_sqlite and _reuses_ids(
+                    conn.execute(stmts.table_sql, {"name": store.config.table_name}).scalar())
+            if self._reuses_ids:
+                row = conn.execute(stmts.top_row).first()
+                top, top_at = (int(row[0]), row[1]) if row is not None else (0, None)
+            else:
+                top, top_at = conn.execute(stmts.top_id).scalar() or 0, None
+            seen, seen_at = self._seen, self._seen_at
+            self._seen, self._seen_at = top, top_at
             if seen is None:  # the first look (or after an error): rows may have come meanwhile
                 self.wakeup.ring()
+                return True
+            if self._reuses_ids and _newer(top_at, seen_at) and (
+                    top <= seen
+                    or conn.execute(stmts.created_at, {"id": seen}).scalar() != seen_at):
+                self.wakeup.ring()  # a new row with an id seen before (see the class)
                 return True
             if top <= seen:
                 return False
@@ -248,6 +279,23 @@ def ring_local(config: Config) -> None:
         cfg = wakeup.config
         if cfg.table_name == config.table_name and cfg.url == config.url:
             wakeup.ring()
+
+
+def _reuses_ids(create_table: str | None) -> bool:
+    """Does SQLite give a new row the id of a deleted top row (no AUTOINCREMENT)?"""
+    return create_table is not None and "AUTOINCREMENT" not in create_table.upper()
+
+
+def _newer(value: Any, than: Any) -> bool:
+    """Is created_at `value` later than `than` (SQLite's text; unreadable text: different)?"""
+    if value is None:
+        return False  # no created_at: a reused id goes unnoticed (polling finds the row)
+    if than is None:
+        return True
+    try:
+        return bool(_naive(value) > _naive(than))  # type: ignore[operator]
+    except (TypeError, ValueError):
+        return bool(value != than)
 
 
 def _naive(value: Any) -> datetime | None:

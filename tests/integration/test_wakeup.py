@@ -247,6 +247,69 @@ def test_a_row_added_right_after_the_last_one_was_deleted_rings(db: DB) -> None:
     worker.close()
 
 
+def without_autoincrement(db: DB) -> None:
+    """Make db's SQLite table again as older versions of ours did: `INTEGER PRIMARY KEY`
+    without AUTOINCREMENT, so a new row takes max(id) + 1 and reuses a deleted top id."""
+    from sqlalchemy.schema import CreateTable
+
+    ddl = str(CreateTable(db.t).compile(db.engine))
+    assert "AUTOINCREMENT" in ddl
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP TABLE {db.table}")
+        conn.exec_driver_sql(ddl.replace(" AUTOINCREMENT", ""))
+
+
+def replace_top(db: DB, top: int, handler: str) -> int:
+    """Delete row `top` and insert a row in one transaction (between two probes, say: a Ruby
+    worker deletes the newest row it ran, the Rails app inserts a job): its id."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with db.engine.begin() as conn:
+        conn.execute(db.t.delete().where(db.t.c.id == top))
+        return int(conn.execute(db.t.insert().values(
+            handler=handler, run_at=now, created_at=now, updated_at=now)).inserted_primary_key[0])
+
+
+def test_sqlite_without_autoincrement_a_row_that_reuses_the_top_id_rings(sqlite_db: DB) -> None:
+    """MAX(id) does not move when the top row is replaced by a new one with its id: the
+    prober tells them apart by the top row's created_at."""
+    without_autoincrement(sqlite_db)
+    stamps = Stamps()
+    worker = make_worker(sqlite_db.config(), stamps.registry)
+    worker.work_off(0)
+    prober = Prober(worker.slots.wakeup, 0.1)
+    top = sqlite_db.insert("--- !ruby/object:RubyOnly {}\n")
+    assert prober.probe()  # the first look rings
+    assert not prober.probe()
+    assert replace_top(sqlite_db, top, stamp_handler(1)) == top  # the id is reused
+    assert prober.probe()
+    assert not prober.probe()  # nothing new since
+    # Two rows deleted from the top, one inserted: MAX(id) went down, the new row is at it.
+    second = sqlite_db.insert("--- !ruby/object:RubyOnly {}\n")
+    assert not prober.probe()  # not ours
+    with sqlite_db.engine.begin() as conn:
+        conn.execute(sqlite_db.t.delete().where(sqlite_db.t.c.id == second))
+    assert replace_top(sqlite_db, top, stamp_handler(2)) == top
+    assert prober.probe()
+    # A deletion alone adds nothing: no ring.
+    with sqlite_db.engine.begin() as conn:
+        conn.execute(sqlite_db.t.delete().where(sqlite_db.t.c.id == top))
+    assert not prober.probe()
+    worker.close()
+
+
+def test_sqlite_without_autoincrement_an_idle_worker_takes_a_reused_id_promptly(
+        sqlite_db: DB) -> None:
+    without_autoincrement(sqlite_db)
+    stamps = Stamps()
+    with running(sqlite_db, stamps):
+        top = sqlite_db.insert("--- !ruby/object:RubyOnly {}\n")
+        time.sleep(0.5)  # the prober has seen it (and it is not ours: no ring)
+        committed = time.time()
+        assert replace_top(sqlite_db, top, stamp_handler(1)) == top
+        assert stamps.ran.wait(SLEEP_DELAY)
+    assert stamps.started[1] - committed < 1.0
+
+
 def test_a_ring_wakes_one_waiting_slot_not_all(sqlite_db: DB) -> None:
     stamps = Stamps()
     worker = make_worker(sqlite_db.config(sleep_delay=SLEEP_DELAY, concurrency=3),
